@@ -1,0 +1,348 @@
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECISION_UNSPECIFIED: _ClassVar[Decision]
+    ANSWER: _ClassVar[Decision]
+    ABSTAIN: _ClassVar[Decision]
+    ESCALATE: _ClassVar[Decision]
+
+class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DATA_TYPE_UNSPECIFIED: _ClassVar[DataType]
+    FLOAT32: _ClassVar[DataType]
+    FLOAT64: _ClassVar[DataType]
+    INT32: _ClassVar[DataType]
+    INT64: _ClassVar[DataType]
+    BOOL: _ClassVar[DataType]
+DECISION_UNSPECIFIED: Decision
+ANSWER: Decision
+ABSTAIN: Decision
+ESCALATE: Decision
+DATA_TYPE_UNSPECIFIED: DataType
+FLOAT32: DataType
+FLOAT64: DataType
+INT32: DataType
+INT64: DataType
+BOOL: DataType
+
+class Tensor(_message.Message):
+    __slots__ = ("name", "dtype", "shape", "contents", "raw_contents")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    CONTENTS_FIELD_NUMBER: _ClassVar[int]
+    RAW_CONTENTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: DataType
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    contents: TensorContents
+    raw_contents: bytes
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., contents: _Optional[_Union[TensorContents, _Mapping]] = ..., raw_contents: _Optional[bytes] = ...) -> None: ...
+
+class TensorContents(_message.Message):
+    __slots__ = ("float_contents", "double_contents", "int32_contents", "int64_contents", "bool_contents")
+    FLOAT_CONTENTS_FIELD_NUMBER: _ClassVar[int]
+    DOUBLE_CONTENTS_FIELD_NUMBER: _ClassVar[int]
+    INT32_CONTENTS_FIELD_NUMBER: _ClassVar[int]
+    INT64_CONTENTS_FIELD_NUMBER: _ClassVar[int]
+    BOOL_CONTENTS_FIELD_NUMBER: _ClassVar[int]
+    float_contents: _containers.RepeatedScalarFieldContainer[float]
+    double_contents: _containers.RepeatedScalarFieldContainer[float]
+    int32_contents: _containers.RepeatedScalarFieldContainer[int]
+    int64_contents: _containers.RepeatedScalarFieldContainer[int]
+    bool_contents: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, float_contents: _Optional[_Iterable[float]] = ..., double_contents: _Optional[_Iterable[float]] = ..., int32_contents: _Optional[_Iterable[int]] = ..., int64_contents: _Optional[_Iterable[int]] = ..., bool_contents: _Optional[_Iterable[bool]] = ...) -> None: ...
+
+class PredictRequest(_message.Message):
+    __slots__ = ("model", "version", "request_id", "inputs", "text", "context")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    request_id: str
+    inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    text: str
+    context: _containers.ScalarMap[str, str]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., request_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., text: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class LabelScore(_message.Message):
+    __slots__ = ("label", "probability")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    probability: float
+    def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class Classification(_message.Message):
+    __slots__ = ("label", "probability", "top_k")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    probability: float
+    top_k: _containers.RepeatedCompositeFieldContainer[LabelScore]
+    def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ..., top_k: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ...) -> None: ...
+
+class ExtractedField(_message.Message):
+    __slots__ = ("name", "value", "present", "confidence", "raw_confidence")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    RAW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    present: bool
+    confidence: float
+    raw_confidence: float
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ..., present: _Optional[bool] = ..., confidence: _Optional[float] = ..., raw_confidence: _Optional[float] = ...) -> None: ...
+
+class Extraction(_message.Message):
+    __slots__ = ("fields",)
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    fields: _containers.RepeatedCompositeFieldContainer[ExtractedField]
+    def __init__(self, fields: _Optional[_Iterable[_Union[ExtractedField, _Mapping]]] = ...) -> None: ...
+
+class Reason(_message.Message):
+    __slots__ = ("code", "verifier", "message")
+    class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        CODE_UNSPECIFIED: _ClassVar[Reason.Code]
+        LOW_CONFIDENCE: _ClassVar[Reason.Code]
+        VERIFIER_FAILED: _ClassVar[Reason.Code]
+        VERIFIER_ERROR: _ClassVar[Reason.Code]
+        OUT_OF_DISTRIBUTION: _ClassVar[Reason.Code]
+        UNCALIBRATED: _ClassVar[Reason.Code]
+        DRIFT: _ClassVar[Reason.Code]
+    CODE_UNSPECIFIED: Reason.Code
+    LOW_CONFIDENCE: Reason.Code
+    VERIFIER_FAILED: Reason.Code
+    VERIFIER_ERROR: Reason.Code
+    OUT_OF_DISTRIBUTION: Reason.Code
+    UNCALIBRATED: Reason.Code
+    DRIFT: Reason.Code
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    VERIFIER_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: Reason.Code
+    verifier: str
+    message: str
+    def __init__(self, code: _Optional[_Union[Reason.Code, str]] = ..., verifier: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class VerifierResult(_message.Message):
+    __slots__ = ("name", "use", "status", "message", "on_fail", "duration_ms")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATUS_UNSPECIFIED: _ClassVar[VerifierResult.Status]
+        PASSED: _ClassVar[VerifierResult.Status]
+        FAILED: _ClassVar[VerifierResult.Status]
+        ERROR: _ClassVar[VerifierResult.Status]
+        SKIPPED: _ClassVar[VerifierResult.Status]
+    STATUS_UNSPECIFIED: VerifierResult.Status
+    PASSED: VerifierResult.Status
+    FAILED: VerifierResult.Status
+    ERROR: VerifierResult.Status
+    SKIPPED: VerifierResult.Status
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    USE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ON_FAIL_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    use: str
+    status: VerifierResult.Status
+    message: str
+    on_fail: Decision
+    duration_ms: float
+    def __init__(self, name: _Optional[str] = ..., use: _Optional[str] = ..., status: _Optional[_Union[VerifierResult.Status, str]] = ..., message: _Optional[str] = ..., on_fail: _Optional[_Union[Decision, str]] = ..., duration_ms: _Optional[float] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("request_id", "model", "model_version", "decision", "classification", "extraction", "confidence", "raw_confidence", "threshold", "reasons", "verifiers", "trace_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    EXTRACTION_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    RAW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIERS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model: str
+    model_version: str
+    decision: Decision
+    classification: Classification
+    extraction: Extraction
+    confidence: float
+    raw_confidence: float
+    threshold: float
+    reasons: _containers.RepeatedCompositeFieldContainer[Reason]
+    verifiers: _containers.RepeatedCompositeFieldContainer[VerifierResult]
+    trace_id: str
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., extraction: _Optional[_Union[Extraction, _Mapping]] = ..., confidence: _Optional[float] = ..., raw_confidence: _Optional[float] = ..., threshold: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., verifiers: _Optional[_Iterable[_Union[VerifierResult, _Mapping]]] = ..., trace_id: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class InputSpec(_message.Message):
+    __slots__ = ("name", "kind", "dtype", "shape", "has_range", "min", "max", "max_chars")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[InputSpec.Kind]
+        TENSOR: _ClassVar[InputSpec.Kind]
+        TEXT: _ClassVar[InputSpec.Kind]
+    KIND_UNSPECIFIED: InputSpec.Kind
+    TENSOR: InputSpec.Kind
+    TEXT: InputSpec.Kind
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    HAS_RANGE_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHARS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: InputSpec.Kind
+    dtype: DataType
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    has_range: bool
+    min: float
+    max: float
+    max_chars: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[InputSpec.Kind, str]] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., has_range: _Optional[bool] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., max_chars: _Optional[int] = ...) -> None: ...
+
+class VerifierInfo(_message.Message):
+    __slots__ = ("name", "use", "params", "on_fail", "distribution")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    USE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    ON_FAIL_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    use: str
+    params: _struct_pb2.Struct
+    on_fail: Decision
+    distribution: str
+    def __init__(self, name: _Optional[str] = ..., use: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., on_fail: _Optional[_Union[Decision, str]] = ..., distribution: _Optional[str] = ...) -> None: ...
+
+class CalibrationSummary(_message.Message):
+    __slots__ = ("calibrated", "method", "metrics_before", "metrics_after", "evaluated_on", "threshold", "guarantee", "fitted_at", "fit_samples")
+    class MetricsBeforeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class MetricsAfterEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CALIBRATED_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    METRICS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    METRICS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    EVALUATED_ON_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    GUARANTEE_FIELD_NUMBER: _ClassVar[int]
+    FITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FIT_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    calibrated: bool
+    method: str
+    metrics_before: _containers.ScalarMap[str, float]
+    metrics_after: _containers.ScalarMap[str, float]
+    evaluated_on: str
+    threshold: float
+    guarantee: Guarantee
+    fitted_at: str
+    fit_samples: int
+    def __init__(self, calibrated: _Optional[bool] = ..., method: _Optional[str] = ..., metrics_before: _Optional[_Mapping[str, float]] = ..., metrics_after: _Optional[_Mapping[str, float]] = ..., evaluated_on: _Optional[str] = ..., threshold: _Optional[float] = ..., guarantee: _Optional[_Union[Guarantee, _Mapping]] = ..., fitted_at: _Optional[str] = ..., fit_samples: _Optional[int] = ...) -> None: ...
+
+class Guarantee(_message.Message):
+    __slots__ = ("target_risk", "delta", "expected_coverage", "samples", "procedure", "statement")
+    TARGET_RISK_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PROCEDURE_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    target_risk: float
+    delta: float
+    expected_coverage: float
+    samples: int
+    procedure: str
+    statement: str
+    def __init__(self, target_risk: _Optional[float] = ..., delta: _Optional[float] = ..., expected_coverage: _Optional[float] = ..., samples: _Optional[int] = ..., procedure: _Optional[str] = ..., statement: _Optional[str] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "version", "kind", "description", "inputs", "labels", "fields", "verifiers", "calibration", "on_low_confidence")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[ModelInfo.Kind]
+        CLASSIFIER: _ClassVar[ModelInfo.Kind]
+        EXTRACTOR: _ClassVar[ModelInfo.Kind]
+    KIND_UNSPECIFIED: ModelInfo.Kind
+    CLASSIFIER: ModelInfo.Kind
+    EXTRACTOR: ModelInfo.Kind
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIERS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    ON_LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    kind: ModelInfo.Kind
+    description: str
+    inputs: _containers.RepeatedCompositeFieldContainer[InputSpec]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    verifiers: _containers.RepeatedCompositeFieldContainer[VerifierInfo]
+    calibration: CalibrationSummary
+    on_low_confidence: Decision
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[_Union[ModelInfo.Kind, str]] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., fields: _Optional[_Iterable[str]] = ..., verifiers: _Optional[_Iterable[_Union[VerifierInfo, _Mapping]]] = ..., calibration: _Optional[_Union[CalibrationSummary, _Mapping]] = ..., on_low_confidence: _Optional[_Union[Decision, str]] = ...) -> None: ...

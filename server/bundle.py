@@ -1,0 +1,271 @@
+"""bundle.yaml: what a model bundle declares, read and checked before anything loads.
+
+Every mistake is reported as a BundleError naming the file and the key, so an operator
+fixes a bundle from one message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from smallguard.server.errors import BundleError
+from smallguard.server.types import Decision
+from smallguard.verifiers import ModelKind
+
+BUNDLE_FILE = "bundle.yaml"
+DTYPES = ("float32", "float64", "int32", "int64", "bool")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One declared input, per example (the runtime adds the batch dimension)."""
+
+    name: str
+    kind: str = "tensor"  # "tensor" or "text"
+    dtype: str = "float32"
+    shape: tuple[int, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    max_chars: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierSpec:
+    name: str
+    use: str
+    params: Mapping[str, Any]
+    on_fail: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    on_low_confidence: Decision = Decision.ABSTAIN
+    top_k: int = 3
+    verifier_timeout_ms: float = 100.0
+    threshold: float | None = None  # only for uncalibrated bundles; otherwise calibration.json has it
+
+
+@dataclass(frozen=True, slots=True)
+class BundleSpec:
+    folder: Path
+    name: str
+    version: str
+    kind: ModelKind
+    description: str
+    model_path: Path
+    inputs: tuple[InputSpec, ...]
+    output_name: str
+    output_type: str  # "probabilities" or "logits"
+    labels: tuple[str, ...]
+    calibration_path: Path | None  # None: the bundle opted out of calibration
+    policy: Policy
+    verifiers: tuple[VerifierSpec, ...] = field(default=())
+
+    @property
+    def file(self) -> Path:
+        return self.folder / BUNDLE_FILE
+
+
+def read_bundle(folder: Path) -> BundleSpec:
+    """Read and check ``folder/bundle.yaml``; raise BundleError naming the problem."""
+    path = folder / BUNDLE_FILE
+    if not path.is_file():
+        raise BundleError(path, "missing: every bundle folder needs a bundle.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise BundleError(path, f"not valid YAML: {exc}") from None
+    doc = _Reader(path, raw if raw is not None else {}, "")
+    return _parse(folder, doc)
+
+
+def _parse(folder: Path, doc: _Reader) -> BundleSpec:
+    doc.only({"name", "version", "kind", "description", "model", "inputs", "output", "labels",
+              "calibration", "uncalibrated", "policy", "verifiers"})
+    name = doc.text("name")
+    if not NAME_PATTERN.match(name):
+        doc.fail("name", f"{name!r} is not a valid model name; use lower-case letters, digits, '.', '_', '-'")
+    kind_text = doc.text("kind")
+    try:
+        kind = ModelKind(kind_text)
+    except ValueError:
+        doc.fail("kind", f"{kind_text!r} is not a model kind; expected classifier or extractor")
+    if kind is not ModelKind.CLASSIFIER:
+        doc.fail("kind", "extractor bundles are not served by this version yet; only classifier is")
+    model_path = folder / doc.text("model", default="model.onnx")
+    if not model_path.is_file():
+        doc.fail("model", f"model file {model_path} does not exist")
+    inputs = tuple(_input(item) for item in doc.items("inputs"))
+    if not inputs:
+        doc.fail("inputs", "declare at least one input")
+    if len({spec.name for spec in inputs}) != len(inputs):
+        doc.fail("inputs", "input names must be unique")
+    output = doc.section("output")
+    output.only({"name", "type"})
+    output_type = output.choice("type", ("probabilities", "logits"), default="probabilities")
+    labels = tuple(str(label) for label in doc.list("labels"))
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        doc.fail("labels", "a classifier needs at least two distinct labels")
+    calibration_path = _calibration_path(folder, doc)
+    policy = _policy(doc.section("policy", required=False))
+    if calibration_path is not None and policy.threshold is not None:
+        doc.fail("policy.threshold", "a calibrated bundle takes its threshold from its calibration file; "
+                                     "set it there (or with the calibrate command), not here")
+    return BundleSpec(
+        folder=folder,
+        name=name,
+        version=doc.text("version"),
+        kind=kind,
+        description=doc.text("description", default=""),
+        model_path=model_path,
+        inputs=inputs,
+        output_name=output.text("name"),
+        output_type=output_type,
+        labels=labels,
+        calibration_path=calibration_path,
+        policy=policy,
+        verifiers=_verifiers(doc),
+    )
+
+
+def _calibration_path(folder: Path, doc: _Reader) -> Path | None:
+    uncalibrated = doc.get("uncalibrated", False)
+    if not isinstance(uncalibrated, bool):
+        doc.fail("uncalibrated", "expected true or false")
+    if uncalibrated:
+        if doc.get("calibration") is not None:
+            doc.fail("uncalibrated", "a bundle cannot name a calibration and opt out of it")
+        return None
+    path = folder / doc.text("calibration", default="calibration.json")
+    if not path.is_file():
+        doc.fail("calibration", f"{path} does not exist; run the calibration, or opt out explicitly with "
+                                "'uncalibrated: true' (every response then carries an UNCALIBRATED reason)")
+    return path
+
+
+def _input(item: _Reader) -> InputSpec:
+    item.only({"name", "kind", "dtype", "shape", "range", "max_chars"})
+    name = item.text("name")
+    kind = item.choice("kind", ("tensor", "text"), default="tensor")
+    if kind == "text":
+        max_chars = item.get("max_chars", 10_000)
+        if not isinstance(max_chars, int) or isinstance(max_chars, bool) or max_chars <= 0:
+            item.fail("max_chars", "expected a positive whole number of characters")
+        return InputSpec(name=name, kind="text", dtype="string", max_chars=max_chars)
+    dtype = item.choice("dtype", DTYPES)
+    shape = item.list("shape")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and (d > 0 or d == -1) for d in shape):
+        item.fail("shape", f"expected a list of positive sizes (-1 for any), got {shape!r}")
+    low = high = None
+    if item.get("range") is not None:
+        bounds = item.list("range")
+        if len(bounds) != 2 or not all(isinstance(b, int | float) for b in bounds) or bounds[0] > bounds[1]:
+            item.fail("range", f"expected [min, max] with min <= max, got {bounds!r}")
+        low, high = float(bounds[0]), float(bounds[1])
+    return InputSpec(name=name, dtype=dtype, shape=tuple(shape), min=low, max=high)
+
+
+def _policy(section: _Reader) -> Policy:
+    section.only({"on_low_confidence", "top_k", "verifier_timeout_ms", "threshold"})
+    top_k = section.get("top_k", 3)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        section.fail("top_k", "expected a whole number >= 1")
+    timeout = section.get("verifier_timeout_ms", 100.0)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+        section.fail("verifier_timeout_ms", "expected a positive number of milliseconds")
+    threshold = section.get("threshold")
+    if threshold is not None and (not isinstance(threshold, int | float) or not 0 <= threshold <= 1):
+        section.fail("threshold", "expected a number between 0 and 1")
+    return Policy(
+        on_low_confidence=section.decision("on_low_confidence", default="abstain"),
+        top_k=top_k,
+        verifier_timeout_ms=float(timeout),
+        threshold=None if threshold is None else float(threshold),
+    )
+
+
+def _verifiers(doc: _Reader) -> tuple[VerifierSpec, ...]:
+    specs = []
+    for item in doc.items("verifiers", required=False):
+        item.only({"use", "name", "params", "on_fail"})
+        use = item.text("use")
+        params = item.get("params", {}) or {}
+        if not isinstance(params, dict):
+            item.fail("params", "expected a mapping of parameter names to values")
+        specs.append(VerifierSpec(
+            name=item.text("name", default=use),
+            use=use,
+            params=params,
+            on_fail=item.decision("on_fail", default="escalate"),
+        ))
+    names = [spec.name for spec in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        doc.fail("verifiers", f"names must be unique, {duplicates} repeat: give each entry a distinct 'name'")
+    return tuple(specs)
+
+
+class _Reader:
+    """Typed access to one YAML mapping, with errors that name the file and the key path."""
+
+    def __init__(self, path: Path, data: Any, where: str) -> None:
+        self.path, self.where = path, where
+        if not isinstance(data, dict):
+            self._raise(where or "top level", "expected a mapping")
+        self.data: dict[str, Any] = data
+
+    def _raise(self, key: str, problem: str) -> None:
+        raise BundleError(self.path, f"{key}: {problem}")
+
+    def fail(self, key: str, problem: str) -> Any:
+        self._raise(self.where + key, problem)
+
+    def only(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.data) - allowed)
+        if unknown:
+            self.fail(unknown[0], f"unknown key; expected one of {', '.join(sorted(allowed))}")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self.data.get(key, default)
+        if value is None:
+            self.fail(key, "required")
+        if not isinstance(value, str | int | float) or isinstance(value, bool) or not str(value).strip():
+            self.fail(key, f"expected a non-empty string, got {value!r}")
+        return str(value).strip()
+
+    def choice(self, key: str, allowed: tuple[str, ...], default: str | None = None) -> str:
+        value = self.text(key, default)
+        if value not in allowed:
+            self.fail(key, f"{value!r} is not allowed; expected one of {', '.join(allowed)}")
+        return value
+
+    def decision(self, key: str, default: str) -> Decision:
+        return Decision[self.choice(key, ("abstain", "escalate"), default).upper()]
+
+    def list(self, key: str) -> list[Any]:
+        value = self.data.get(key)
+        if not isinstance(value, list):
+            self.fail(key, f"expected a list, got {value!r}")
+        return value
+
+    def items(self, key: str, required: bool = True) -> list[_Reader]:
+        if not required and self.data.get(key) is None:
+            return []
+        return [_Reader(self.path, item, f"{self.where}{key}[{i}].") for i, item in enumerate(self.list(key))]
+
+    def section(self, key: str, required: bool = True) -> _Reader:
+        value = self.data.get(key)
+        if value is None and not required:
+            value = {}
+        if not isinstance(value, dict):
+            self.fail(key, "expected a mapping")
+        return _Reader(self.path, value, f"{self.where}{key}.")

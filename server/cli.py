@@ -1,0 +1,154 @@
+"""The `smallguard` command: `serve` the model repository, or list which `models` would load."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from smallguard.server.config import Settings
+
+log = logging.getLogger("smallguard")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("SMALLGUARD_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+    try:
+        settings = _settings(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args.run(settings)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smallguard", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="serve the models over gRPC")
+    serve.set_defaults(run=serve_command)
+    for item in dataclasses.fields(Settings):
+        flag = "--" + item.name.replace("_", "-")
+        serve.add_argument(flag, dest=item.name, default=None,
+                           help=f"{item.metadata['help']} (env {item.metadata['env']})")
+    models = commands.add_parser("models", help="list the bundles in a repository and whether they load")
+    models.set_defaults(run=models_command)
+    models.add_argument("--model-repository", dest="model_repository", default=None,
+                        help="folder of bundles (default: the shipped models)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if getattr(args, f.name, None)}
+    return Settings.from_env().updated(flags, lambda name: "--" + name.replace("_", "-"))
+
+
+def serve_command(settings: Settings) -> int:
+    if settings.workers > 1:
+        return _supervise(settings)
+    from smallguard.server.serving import create_server
+    from smallguard.server.telemetry import configure_tracing
+
+    provider = configure_tracing()
+    try:
+        server = create_server(settings)
+    except Exception as exc:  # start-up refused: one clear line, no traceback
+        log.error("cannot start: %s", exc)
+        return 2
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: draining for up to %gs", signal.Signals(signum).name, settings.grace_seconds)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    print(f"smallguard serving on port {server.port}", flush=True)
+    stopping.wait()
+    server.stop(settings.grace_seconds)
+    provider.shutdown()
+    log.info("stopped")
+    return 0
+
+
+def _supervise(settings: Settings) -> int:
+    """Run N single-worker processes on one port; forward SIGTERM; restart a crashed one."""
+    if settings.port == 0:
+        log.error("--workers %d needs a fixed --port: the processes share it", settings.workers)
+        return 2
+    env = dict(os.environ)
+    env.update({item.metadata["env"]: str(getattr(settings, item.name)) for item in dataclasses.fields(Settings)})
+    env["SMALLGUARD_WORKERS"] = "1"
+    command = [sys.executable, "-m", "smallguard.server.cli", "serve"]
+    workers = [subprocess.Popen(command, env=env) for _ in range(settings.workers)]
+    started = [time.monotonic()] * settings.workers
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping.is_set():
+        for i, worker in enumerate(workers):
+            code = worker.poll()
+            if code is None or stopping.is_set():
+                continue
+            if code == 2 or time.monotonic() - started[i] < 5:
+                log.error("worker %d exited with %d at start-up; stopping", worker.pid, code)
+                on_signal(signal.SIGTERM, None)
+                break
+            log.warning("worker %d exited with %d; starting another", worker.pid, code)
+            workers[i], started[i] = subprocess.Popen(command, env=env), time.monotonic()
+        stopping.wait(0.5)
+    codes = [worker.wait() for worker in workers]
+    return max(abs(code) for code in codes) if any(codes) else 0
+
+
+def models_command(settings: Settings) -> int:
+    from smallguard.server.repository import scan
+    from smallguard.verifiers import VerifierRegistry
+
+    registry = VerifierRegistry.discover()
+    root = Path(settings.model_repository)
+    print(f"model repository: {root}")
+    print(f"verifiers: {', '.join(registry.names())}")
+    for name, problem in sorted(registry.failures.items()):
+        print(f"verifier {name} unavailable: {problem}")
+    try:
+        results = scan(root, registry)
+    except Exception as exc:
+        print(f"cannot read the repository: {exc}")
+        return 2
+    refused = 0
+    for folder, result in results:
+        if isinstance(result, Exception):
+            refused += 1
+            print(f"  REFUSED {folder.name}: {result}")
+            continue
+        spec = result.spec
+        calibration = (f"{result.calibration.method}, threshold {result.threshold:.4f}"
+                       if result.calibration else "UNCALIBRATED (opted out)")
+        verifiers = ", ".join(f"{v.spec.name}({v.spec.on_fail.name.lower()})" for v in result.verifiers) or "none"
+        print(f"  OK      {spec.name} {spec.version} [{spec.kind.value}] calibration: {calibration}; "
+              f"verifiers: {verifiers}")
+    if not results:
+        print("  no bundles found")
+    return 1 if refused or not results else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

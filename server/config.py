@@ -1,0 +1,62 @@
+"""Server settings: defaults, overridden by SMALLGUARD_* environment variables, then by flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_model_repository() -> Path:
+    """The model repository shipped inside the package (the repo's models/ in a checkout)."""
+    return Path(str(importlib.resources.files("smallguard.models")))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = field(default="[::]", metadata={"env": "SMALLGUARD_HOST", "help": "address to bind"})
+    port: int = field(default=50051, metadata={"env": "SMALLGUARD_PORT", "help": "port to bind (0: any free)"})
+    model_repository: Path = field(default_factory=default_model_repository, metadata={
+        "env": "SMALLGUARD_MODEL_REPOSITORY", "help": "folder of bundles (default: the shipped models)"})
+    workers: int = field(default=1, metadata={
+        "env": "SMALLGUARD_WORKERS", "help": "server processes sharing the port (SO_REUSEPORT)"})
+    threads: int = field(default=8, metadata={"env": "SMALLGUARD_THREADS", "help": "request threads per process"})
+    max_concurrent_rpcs: int = field(default=256, metadata={
+        "env": "SMALLGUARD_MAX_CONCURRENT_RPCS", "help": "in-flight RPCs per process before RESOURCE_EXHAUSTED"})
+    grace_seconds: float = field(default=10.0, metadata={
+        "env": "SMALLGUARD_GRACE_SECONDS", "help": "on SIGTERM, how long in-flight requests may finish"})
+    max_request_bytes: int = field(default=4 * 1024 * 1024, metadata={
+        "env": "SMALLGUARD_MAX_REQUEST_BYTES", "help": "larger Predict requests get INVALID_ARGUMENT"})
+    verifier_threads: int = field(default=8, metadata={
+        "env": "SMALLGUARD_VERIFIER_THREADS", "help": "threads that run verifiers under their time budget"})
+    intra_op_threads: int = field(default=1, metadata={
+        "env": "SMALLGUARD_INTRA_OP_THREADS", "help": "onnxruntime threads per model run"})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        raw = {f.name: environ[f.metadata["env"]] for f in dataclasses.fields(cls) if environ.get(f.metadata["env"])}
+        return cls().updated(raw, lambda name: _FIELDS[name].metadata["env"])
+
+    def updated(self, raw: Mapping[str, str], label: Callable[[str], str] = lambda name: name) -> Settings:
+        """A copy with the named fields parsed from text; errors name ``label(field)``."""
+        return dataclasses.replace(self, **{name: _parse(name, value, label(name)) for name, value in raw.items()})
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_TYPES: dict[str, Callable[[str], object]] = {"host": str, "model_repository": Path, "grace_seconds": float}
+
+
+def _parse(name: str, raw: str, label: str) -> object:
+    kind = _TYPES.get(name, int)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{label}={raw!r}: expected {getattr(kind, '__name__', kind)}") from None

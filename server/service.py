@@ -1,0 +1,77 @@
+"""The gRPC servicer: a few lines per RPC that convert messages and call the core.
+
+Predict receives the raw request bytes so that an oversized request is answered with
+INVALID_ARGUMENT naming the limit, instead of grpc's bare RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+from smallguard.server import converters
+from smallguard.server.errors import InvalidInputError, ModelNotFoundError
+from smallguard.server.guard import Guard
+from smallguard.v1 import guard_pb2 as pb
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Guard"].full_name
+T = TypeVar("T")
+
+
+class GuardService:
+    def __init__(self, guard: Guard, max_request_bytes: int) -> None:
+        self._guard = guard
+        self._max_request_bytes = max_request_bytes
+
+    def Predict(self, raw: bytes, context: grpc.ServicerContext) -> pb.PredictResponse:
+        if len(raw) > self._max_request_bytes:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"request: {len(raw)} bytes is over this server's limit of {self._max_request_bytes} "
+                          "bytes (--max-request-bytes)")
+        try:
+            request = pb.PredictRequest.FromString(raw)
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"request: not a valid {pb.PredictRequest.DESCRIPTOR.full_name}: {exc}")
+        return _answer(context, lambda: converters.predict_response(
+            self._guard.predict(converters.predict_call(request))))
+
+    def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[converters.model_info(m) for m in self._guard.repository])
+
+    def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
+        return _answer(context, lambda: converters.model_info(self._guard.repository.get(request.name)))
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """Handlers for every RPC the proto declares (a test checks none is missing)."""
+        def unary(behavior: Callable, request_type: type | None, response_type: type) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                behavior,
+                request_deserializer=None if request_type is None else request_type.FromString,
+                response_serializer=response_type.SerializeToString,
+            )
+
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+            "Predict": unary(self.Predict, None, pb.PredictResponse),
+            "ListModels": unary(self.ListModels, pb.ListModelsRequest, pb.ListModelsResponse),
+            "GetModel": unary(self.GetModel, pb.GetModelRequest, pb.ModelInfo),
+        })
+
+
+def _answer(context: grpc.ServicerContext, work: Callable[[], T]) -> T:
+    """Run ``work``, mapping the core's errors to status codes; never let one kill the server."""
+    try:
+        return work()
+    except InvalidInputError as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except ModelNotFoundError as exc:
+        context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+    except Exception:
+        log.exception("unexpected error")
+        context.abort(grpc.StatusCode.INTERNAL, "internal error while serving the request; the server log has "
+                                                "the details")
+    raise AssertionError("unreachable: abort raises")

@@ -1,0 +1,93 @@
+"""The core's own types: what a Predict call asks and what the guard decides.
+
+They know nothing of gRPC or protobuf, so the decision path is testable without a network
+and a second transport would only need new converters.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from smallguard.verifiers import Prediction, Status
+
+
+class Decision(enum.IntEnum):
+    """Ordered by severity: the most severe outcome wins."""
+
+    ANSWER = 1
+    ABSTAIN = 2
+    ESCALATE = 3
+
+    @classmethod
+    def parse(cls, text: str) -> Decision:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            allowed = ", ".join(d.name.lower() for d in cls)
+            raise ValueError(f"unknown decision {text!r}; expected one of {allowed}") from None
+
+
+class ReasonCode(enum.Enum):
+    LOW_CONFIDENCE = "LOW_CONFIDENCE"
+    VERIFIER_FAILED = "VERIFIER_FAILED"
+    VERIFIER_ERROR = "VERIFIER_ERROR"
+    OUT_OF_DISTRIBUTION = "OUT_OF_DISTRIBUTION"
+    UNCALIBRATED = "UNCALIBRATED"
+    DRIFT = "DRIFT"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: ReasonCode
+    message: str
+    verifier: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierOutcome:
+    """One verifier's result on one prediction, as the runner saw it."""
+
+    name: str
+    use: str
+    status: Status
+    message: str
+    on_fail: Decision
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInput:
+    """A tensor as the caller sent it, already decoded into numpy but not yet validated."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    values: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class PredictCall:
+    model: str
+    version: str = ""
+    request_id: str = ""
+    tensors: tuple[TensorInput, ...] = ()
+    text: str = ""
+    context: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictOutcome:
+    request_id: str
+    model: str
+    model_version: str
+    decision: Decision
+    prediction: Prediction
+    confidence: float
+    raw_confidence: float
+    threshold: float
+    reasons: tuple[Reason, ...]
+    verifiers: tuple[VerifierOutcome, ...]
+    trace_id: str = ""
