@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from smallguard.server.errors import BundleError
 from smallguard.server.types import Decision
 from smallguard.verifiers import ModelKind

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from smallguard.server.calibration import Calibration, logits_from_probabilities
 from smallguard.verifiers import LabelScore, ModelKind, Prediction
 

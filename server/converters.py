@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from google.protobuf import struct_pb2
+
 from smallguard.server.errors import InvalidInputError
 from smallguard.server.repository import LoadedModel
 from smallguard.server.types import Decision, PredictCall, PredictOutcome, TensorInput

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 from opentelemetry import trace
+
 from smallguard.server.inputs import feeds_for
 from smallguard.server.policy import decide
 from smallguard.server.repository import LoadedModel, ModelRepository

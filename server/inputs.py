@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from smallguard.server.bundle import InputSpec
 from smallguard.server.errors import InvalidInputError
 from smallguard.server.types import PredictCall, TensorInput

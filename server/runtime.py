@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
+
 from smallguard.server.bundle import BundleSpec, InputSpec
 from smallguard.server.errors import BundleError
 

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
+
 from smallguard.server import converters
 from smallguard.server.errors import InvalidInputError, ModelNotFoundError
 from smallguard.server.guard import Guard

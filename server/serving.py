@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import filters, server_interceptor
+
 from smallguard.server.config import Settings
 from smallguard.server.guard import Guard
 from smallguard.server.repository import ModelRepository
@@ -79,8 +80,13 @@ class GuardServer:
         self._server.wait_for_termination()
 
 
-def create_server(settings: Settings, registry: VerifierRegistry | None = None) -> GuardServer:
-    """Discover verifiers, load every bundle, and bind the port (not yet started)."""
+def build_guard(settings: Settings, registry: VerifierRegistry | None = None) -> Guard:
+    """Discover verifiers and load every bundle: the core, ready for any transport."""
     registry = VerifierRegistry.discover() if registry is None else registry
     repository = ModelRepository.load(settings.model_repository, registry, settings.intra_op_threads)
-    return GuardServer(Guard(repository, VerifierRunner(settings.verifier_threads)), settings)
+    return Guard(repository, VerifierRunner(settings.verifier_threads))
+
+
+def create_server(settings: Settings, registry: VerifierRegistry | None = None) -> GuardServer:
+    """The core behind a gRPC server bound to its port (not yet started)."""
+    return GuardServer(build_guard(settings, registry), settings)

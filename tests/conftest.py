@@ -1,0 +1,98 @@
+"""Shared fixtures: an in-memory span exporter, and real servers on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from smallguard.server.config import Settings
+from smallguard.server.serving import GuardServer, create_server
+from smallguard.v1 import guard_pb2 as pb
+from smallguard.v1 import guard_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+DIGITS = MODELS / "digits"
+
+_EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tracing() -> None:
+    """One global tracer provider for the whole run (OpenTelemetry allows setting it once)."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+    trace.set_tracer_provider(provider)
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    _EXPORTER.clear()
+    return _EXPORTER
+
+
+@dataclass
+class Running:
+    server: GuardServer
+    channel: grpc.Channel
+    stub: guard_pb2_grpc.GuardStub
+    address: str
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.server.stop(0)
+
+
+def start_server(repository: Path, **overrides: object) -> Running:
+    """A real server on a free loopback port, and a client channel to it."""
+    settings = Settings(host="127.0.0.1", port=0, model_repository=repository, **overrides)  # type: ignore[arg-type]
+    server = create_server(settings)
+    server.start()
+    address = f"127.0.0.1:{server.port}"
+    channel = grpc.insecure_channel(address)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    return Running(server, channel, guard_pb2_grpc.GuardStub(channel), address)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Iterator[Running]:
+    """The shipped model repository, served as `smallguard serve` would."""
+    running = start_server(MODELS)
+    yield running
+    running.stop()
+
+
+def digits_rows(split: str = "test") -> list[dict]:
+    lines = (DIGITS / "data" / f"{split}.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def pixels(values: list[float], **fields: object) -> pb.Tensor:
+    tensor = pb.Tensor(name="pixels", dtype=pb.FLOAT32, shape=[64], **fields)  # type: ignore[arg-type]
+    if "raw_contents" not in fields:
+        tensor.contents.float_contents.extend(values)
+    return tensor
+
+
+def digits_request(values: list[float], **fields: object) -> pb.PredictRequest:
+    return pb.PredictRequest(model="digits", inputs=[pixels(values)], **fields)  # type: ignore[arg-type]
+
+
+def copy_bundle(source: Path, repository: Path, name: str, bundle_yaml: str) -> Path:
+    """A bundle folder holding ``source``'s model and calibration with a bundle.yaml of the test's own."""
+    folder = repository / name
+    folder.mkdir(parents=True)
+    for item in ("model.onnx", "calibration.json"):
+        shutil.copy(source / item, folder / item)
+    (folder / "bundle.yaml").write_text(bundle_yaml)
+    return folder

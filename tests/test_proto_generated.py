@@ -1,0 +1,36 @@
+"""The committed generated code is exactly what scripts/generate-proto.sh makes from the proto."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from smallguard.server.service import GuardService
+from smallguard.v1 import guard_pb2
+
+ROOT = Path(__file__).resolve().parents[1]
+GENERATED = ("guard_pb2.py", "guard_pb2.pyi", "guard_pb2_grpc.py")
+
+
+def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
+    subprocess.run([str(ROOT / "scripts" / "generate-proto.sh"), str(tmp_path)], check=True,
+                   env={**os.environ, "PYTHON": sys.executable})
+    for name in GENERATED:
+        fresh = (tmp_path / "smallguard" / "v1" / name).read_text()
+        committed = (ROOT / "proto" / "smallguard" / "v1" / name).read_text()
+        assert fresh == committed, f"{name} is stale: run `make proto` and commit the result"
+
+
+class _Details(grpc.HandlerCallDetails):
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
+
+
+def test_every_rpc_in_the_proto_has_a_handler() -> None:
+    handler = GuardService(guard=None, max_request_bytes=1).handler()  # type: ignore[arg-type]
+    service = guard_pb2.DESCRIPTOR.services_by_name["Guard"]
+    for method in service.methods:
+        assert handler.service(_Details(f"/{service.full_name}/{method.name}")) is not None, method.name

@@ -1,0 +1,75 @@
+"""Spans, read back with an in-memory exporter: one server span per Predict with its children."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from smallguard.v1 import guard_pb2 as pb
+from tests.conftest import Running, digits_request, digits_rows
+
+pytestmark = pytest.mark.e2e
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+
+
+def finished(spans: InMemorySpanExporter, count: int) -> list[ReadableSpan]:
+    """The server ends its span as it sends the reply, so give it a moment to be exported."""
+    deadline = time.monotonic() + 5
+    while len(spans.get_finished_spans()) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(spans.get_finished_spans())
+
+
+def test_predict_span_continues_the_callers_trace_and_has_model_and_verifier_children(
+    shipped: Running, spans: InMemorySpanExporter
+) -> None:
+    metadata = (("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"),)
+    row = digits_rows()[0]
+    response = shipped.stub.Predict(digits_request(row["pixels"], context={"allowed_labels": "0"}),
+                                    metadata=metadata)
+    assert response.trace_id == CALLER_TRACE
+
+    by_name = {span.name: span for span in finished(spans, 3)}
+    server = by_name["/smallguard.v1.Guard/Predict"]
+    assert server.kind is SpanKind.SERVER
+    assert format(server.context.trace_id, "032x") == CALLER_TRACE
+    assert format(server.parent.span_id, "016x") == CALLER_SPAN
+    for child in ("smallguard.model.run", "smallguard.verifiers.run"):
+        assert by_name[child].parent.span_id == server.context.span_id
+        assert by_name[child].context.trace_id == server.context.trace_id
+
+    attributes = server.attributes
+    assert attributes["smallguard.model.name"] == "digits"
+    assert attributes["smallguard.model.version"] == response.model_version
+    assert attributes["smallguard.request_id"] == response.request_id
+    assert attributes["smallguard.decision"] == pb.Decision.Name(response.decision)
+    assert list(attributes["smallguard.reasons"]) == [pb.Reason.Code.Name(r.code) for r in response.reasons]
+    assert attributes["smallguard.confidence"] == pytest.approx(response.confidence)
+    assert attributes["smallguard.confidence.raw"] == pytest.approx(response.raw_confidence)
+    expected_failed = [] if row["label"] == "0" else ["label-allowed"]
+    assert list(attributes["smallguard.verifiers.failed"]) == expected_failed
+    assert list(by_name["smallguard.verifiers.run"].attributes["smallguard.verifiers.failed"]) == expected_failed
+
+
+def test_a_call_without_trace_context_starts_a_new_trace(shipped: Running, spans: InMemorySpanExporter) -> None:
+    response = shipped.stub.Predict(digits_request(digits_rows()[1]["pixels"]))
+    assert len(response.trace_id) == 32 and response.trace_id != CALLER_TRACE
+    server = next(s for s in finished(spans, 3) if s.name == "/smallguard.v1.Guard/Predict")
+    assert server.parent is None
+    assert format(server.context.trace_id, "032x") == response.trace_id
+
+
+def test_health_probes_are_kept_out_of_traces(shipped: Running, spans: InMemorySpanExporter) -> None:
+    stub = health_pb2_grpc.HealthStub(shipped.channel)
+    for _ in range(3):
+        stub.Check(health_pb2.HealthCheckRequest())
+    shipped.stub.ListModels(pb.ListModelsRequest())
+    names = [s.name for s in finished(spans, 1)]
+    assert names == ["/smallguard.v1.Guard/ListModels"]
