@@ -1,0 +1,117 @@
+"""A bundle that cannot load is refused at start-up with one message naming the file and the problem."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from smallguard.server.errors import BundleError
+from smallguard.server.repository import ModelRepository
+from smallguard.v1 import guard_pb2 as pb
+from smallguard.verifiers import VerifierRegistry
+from tests.conftest import DIGITS, copy_bundle, digits_request, digits_rows, start_server
+
+GOOD = (DIGITS / "bundle.yaml").read_text()
+
+
+@pytest.fixture(scope="module")
+def registry() -> VerifierRegistry:
+    return VerifierRegistry.discover()
+
+
+def refusal(
+    tmp_path: Path, registry: VerifierRegistry, bundle_yaml: str, change: Callable[[Path], object] | None = None
+) -> BundleError:
+    folder = copy_bundle(DIGITS, tmp_path, "digits", bundle_yaml)
+    if change:
+        change(folder)
+    with pytest.raises(BundleError) as error:
+        ModelRepository.load(tmp_path, registry)
+    return error.value
+
+
+def test_the_shipped_bundle_loads(registry: VerifierRegistry) -> None:
+    repository = ModelRepository.load(DIGITS.parent, registry)
+    model = repository.get("digits")
+    assert model.calibration is not None and 0 < model.threshold < 1
+
+
+@pytest.mark.parametrize(("bundle_yaml", "file", "text"), [
+    (GOOD.replace("name: pixels", "name: image"), "model.onnx",
+     "the model's inputs ['pixels'] do not match the inputs bundle.yaml declares ['image']"),
+    (GOOD.replace("shape: [64]", "shape: [32]"), "model.onnx", "bundle.yaml declares [32] per example"),
+    (GOOD.replace("dtype: float32", "dtype: int64"), "model.onnx", "declared int64 in bundle.yaml"),
+    (GOOD.replace("use: label-allowed", "use: no-such-verifier"), "bundle.yaml", "no-such-verifier"),
+    (GOOD.replace("context_key: allowed_labels", "no_such_param: 1"), "bundle.yaml", "label-allowed"),
+    (GOOD.replace("on_fail: escalate", "on_fail: explode"), "bundle.yaml", "on_fail: 'explode' is not allowed"),
+    (GOOD.replace("name: probabilities", "name: scores"), "model.onnx", "the model has no output 'scores'"),
+    (GOOD.replace('"9"]', '"9", "10"]'), "model.onnx", "has 10 columns but bundle.yaml lists 11 labels"),
+    (GOOD.replace("kind: classifier", "kind: regressor"), "bundle.yaml", "'regressor' is not a model kind"),
+    (GOOD + "\nsurprise: true\n", "bundle.yaml", "surprise: unknown key"),
+    ("name: [unclosed", "bundle.yaml", "not valid YAML"),
+    (GOOD.replace("calibration: calibration.json", "calibration: other.json"), "bundle.yaml",
+     "'uncalibrated: true'"),
+], ids=["input-name", "input-shape", "input-dtype", "unknown-verifier", "bad-params", "bad-on-fail",
+        "missing-output", "label-count", "kind", "unknown-key", "yaml", "missing-calibration"])
+def test_refused_bundle_names_file_and_problem(tmp_path: Path, registry: VerifierRegistry, bundle_yaml: str,
+                                               file: str, text: str) -> None:
+    error = refusal(tmp_path, registry, bundle_yaml)
+    assert Path(error.path).name == file
+    assert text in str(error)
+
+
+def test_missing_model_file_is_named(tmp_path: Path, registry: VerifierRegistry) -> None:
+    error = refusal(tmp_path, registry, GOOD, lambda folder: (folder / "model.onnx").unlink())
+    assert "model.onnx" in str(error) and "does not exist" in str(error)
+
+
+def test_a_corrupt_model_file_is_named(tmp_path: Path, registry: VerifierRegistry) -> None:
+    error = refusal(tmp_path, registry, GOOD, lambda folder: (folder / "model.onnx").write_bytes(b"not onnx"))
+    assert Path(error.path).name == "model.onnx" and "onnxruntime cannot load it" in str(error)
+
+
+def test_a_bad_calibration_file_is_named(tmp_path: Path, registry: VerifierRegistry) -> None:
+    error = refusal(tmp_path, registry, GOOD, lambda folder: (folder / "calibration.json").write_text("{oops"))
+    assert Path(error.path).name == "calibration.json"
+
+
+def test_two_bundles_with_one_name_are_refused(tmp_path: Path, registry: VerifierRegistry) -> None:
+    copy_bundle(DIGITS, tmp_path, "a", GOOD)
+    copy_bundle(DIGITS, tmp_path, "b", GOOD)
+    with pytest.raises(BundleError, match="model name 'digits' is already used"):
+        ModelRepository.load(tmp_path, registry)
+
+
+def test_an_empty_repository_is_refused(tmp_path: Path, registry: VerifierRegistry) -> None:
+    with pytest.raises(BundleError, match="no bundles found"):
+        ModelRepository.load(tmp_path, registry)
+
+
+def test_a_threshold_in_bundle_yaml_is_refused_when_calibrated(tmp_path: Path, registry: VerifierRegistry) -> None:
+    error = refusal(tmp_path, registry, GOOD.replace("policy:", "policy:\n  threshold: 0.5"))
+    assert "takes its threshold from its calibration file" in str(error)
+
+
+def uncalibrated_yaml() -> str:
+    return GOOD.replace("calibration: calibration.json", "uncalibrated: true").replace(
+        "policy:", "policy:\n  threshold: 0.6")
+
+
+def test_an_uncalibrated_bundle_that_opts_in_says_so_in_every_response(tmp_path: Path) -> None:
+    folder = copy_bundle(DIGITS, tmp_path, "digits", uncalibrated_yaml())
+    (folder / "calibration.json").unlink()
+    running = start_server(tmp_path)
+    try:
+        for row in digits_rows()[:20]:
+            response = running.stub.Predict(digits_request(row["pixels"]))
+            codes = [r.code for r in response.reasons]
+            assert pb.Reason.UNCALIBRATED in codes
+            assert response.confidence == pytest.approx(response.raw_confidence)
+            assert response.threshold == pytest.approx(0.6)
+            assert (response.decision == pb.ANSWER) == (response.confidence >= 0.6)
+        info = running.stub.GetModel(pb.GetModelRequest(name="digits"))
+        assert not info.calibration.calibrated and info.calibration.method == "none"
+    finally:
+        running.stop()
