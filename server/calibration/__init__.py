@@ -1,0 +1,62 @@
+"""Calibration: fit a method on held-out data, measure it, and certify a confidence threshold.
+
+Applying a stored calibration (``load_calibration`` then ``calibrator.probabilities``) needs
+only numpy; fitting and threshold selection import scipy when called.
+"""
+
+from smallguard.server.calibration.methods import (
+    METHODS,
+    CalibrationError,
+    Calibrator,
+    TemperatureScaling,
+    load_method,
+    logits_from_probabilities,
+    softmax,
+)
+from smallguard.server.calibration.metrics import (
+    ReliabilityBin,
+    accuracy,
+    brier_score,
+    expected_calibration_error,
+    maximum_calibration_error,
+    negative_log_likelihood,
+    reliability,
+    summary,
+    top1,
+)
+from smallguard.server.calibration.store import Calibration, load_calibration, parse_calibration, write_calibration
+from smallguard.server.calibration.threshold import (
+    NoValidThresholdError,
+    ThresholdChoice,
+    choose_threshold,
+    clopper_pearson_upper,
+    samples_needed,
+)
+
+__all__ = [
+    "METHODS",
+    "Calibration",
+    "CalibrationError",
+    "Calibrator",
+    "NoValidThresholdError",
+    "ReliabilityBin",
+    "TemperatureScaling",
+    "ThresholdChoice",
+    "accuracy",
+    "brier_score",
+    "choose_threshold",
+    "clopper_pearson_upper",
+    "expected_calibration_error",
+    "load_calibration",
+    "load_method",
+    "logits_from_probabilities",
+    "maximum_calibration_error",
+    "negative_log_likelihood",
+    "parse_calibration",
+    "reliability",
+    "samples_needed",
+    "softmax",
+    "summary",
+    "top1",
+    "write_calibration",
+]

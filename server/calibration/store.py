@@ -1,0 +1,176 @@
+"""calibration.json: the fitted method, its threshold and the evidence for both.
+
+The file is checked in full when it is read, and every problem is reported as a
+CalibrationError naming the file, because a bundle with a bad calibration must be refused at
+start-up, not discovered on the first request. Writing goes through the same checks and an
+atomic rename, so a server never reads a half-written file and we never write one we would refuse.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from smallguard.server.calibration.methods import METHODS, CalibrationError, Calibrator, load_method
+from smallguard.server.calibration.threshold import ThresholdChoice
+
+FORMAT = 1
+EVALUATED_ON = "test split (never used for fitting)"
+_REQUIRED = ("format", "method", "params", "threshold", "fitted_at", "fit_samples", "metrics", "guarantee")
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """A loaded calibration.json: the calibrator to apply and the threshold it certifies."""
+
+    method: str
+    params: Mapping[str, Any]
+    calibrator: Calibrator
+    threshold: float
+    metrics: Mapping[str, Any]
+    guarantee: Mapping[str, Any]
+    fitted_at: str
+    fit_samples: int
+    raw: Mapping[str, Any]
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Read and check a calibration file; raise CalibrationError naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CalibrationError("calibration file does not exist", path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CalibrationError(f"not valid JSON: {exc}", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"cannot be read: {exc}", path) from None
+    try:
+        return parse_calibration(document)
+    except CalibrationError as exc:
+        raise CalibrationError(exc.problem, path) from None
+
+
+def parse_calibration(document: Any) -> Calibration:
+    """Check a decoded calibration document (no file involved)."""
+    if not isinstance(document, dict):
+        raise CalibrationError(f"expected a JSON object at the top level, got {type(document).__name__}")
+    missing = [key for key in _REQUIRED if key not in document]
+    if missing:
+        raise CalibrationError(f"missing key(s): {', '.join(missing)}")
+    if document["format"] != FORMAT or isinstance(document["format"], bool):
+        raise CalibrationError(f"format {document['format']!r} is not supported; this version reads format {FORMAT}")
+    method, params = document["method"], document["params"]
+    if not isinstance(method, str):
+        raise CalibrationError(f"'method' must be a string, got {method!r}")
+    if not isinstance(params, dict):
+        raise CalibrationError(f"'params' must be an object, got {params!r}")
+    try:
+        calibrator = load_method(method, params)
+    except CalibrationError as exc:
+        where = "params" if method in METHODS else "method"
+        raise CalibrationError(f"'{where}': {exc.problem}") from None
+    threshold = document["threshold"]
+    if not _is_number(threshold) or not 0 <= threshold <= 1:
+        raise CalibrationError(f"'threshold' must be a number in [0, 1], got {threshold!r}")
+    fitted_at = document["fitted_at"]
+    if not isinstance(fitted_at, str) or not _is_iso_datetime(fitted_at):
+        raise CalibrationError(f"'fitted_at' must be an ISO-8601 date and time, got {fitted_at!r}")
+    fit_samples = document["fit_samples"]
+    if not isinstance(fit_samples, int) or isinstance(fit_samples, bool) or fit_samples < 1:
+        raise CalibrationError(f"'fit_samples' must be a whole number >= 1, got {fit_samples!r}")
+    for key in ("metrics", "guarantee"):
+        if not isinstance(document[key], dict):
+            raise CalibrationError(f"'{key}' must be an object, got {document[key]!r}")
+    return Calibration(
+        method=method,
+        params=dict(params),
+        calibrator=calibrator,
+        threshold=float(threshold),
+        metrics=document["metrics"],
+        guarantee=document["guarantee"],
+        fitted_at=fitted_at,
+        fit_samples=fit_samples,
+        raw=document,
+    )
+
+
+def write_calibration(
+    path: str | Path,
+    calibrator: Calibrator,
+    choice: ThresholdChoice,
+    *,
+    fit_samples: int,
+    before: Mapping[str, float],
+    after: Mapping[str, float],
+    evaluated_samples: int,
+    test: Mapping[str, Any] | None = None,
+    evaluated_on: str = EVALUATED_ON,
+    fitted_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Write calibration.json atomically and return the document written.
+
+    ``before``/``after`` are metric summaries on data the fit never saw (``evaluated_on``);
+    ``test`` is the realised coverage and risk at the threshold on that data.
+    """
+    path = Path(path)
+    when = (fitted_at or datetime.now(UTC)).astimezone(UTC)
+    document: dict[str, Any] = {
+        "format": FORMAT,
+        "method": calibrator.name,
+        "params": calibrator.to_params(),
+        "fitted_at": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "fit_samples": int(fit_samples),
+        "metrics": {
+            "evaluated_on": evaluated_on,
+            "samples": int(evaluated_samples),
+            "before": {k: float(v) for k, v in before.items()},
+            "after": {k: float(v) for k, v in after.items()},
+        },
+        "threshold": choice.threshold,
+        "guarantee": choice.guarantee(),
+    }
+    if test is not None:
+        document["test"] = dict(test)
+    try:
+        text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise CalibrationError(f"cannot be written: {exc}", path) from None
+    try:
+        parse_calibration(json.loads(text))
+    except CalibrationError as exc:
+        raise CalibrationError(f"refusing to write an invalid calibration: {exc.problem}", path) from None
+    _atomic_write(path, text)
+    return document
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(temp, 0o644)  # mkstemp makes it private; a server running as another user must read it
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_iso_datetime(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
