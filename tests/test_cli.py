@@ -38,16 +38,15 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def serving(*args: str, port: int) -> Iterator[subprocess.Popen[str]]:
     """`smallguard serve` in its own process; yields once the port answers health checks."""
     env = {**os.environ, "SMALLGUARD_HOST": "127.0.0.1", "SMALLGUARD_PORT": str(port)}
-    process = subprocess.Popen([*SMALLGUARD, "serve", *args], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=60)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+    with subprocess.Popen([*SMALLGUARD, "serve", *args], env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                grpc.channel_ready_future(channel).result(timeout=60)
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 def test_models_lists_the_shipped_bundles() -> None:
