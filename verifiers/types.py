@@ -50,7 +50,7 @@ class Prediction:
     fields: Mapping[str, ExtractedField] = field(default_factory=dict)
 
     def value(self, name: str) -> str | None:
-        if name == "label" and self.kind is ModelKind.CLASSIFIER:
+        if name == "label" and self.kind == ModelKind.CLASSIFIER:
             return self.label
         extracted = self.fields.get(name)
         return None if extracted is None else extracted.value

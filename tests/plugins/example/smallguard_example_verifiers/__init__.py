@@ -1,0 +1,1 @@
+"""Example verifier plugins: one business rule, and two that misbehave on purpose."""
