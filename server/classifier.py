@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from smallguard.server.calibration import Calibration, logits_from_probabilities
+from smallguard.server.calibration import Calibration, logits_from_probabilities, softmax
 from smallguard.verifiers import LabelScore, ModelKind, Prediction
 
 
@@ -29,7 +29,7 @@ class ClassifierHead:
             logits = logits_from_probabilities(row)
         else:
             logits = row
-            raw = _softmax(row)
+            raw = softmax(row)
         calibrated = raw if self._calibration is None else self._calibration.calibrator.probabilities(logits)
         probabilities, raw_probabilities = calibrated[0], raw[0]
         order = np.argsort(-probabilities, kind="stable")[: self._top_k]
@@ -43,7 +43,3 @@ class ClassifierHead:
         )
         return prediction, float(probabilities[best]), float(raw_probabilities[best])
 
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
