@@ -102,6 +102,8 @@ def _param_choice(value: object, param: str, choices: Sequence[str]) -> str:
 def _parse_number(text: str) -> Decimal | None:
     """``"1234.5"``, ``"-3"``, ``"1e3"`` or ``"1,234.50"`` (comma thousands groups); None otherwise."""
     text = text.strip()
+    if not text.isascii() or "_" in text:  # Decimal would take "1_000" and non-ASCII digits
+        return None
     if _GROUPED.fullmatch(text):
         text = text.replace(",", "")
     try:
@@ -139,7 +141,8 @@ def _checked(check: Callable[[], CheckResult]) -> CheckResult:
 class Compare:
     """``field op other`` (another field) or ``field op value`` (a constant), within ``tolerance``.
 
-    ``op`` is one of ``<  <=  >  >=  ==  !=``; the tolerance widens what passes.
+    ``op`` is one of ``<  <=  >  >=  ==  !=``. The tolerance is the rounding slack of money:
+    it widens what passes for the first five, and for ``!=`` values within it count as equal.
     """
 
     def __init__(
@@ -195,7 +198,7 @@ class SumEquals:
         return _checked(lambda: self._check(prediction))
 
     def _part(self, prediction: Prediction, name: str) -> Decimal:
-        if self.missing_parts == "zero" and prediction.value(name) in (None, ""):
+        if self.missing_parts == "zero" and not (prediction.value(name) or "").strip():
             return Decimal(0)
         return _number(prediction, name)
 
@@ -258,8 +261,8 @@ class DateFormat:
         self, field: str, format: str = "%Y-%m-%d", earliest: str | None = None, latest: str | None = None
     ) -> None:
         self.field = _param_name(field, "field")
-        if not isinstance(format, str) or "%" not in format:
-            raise ValueError(f"format must be a strptime format such as '%Y-%m-%d', got {format!r}")
+        if not isinstance(format, str) or "%" not in format or not _round_trips(format):
+            raise ValueError(f"format must be a strptime format of a date such as '%Y-%m-%d', got {format!r}")
         self.format = format
         self.earliest = _param_date(earliest, "earliest")
         self.latest = _param_date(latest, "latest")
@@ -282,9 +285,22 @@ class DateFormat:
         return CheckResult.passed(f"{self.field} is {day.isoformat()}")
 
 
+def _round_trips(format: str) -> bool:
+    """A format that strptime can read back a date it wrote (catches unknown directives at start-up)."""
+    sample = datetime(2001, 2, 3)
+    try:
+        return datetime.strptime(sample.strftime(format), format).date() == sample.date()
+    except ValueError:
+        return False
+
+
 def _param_date(value: object, param: str) -> date | None:
     if value is None:
         return None
+    if isinstance(value, datetime):  # YAML reads an unquoted 2024-01-31 00:00:00 as a datetime
+        if value.time() != datetime.min.time() or value.tzinfo is not None:
+            raise ValueError(f"{param} must be a date without a time of day, got {value!r}")
+        return value.date()
     if isinstance(value, date):  # YAML reads an unquoted 2024-01-31 as a date
         return value
     try:
@@ -360,7 +376,7 @@ class LabelAllowed:
         return _checked(lambda: self._check(prediction, context))
 
     def _check(self, prediction: Prediction, context: Mapping[str, str]) -> CheckResult:
-        value = _present(prediction, self.field)
+        value = _present(prediction, self.field).strip()
         allowed, source = self._allowed(context)
         if allowed is None:
             return CheckResult.failed(source) if self.when_missing == "fail" else CheckResult.skipped(source)
