@@ -73,8 +73,11 @@ class BundleSpec:
         return self.folder / BUNDLE_FILE
 
 
-def read_bundle(folder: Path) -> BundleSpec:
-    """Read and check ``folder/bundle.yaml``; raise BundleError naming the problem."""
+def read_bundle(folder: Path, require_calibration: bool = True) -> BundleSpec:
+    """Read and check ``folder/bundle.yaml``; raise BundleError naming the problem.
+
+    ``require_calibration=False`` is for the calibrate command, which writes the missing file.
+    """
     path = folder / BUNDLE_FILE
     if not path.is_file():
         raise BundleError(path, "missing: every bundle folder needs a bundle.yaml")
@@ -83,10 +86,10 @@ def read_bundle(folder: Path) -> BundleSpec:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise BundleError(path, f"not valid YAML: {exc}") from None
     doc = _Reader(path, raw if raw is not None else {}, "")
-    return _parse(folder, doc)
+    return _parse(folder, doc, require_calibration)
 
 
-def _parse(folder: Path, doc: _Reader) -> BundleSpec:
+def _parse(folder: Path, doc: _Reader, require_calibration: bool) -> BundleSpec:
     doc.only({"name", "version", "kind", "description", "model", "inputs", "output", "labels",
               "calibration", "uncalibrated", "policy", "verifiers"})
     name = doc.text("name")
@@ -113,7 +116,7 @@ def _parse(folder: Path, doc: _Reader) -> BundleSpec:
     labels = tuple(str(label) for label in doc.list("labels"))
     if len(labels) < 2 or len(set(labels)) != len(labels):
         doc.fail("labels", "a classifier needs at least two distinct labels")
-    calibration_path = _calibration_path(folder, doc)
+    calibration_path = _calibration_path(folder, doc, require_calibration)
     policy = _policy(doc.section("policy", required=False))
     if calibration_path is not None and policy.threshold is not None:
         doc.fail("policy.threshold", "a calibrated bundle takes its threshold from its calibration file; "
@@ -135,7 +138,7 @@ def _parse(folder: Path, doc: _Reader) -> BundleSpec:
     )
 
 
-def _calibration_path(folder: Path, doc: _Reader) -> Path | None:
+def _calibration_path(folder: Path, doc: _Reader, required: bool) -> Path | None:
     uncalibrated = doc.get("uncalibrated", False)
     if not isinstance(uncalibrated, bool):
         doc.fail("uncalibrated", "expected true or false")
@@ -144,7 +147,7 @@ def _calibration_path(folder: Path, doc: _Reader) -> Path | None:
             doc.fail("uncalibrated", "a bundle cannot name a calibration and opt out of it")
         return None
     path = folder / doc.text("calibration", default="calibration.json")
-    if not path.is_file():
+    if required and not path.is_file():
         doc.fail("calibration", f"{path} does not exist; run the calibration, or opt out explicitly with "
                                 "'uncalibrated: true' (every response then carries an UNCALIBRATED reason)")
     return path

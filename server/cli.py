@@ -28,22 +28,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
     except ValueError as exc:
         parser.error(str(exc))
-    return args.run(settings)
+    return args.run(args, settings)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smallguard", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="serve the models over gRPC")
-    serve.set_defaults(run=serve_command)
+    serve.set_defaults(run=lambda _args, settings: serve_command(settings))
     for item in dataclasses.fields(Settings):
         flag = "--" + item.name.replace("_", "-")
         serve.add_argument(flag, dest=item.name, default=None,
                            help=f"{item.metadata['help']} (env {item.metadata['env']})")
     models = commands.add_parser("models", help="list the bundles in a repository and whether they load")
-    models.set_defaults(run=models_command)
+    models.set_defaults(run=lambda _args, settings: models_command(settings))
     models.add_argument("--model-repository", dest="model_repository", default=None,
                         help="folder of bundles (default: the shipped models)")
+    from smallguard.server.calibrate import add_calibrate_command
+
+    add_calibrate_command(commands)
     return parser
 
 

@@ -1,0 +1,184 @@
+"""Labelled held-out data for `smallguard calibrate`: JSON Lines or CSV, checked like Predict.
+
+Each example carries the bundle's inputs and the truth. Inputs go through the same checks as a
+Predict request (``feeds_for``), so data that calibrates is data the server would accept.
+Every problem names the file, the line and the field; up to ``MAX_PROBLEMS`` are reported at
+once so an operator can fix a file in one pass.
+
+JSON Lines: one object per line, ``{"pixels": [...], "label": "3"}``; a text model takes
+``{"text": "...", ...}``. CSV: a header row; a tensor input is one column holding a JSON array
+(``pixels``) or one column per element (``pixels[0]``, ``pixels[1]``...); the truth is ``label``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smallguard.server.bundle import BundleSpec, InputSpec
+from smallguard.server.errors import GuardError, InvalidInputError
+from smallguard.server.inputs import feeds_for
+from smallguard.server.types import PredictCall, TensorInput
+
+MAX_PROBLEMS = 10
+LABEL = "label"
+_ELEMENT = re.compile(r"^(?P<name>.+)\[(?P<index>\d+)\]$")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    line: int
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}, field {self.field!r}: {self.problem}"
+
+
+class DataError(GuardError):
+    """The data file cannot be used; names the file and each problem's line and field."""
+
+    def __init__(self, path: Path, problems: list[Problem], more: int = 0) -> None:
+        listed = "\n  ".join(str(p) for p in problems)
+        suffix = f"\n  ... and {more} more" if more else ""
+        super().__init__(f"{path}: {len(problems) + more} problem(s):\n  {listed}{suffix}")
+        self.path = path
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One checked example: its line, the model's feeds, and the index of its true label."""
+
+    line: int
+    feeds: Mapping[str, np.ndarray]
+    label: int
+
+
+def read_labelled(path: Path, spec: BundleSpec) -> list[Example]:
+    """Read and check every example; raise DataError listing what is wrong, by line and field."""
+    if not path.is_file():
+        raise DataError(path, [Problem(0, "file", "does not exist")])
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".ndjson", ".csv"):
+        raise DataError(path, [Problem(0, "file", f"unknown format {suffix!r}; expected .jsonl or .csv")])
+    records = _csv_records(path) if suffix == ".csv" else _json_records(path)
+    label_index = {label: i for i, label in enumerate(spec.labels)}
+    examples: list[Example] = []
+    problems: list[Problem] = []
+    for line, record in records:
+        try:
+            examples.append(_example(line, record, spec, label_index))
+        except _RecordError as error:
+            problems.append(Problem(line, error.field, error.problem))
+    if problems:
+        raise DataError(path, problems[:MAX_PROBLEMS], max(0, len(problems) - MAX_PROBLEMS))
+    if not examples:
+        raise DataError(path, [Problem(0, "file", "holds no examples")])
+    return examples
+
+
+class _RecordError(Exception):
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def _json_records(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | _RecordError]]:
+    with path.open(encoding="utf-8") as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield line, _RecordError("line", f"not valid JSON: {exc.msg} at column {exc.colno}")
+                continue
+            yield line, record if isinstance(record, dict) else _RecordError(
+                "line", f"expected a JSON object, got {type(record).__name__}")
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | _RecordError]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                yield line, _RecordError("line", f"{len(row[None]) + len(reader.fieldnames or [])} columns; "
+                                                 f"the header has {len(reader.fieldnames or [])}")
+                continue
+            yield line, _from_columns(row)
+
+
+def _from_columns(row: Mapping[str, str]) -> dict[str, Any]:
+    """A CSV row as a JSON-like record: ``x[0]``, ``x[1]``... become a list, JSON arrays are parsed."""
+    record: dict[str, Any] = {}
+    elements: dict[str, dict[int, str]] = {}
+    for column, value in row.items():
+        match = _ELEMENT.match(column)
+        if match:
+            elements.setdefault(match["name"], {})[int(match["index"])] = value
+        elif value.lstrip().startswith("["):
+            try:
+                record[column] = json.loads(value)
+            except json.JSONDecodeError:
+                record[column] = value
+        else:
+            record[column] = value
+    for name, by_index in elements.items():
+        record[name] = [by_index.get(i, "") for i in range(max(by_index) + 1)]
+    return record
+
+
+def _example(line: int, record: Mapping[str, Any] | _RecordError, spec: BundleSpec,
+             label_index: Mapping[str, int]) -> Example:
+    if isinstance(record, _RecordError):
+        raise record
+    label = _label(record, spec, label_index)
+    call = _call(record, spec)
+    try:
+        feeds = feeds_for(spec.inputs, call)
+    except InvalidInputError as exc:
+        raise _RecordError(exc.field.removeprefix("inputs[").removesuffix("]"), exc.problem) from None
+    return Example(line, feeds, label)
+
+
+def _label(record: Mapping[str, Any], spec: BundleSpec, label_index: Mapping[str, int]) -> int:
+    if LABEL not in record:
+        raise _RecordError(LABEL, "missing; every example needs its true label")
+    value = record[LABEL]
+    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else None
+    if text is None or text not in label_index:
+        shown = ", ".join(spec.labels[:12]) + (", ..." if len(spec.labels) > 12 else "")
+        raise _RecordError(LABEL, f"{value!r} is not one of the bundle's labels ({shown})")
+    return label_index[text]
+
+
+def _call(record: Mapping[str, Any], spec: BundleSpec) -> PredictCall:
+    texts = [item for item in spec.inputs if item.kind == "text"]
+    if texts:
+        value = record.get(texts[0].name)
+        if not isinstance(value, str):
+            raise _RecordError(texts[0].name, "missing, or not a string; expected the text to read")
+        return PredictCall(model=spec.name, text=value)
+    return PredictCall(model=spec.name, tensors=tuple(_tensor(record, item) for item in spec.inputs))
+
+
+def _tensor(record: Mapping[str, Any], item: InputSpec) -> TensorInput:
+    if item.name not in record:
+        raise _RecordError(item.name, f"missing; expected a {item.dtype} array of shape {list(item.shape)}")
+    try:
+        values = np.asarray(record[item.name], dtype=np.dtype(item.dtype))
+    except (TypeError, ValueError):
+        raise _RecordError(item.name, f"expected an array of {item.dtype} numbers") from None
+    if values.ndim == 1 and len(item.shape) > 1 and -1 not in item.shape and values.size == np.prod(item.shape):
+        values = values.reshape(item.shape)  # flat CSV columns of a multi-dimensional input
+    return TensorInput(name=item.name, dtype=item.dtype, shape=tuple(values.shape), values=values)
