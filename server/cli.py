@@ -93,7 +93,16 @@ def _supervise(settings: Settings) -> int:
     env.update({item.metadata["env"]: str(getattr(settings, item.name)) for item in dataclasses.fields(Settings)})
     env["SMALLGUARD_WORKERS"] = "1"
     command = [sys.executable, "-m", "smallguard.server.cli", "serve"]
-    workers = [subprocess.Popen(command, env=env) for _ in range(settings.workers)]
+    # Each worker serves its own metrics (Prometheus scrapes every one): ports P .. P+N-1.
+    envs = [{**env, "SMALLGUARD_METRICS_PORT": str(settings.metrics_port + i)} if settings.metrics_port else env
+            for i in range(settings.workers)]
+    if settings.metrics_port and settings.metrics_port <= settings.port < settings.metrics_port + settings.workers:
+        log.error("--port %d falls inside the metrics ports %d..%d of %d workers", settings.port,
+                  settings.metrics_port, settings.metrics_port + settings.workers - 1, settings.workers)
+        return 2
+    if settings.metrics_port:
+        log.info("worker metrics on ports %d..%d", settings.metrics_port, settings.metrics_port + settings.workers - 1)
+    workers = [subprocess.Popen(command, env=envs[i]) for i in range(settings.workers)]
     started = [time.monotonic()] * settings.workers
     stopping = threading.Event()
 
@@ -115,7 +124,7 @@ def _supervise(settings: Settings) -> int:
                 on_signal(signal.SIGTERM, None)
                 break
             log.warning("worker %d exited with %d; starting another", worker.pid, code)
-            workers[i], started[i] = subprocess.Popen(command, env=env), time.monotonic()
+            workers[i], started[i] = subprocess.Popen(command, env=envs[i]), time.monotonic()
         stopping.wait(0.5)
     codes = [worker.wait() for worker in workers]
     return max(abs(code) for code in codes) if any(codes) else 0

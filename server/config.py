@@ -34,6 +34,8 @@ class Settings:
         "env": "SMALLGUARD_VERIFIER_THREADS", "help": "threads that run verifiers under their time budget"})
     intra_op_threads: int = field(default=1, metadata={
         "env": "SMALLGUARD_INTRA_OP_THREADS", "help": "onnxruntime threads per model run"})
+    metrics_port: int = field(default=0, metadata={
+        "env": "SMALLGUARD_METRICS_PORT", "help": "port of the Prometheus /metrics endpoint, on --host (0: off)"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

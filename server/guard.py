@@ -7,11 +7,13 @@ and the verifiers, so one trace shows where the time and the decision came from.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from opentelemetry import trace
 
 from smallguard.server.inputs import feeds_for
+from smallguard.server.metrics import GuardMetrics
 from smallguard.server.policy import decide
 from smallguard.server.repository import LoadedModel, ModelRepository
 from smallguard.server.types import PredictCall, PredictOutcome
@@ -22,16 +24,25 @@ _tracer = trace.get_tracer("smallguard")
 
 
 class Guard:
-    def __init__(self, repository: ModelRepository, runner: VerifierRunner) -> None:
+    def __init__(self, repository: ModelRepository, runner: VerifierRunner,
+                 metrics: GuardMetrics | None = None) -> None:
         self.repository = repository
         self._runner = runner
+        self.metrics = GuardMetrics() if metrics is None else metrics
 
     def close(self) -> None:
         self._runner.close()
 
     def predict(self, call: PredictCall) -> PredictOutcome:
         """One prediction, one decision. Raises ModelNotFoundError or InvalidInputError."""
+        started = time.perf_counter()
         model = self.repository.get(call.model, call.version)
+        with self.metrics.in_flight(model.spec.name, model.spec.version):
+            outcome = self._predict(call, model)
+        self.metrics.record_prediction(outcome, time.perf_counter() - started)
+        return outcome
+
+    def _predict(self, call: PredictCall, model: LoadedModel) -> PredictOutcome:
         feeds = feeds_for(model.spec.inputs, call)
         request_id = call.request_id or uuid.uuid4().hex
         span = trace.get_current_span()

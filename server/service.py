@@ -29,17 +29,20 @@ class GuardService:
         self._max_request_bytes = max_request_bytes
 
     def Predict(self, raw: bytes, context: grpc.ServicerContext) -> pb.PredictResponse:
+        on_error = self._guard.metrics.record_error
         if len(raw) > self._max_request_bytes:
+            on_error(grpc.StatusCode.INVALID_ARGUMENT.name)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"request: {len(raw)} bytes is over this server's limit of {self._max_request_bytes} "
                           "bytes (--max-request-bytes)")
         try:
             request = pb.PredictRequest.FromString(raw)
         except DecodeError as exc:
+            on_error(grpc.StatusCode.INVALID_ARGUMENT.name)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"request: not a valid {pb.PredictRequest.DESCRIPTOR.full_name}: {exc}")
         return _answer(context, lambda: converters.predict_response(
-            self._guard.predict(converters.predict_call(request))))
+            self._guard.predict(converters.predict_call(request))), on_error)
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[converters.model_info(m) for m in self._guard.repository])
@@ -63,16 +66,22 @@ class GuardService:
         })
 
 
-def _answer(context: grpc.ServicerContext, work: Callable[[], T]) -> T:
-    """Run ``work``, mapping the core's errors to status codes; never let one kill the server."""
+def _answer(context: grpc.ServicerContext, work: Callable[[], T],
+            on_error: Callable[[str], None] = lambda code_name: None) -> T:
+    """Run ``work``, mapping the core's errors to status codes; never let one kill the server.
+
+    ``on_error`` hears the status code's name before the call is aborted with it."""
     try:
         return work()
     except InvalidInputError as exc:
+        on_error(grpc.StatusCode.INVALID_ARGUMENT.name)
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except ModelNotFoundError as exc:
+        on_error(grpc.StatusCode.NOT_FOUND.name)
         context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     except Exception:
         log.exception("unexpected error")
+        on_error(grpc.StatusCode.INTERNAL.name)
         context.abort(grpc.StatusCode.INTERNAL, "internal error while serving the request; the server log has "
                                                 "the details")
     raise AssertionError("unreachable: abort raises")

@@ -1,4 +1,4 @@
-"""The gRPC server: Guard service, health, reflection and tracing on one port.
+"""The gRPC server: Guard service, health, reflection and tracing on one port (and metrics).
 
 A sync ``grpc.server`` with a thread pool, chosen by measurement (see README: with grpcio
 1.85 and a small ONNX model it served about 1.7x the requests of grpc.aio on one core).
@@ -14,11 +14,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import filters, server_interceptor
+from opentelemetry.metrics import MeterProvider
 
 from smallguard.server.config import Settings
 from smallguard.server.guard import Guard
+from smallguard.server.metrics import GuardMetrics
 from smallguard.server.repository import ModelRepository
 from smallguard.server.service import SERVICE_NAME, GuardService
+from smallguard.server.telemetry import MetricsExport, configure_metrics
 from smallguard.server.verification import VerifierRunner
 from smallguard.verifiers import VerifierRegistry
 
@@ -32,9 +35,10 @@ _TRANSPORT_LIMIT = 64 * 1024 * 1024
 class GuardServer:
     """A running smallguard server: ``start()``, ``port``, ``stop(grace)``."""
 
-    def __init__(self, guard: Guard, settings: Settings) -> None:
+    def __init__(self, guard: Guard, settings: Settings, metrics_export: MetricsExport | None = None) -> None:
         self._settings = settings
         self._guard = guard
+        self.metrics_export = metrics_export  # owned: shut down (flushed) by stop()
         self._pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="smallguard-rpc")
         # Health probes and reflection every few seconds would drown the traces.
         untraced = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
@@ -75,18 +79,34 @@ class GuardServer:
         self._server.stop(grace).wait()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._guard.close()
+        if self.metrics_export is not None:
+            self.metrics_export.shutdown()
 
     def wait(self) -> None:
         self._server.wait_for_termination()
 
 
-def build_guard(settings: Settings, registry: VerifierRegistry | None = None) -> Guard:
+def build_guard(settings: Settings, registry: VerifierRegistry | None = None,
+                metrics: GuardMetrics | None = None) -> Guard:
     """Discover verifiers and load every bundle: the core, ready for any transport."""
     registry = VerifierRegistry.discover() if registry is None else registry
     repository = ModelRepository.load(settings.model_repository, registry, settings.intra_op_threads)
-    return Guard(repository, VerifierRunner(settings.verifier_threads))
+    return Guard(repository, VerifierRunner(settings.verifier_threads), metrics)
 
 
-def create_server(settings: Settings, registry: VerifierRegistry | None = None) -> GuardServer:
-    """The core behind a gRPC server bound to its port (not yet started)."""
-    return GuardServer(build_guard(settings, registry), settings)
+def create_server(settings: Settings, registry: VerifierRegistry | None = None,
+                  meter_provider: MeterProvider | None = None) -> GuardServer:
+    """The core behind a gRPC server bound to its port (not yet started).
+
+    Metrics go to ``meter_provider`` when one is given (the caller owns it: no endpoint is opened
+    and nothing is shut down); otherwise to the exporters that ``--metrics-port`` and the OTEL_*
+    environment ask for, owned by the server, or nowhere (the no-op meter) when they ask for none.
+    """
+    export = configure_metrics(settings) if meter_provider is None else None
+    provider = export.provider if export is not None else meter_provider
+    try:
+        return GuardServer(build_guard(settings, registry, GuardMetrics.from_provider(provider)), settings, export)
+    except BaseException:
+        if export is not None:
+            export.shutdown()
+        raise
