@@ -61,20 +61,21 @@ def serve_command(settings: Settings) -> int:
     from smallguard.server.serving import create_server
     from smallguard.server.telemetry import configure_tracing
 
-    provider = configure_tracing()
-    try:
-        server = create_server(settings)
-    except Exception as exc:  # start-up refused: one clear line, no traceback
-        log.error("cannot start: %s", exc)
-        return 2
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("%s: draining for up to %gs", signal.Signals(signum).name, settings.grace_seconds)
         stopping.set()
 
+    # Handlers first: a SIGTERM that lands while bundles load still means "stop cleanly".
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    provider = configure_tracing()
+    try:
+        server = create_server(settings)
+    except Exception as exc:  # start-up refused: one clear line, no traceback
+        log.error("cannot start: %s", exc)
+        return 2
     server.start()
     print(f"smallguard serving on port {server.port}", flush=True)
     stopping.wait()
@@ -126,7 +127,8 @@ def _supervise(settings: Settings) -> int:
             log.warning("worker %d exited with %d; starting another", worker.pid, code)
             workers[i], started[i] = subprocess.Popen(command, env=envs[i]), time.monotonic()
         stopping.wait(0.5)
-    codes = [worker.wait() for worker in workers]
+    # A worker ended by the SIGTERM we forwarded (before its handler was installed) stopped cleanly.
+    codes = [0 if code == -signal.SIGTERM else code for code in (worker.wait() for worker in workers)]
     return max(abs(code) for code in codes) if any(codes) else 0
 
 

@@ -90,7 +90,7 @@ def test_params_round_trip_through_the_method_table() -> None:
 
 
 @pytest.mark.parametrize(("name", "params", "problem"), [
-    ("platt", {"temperature": 1.0}, "unknown calibration method 'platt'; known methods: temperature"),
+    ("beta", {"a": 1.0}, "unknown calibration method 'beta'; known methods: histogram, isotonic, platt, temperature"),
     ("temperature", {}, "needs params.temperature"),
     ("temperature", {"temperature": 1.0, "bias": 0.1}, "unknown parameter(s) for method 'temperature': bias"),
     ("temperature", {"temperature": -1.0}, "temperature must be a finite number > 0"),
