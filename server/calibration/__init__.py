@@ -1,9 +1,17 @@
 """Calibration: fit a method on held-out data, measure it, and certify a confidence threshold.
 
 Applying a stored calibration (``load_calibration`` then ``calibrator.probabilities``) needs
-only numpy; fitting and threshold selection import scipy when called.
+only numpy; fitting, method selection and threshold selection import scipy or scikit-learn when called.
 """
 
+from smallguard.server.calibration.binary import (
+    BINARY_METHODS,
+    BinaryCalibrator,
+    HistogramBinning,
+    IsotonicCalibration,
+    PlattScaling,
+    TopLabelCalibrator,
+)
 from smallguard.server.calibration.methods import (
     METHODS,
     CalibrationError,
@@ -24,6 +32,12 @@ from smallguard.server.calibration.metrics import (
     summary,
     top1,
 )
+from smallguard.server.calibration.selection import (
+    MethodSelection,
+    binary_nll,
+    select_binary_method,
+    select_method,
+)
 from smallguard.server.calibration.store import Calibration, load_calibration, parse_calibration, write_calibration
 from smallguard.server.calibration.threshold import (
     NoValidThresholdError,
@@ -34,15 +48,23 @@ from smallguard.server.calibration.threshold import (
 )
 
 __all__ = [
+    "BINARY_METHODS",
     "METHODS",
+    "BinaryCalibrator",
     "Calibration",
     "CalibrationError",
     "Calibrator",
+    "HistogramBinning",
+    "IsotonicCalibration",
+    "MethodSelection",
     "NoValidThresholdError",
+    "PlattScaling",
     "ReliabilityBin",
     "TemperatureScaling",
     "ThresholdChoice",
+    "TopLabelCalibrator",
     "accuracy",
+    "binary_nll",
     "brier_score",
     "choose_threshold",
     "clopper_pearson_upper",
@@ -55,6 +77,8 @@ __all__ = [
     "parse_calibration",
     "reliability",
     "samples_needed",
+    "select_binary_method",
+    "select_method",
     "softmax",
     "summary",
     "top1",

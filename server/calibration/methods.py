@@ -1,9 +1,9 @@
 """Calibration methods: map a model's scores to probabilities of being right.
 
 Only numpy is needed to *apply* a fitted method (the serving path); scipy is imported inside
-``fit`` so a server never pays for it. New methods (Platt, isotonic, histogram binning) join
-``METHODS`` and must round-trip through ``to_params`` / ``from_params``, which is what
-calibration.json stores.
+``fit`` so a server never pays for it. Every method in ``METHODS`` round-trips through
+``to_params`` / ``from_params``, which is what calibration.json stores: temperature scaling here,
+and the binary-score maps (Platt, isotonic, histogram binning) from binary.py.
 """
 
 from __future__ import annotations
@@ -160,3 +160,14 @@ def _check_fit_data(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= z.shape[1]:
         raise CalibrationError(f"labels must be class indices in [0, {z.shape[1]})")
     return z, y.astype(np.intp)
+
+
+# Registered last on purpose: binary.py builds on the helpers above (and imports them at its own
+# end), so importing it here, once they exist, works whichever of the two modules is imported first.
+from smallguard.server.calibration.binary import (  # noqa: E402
+    HistogramBinning,
+    IsotonicCalibration,
+    PlattScaling,
+)
+
+METHODS.update({method.name: method for method in (PlattScaling, IsotonicCalibration, HistogramBinning)})
