@@ -61,12 +61,14 @@ class BundleSpec:
     description: str
     model_path: Path
     inputs: tuple[InputSpec, ...]
-    output_name: str
+    output_name: str  # classifier only; an extractor's adapter reads the outputs it needs
     output_type: str  # "probabilities" or "logits"
-    labels: tuple[str, ...]
+    labels: tuple[str, ...]  # classifier only
     calibration_path: Path | None  # None: the bundle opted out of calibration
     policy: Policy
     verifiers: tuple[VerifierSpec, ...] = field(default=())
+    adapter_path: Path | None = None  # extractor only: encodes text for the model, decodes fields
+    fields: tuple[str, ...] = ()  # extractor only
 
     @property
     def file(self) -> Path:
@@ -91,7 +93,7 @@ def read_bundle(folder: Path, require_calibration: bool = True) -> BundleSpec:
 
 def _parse(folder: Path, doc: _Reader, require_calibration: bool) -> BundleSpec:
     doc.only({"name", "version", "kind", "description", "model", "inputs", "output", "labels",
-              "calibration", "uncalibrated", "policy", "verifiers"})
+              "calibration", "uncalibrated", "policy", "verifiers", "adapter", "fields"})
     name = doc.text("name")
     if not NAME_PATTERN.match(name):
         doc.fail("name", f"{name!r} is not a valid model name; use lower-case letters, digits, '.', '_', '-'")
@@ -100,8 +102,6 @@ def _parse(folder: Path, doc: _Reader, require_calibration: bool) -> BundleSpec:
         kind = ModelKind(kind_text)
     except ValueError:
         doc.fail("kind", f"{kind_text!r} is not a model kind; expected classifier or extractor")
-    if kind is not ModelKind.CLASSIFIER:
-        doc.fail("kind", "extractor bundles are not served by this version yet; only classifier is")
     model_path = folder / doc.text("model", default="model.onnx")
     if not model_path.is_file():
         doc.fail("model", f"model file {model_path} does not exist")
@@ -110,12 +110,21 @@ def _parse(folder: Path, doc: _Reader, require_calibration: bool) -> BundleSpec:
         doc.fail("inputs", "declare at least one input")
     if len({spec.name for spec in inputs}) != len(inputs):
         doc.fail("inputs", "input names must be unique")
-    output = doc.section("output")
-    output.only({"name", "type"})
-    output_type = output.choice("type", ("probabilities", "logits"), default="probabilities")
-    labels = tuple(str(label) for label in doc.list("labels"))
-    if len(labels) < 2 or len(set(labels)) != len(labels):
-        doc.fail("labels", "a classifier needs at least two distinct labels")
+    if kind is ModelKind.EXTRACTOR:
+        output_name, output_type, labels = "", "", ()
+        adapter_path, fields = _extractor(folder, doc, inputs)
+    else:
+        for key in ("adapter", "fields"):
+            if doc.get(key) is not None:
+                doc.fail(key, "only extractor bundles have this; a classifier declares output and labels")
+        output = doc.section("output")
+        output.only({"name", "type"})
+        output_name = output.text("name")
+        output_type = output.choice("type", ("probabilities", "logits"), default="probabilities")
+        labels = tuple(str(label) for label in doc.list("labels"))
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            doc.fail("labels", "a classifier needs at least two distinct labels")
+        adapter_path, fields = None, ()
     calibration_path = _calibration_path(folder, doc, require_calibration)
     policy = _policy(doc.section("policy", required=False))
     if calibration_path is not None and policy.threshold is not None:
@@ -129,13 +138,31 @@ def _parse(folder: Path, doc: _Reader, require_calibration: bool) -> BundleSpec:
         description=doc.text("description", default=""),
         model_path=model_path,
         inputs=inputs,
-        output_name=output.text("name"),
+        output_name=output_name,
         output_type=output_type,
         labels=labels,
         calibration_path=calibration_path,
         policy=policy,
         verifiers=_verifiers(doc),
+        adapter_path=adapter_path,
+        fields=fields,
     )
+
+
+def _extractor(folder: Path, doc: _Reader, inputs: tuple[InputSpec, ...]) -> tuple[Path, tuple[str, ...]]:
+    """An extractor reads one text input; its adapter turns text into tensors and outputs into fields."""
+    for key in ("output", "labels"):
+        if doc.get(key) is not None:
+            doc.fail(key, "an extractor has no labels or declared output: its adapter decodes the model's outputs")
+    if len(inputs) != 1 or inputs[0].kind != "text":
+        doc.fail("inputs", "an extractor takes exactly one input of kind text")
+    adapter_path = folder / doc.text("adapter", default="adapter.py")
+    if not adapter_path.is_file():
+        doc.fail("adapter", f"adapter file {adapter_path} does not exist")
+    fields = tuple(str(name) for name in doc.list("fields"))
+    if not fields or len(set(fields)) != len(fields) or not all(NAME_PATTERN.match(name) for name in fields):
+        doc.fail("fields", f"expected a list of distinct field names, got {fields!r}")
+    return adapter_path, fields
 
 
 def _calibration_path(folder: Path, doc: _Reader, required: bool) -> Path | None:

@@ -1,4 +1,4 @@
-"""Turns a classifier's output row into a calibrated Prediction.
+"""A classifier's head: run the model, calibrate its output row, build the Prediction.
 
 Temperature scaling works on logits; a model that outputs probabilities gets log-probabilities
 as its logits, which leaves the uncalibrated distribution unchanged (softmax(log p) = p).
@@ -6,24 +6,28 @@ as its logits, which leaves the uncalibrated distribution unchanged (softmax(log
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from smallguard.server.calibration import Calibration, logits_from_probabilities, softmax
+from smallguard.server.runtime import OnnxModel
+from smallguard.server.types import HeadResult
 from smallguard.verifiers import LabelScore, ModelKind, Prediction
 
 
 class ClassifierHead:
-    def __init__(self, labels: Sequence[str], output_type: str, calibration: Calibration | None, top_k: int) -> None:
+    def __init__(self, onnx: OnnxModel, labels: Sequence[str], output_type: str, calibration: Calibration | None,
+                 top_k: int) -> None:
+        self._onnx = onnx
         self._labels = tuple(labels)
         self._output_type = output_type
         self._calibration = calibration
         self._top_k = min(top_k, len(self._labels))
 
-    def predict(self, output: np.ndarray) -> tuple[Prediction, float, float]:
-        """Return the prediction, its calibrated confidence and the model's raw confidence."""
-        row = np.asarray(output, dtype=np.float64).reshape(1, -1)
+    def predict(self, feeds: Mapping[str, np.ndarray]) -> HeadResult:
+        """The calibrated prediction, its calibrated confidence and the model's raw confidence."""
+        row = np.asarray(self._onnx.run(feeds), dtype=np.float64).reshape(1, -1)
         if self._output_type == "probabilities":
             raw = row
             logits = logits_from_probabilities(row)
@@ -41,5 +45,4 @@ class ClassifierHead:
             probability=float(probabilities[best]),
             top_k=top_k,
         )
-        return prediction, float(probabilities[best]), float(raw_probabilities[best])
-
+        return HeadResult(prediction, float(probabilities[best]), float(raw_probabilities[best]))

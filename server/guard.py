@@ -48,8 +48,8 @@ class Guard:
         span = trace.get_current_span()
         with _tracer.start_as_current_span("smallguard.model.run") as model_span:
             model_span.set_attribute("smallguard.model.name", model.spec.name)
-            output = model.onnx.run(feeds)
-        prediction, confidence, raw_confidence = model.head.predict(output)
+            head = model.head.predict(feeds)
+        prediction, confidence, raw_confidence = head.prediction, head.confidence, head.raw_confidence
         with _tracer.start_as_current_span("smallguard.verifiers.run") as verify_span:
             outcomes = self._runner.run(model.verifiers, prediction, call.context,
                                         model.spec.policy.verifier_timeout_ms)
@@ -59,7 +59,7 @@ class Guard:
             verify_span.set_attribute("smallguard.verifiers.failed", failed)
             verify_span.set_attribute("smallguard.verifiers.errored", errored)
         decision, reasons = decide(confidence, model.threshold, model.spec.policy.on_low_confidence,
-                                   outcomes, calibrated=model.calibration is not None)
+                                   outcomes, calibrated=model.calibration is not None, low_fields=head.low_fields)
         _annotate(span, model, request_id, decision.name, [r.code.value for r in reasons],
                   confidence, raw_confidence, failed, errored)
         context = span.get_span_context()

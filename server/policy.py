@@ -2,14 +2,14 @@
 
 The most severe outcome wins (ESCALATE over ABSTAIN over ANSWER):
 verifier error -> ESCALATE; verifier failed -> its on_fail; calibrated confidence below the
-threshold -> the policy's on_low_confidence; otherwise ANSWER.
+threshold (the document's, or any field's own) -> the policy's on_low_confidence; otherwise ANSWER.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from smallguard.server.types import Decision, Reason, ReasonCode, VerifierOutcome
+from smallguard.server.types import Decision, FieldBelowThreshold, Reason, ReasonCode, VerifierOutcome
 from smallguard.verifiers import Status
 
 
@@ -19,6 +19,7 @@ def decide(
     on_low_confidence: Decision,
     outcomes: Sequence[VerifierOutcome],
     calibrated: bool,
+    low_fields: Sequence[FieldBelowThreshold] = (),
 ) -> tuple[Decision, tuple[Reason, ...]]:
     decision = Decision.ANSWER
     reasons: list[Reason] = []
@@ -33,6 +34,10 @@ def decide(
         decision = max(decision, on_low_confidence)
         reasons.append(Reason(ReasonCode.LOW_CONFIDENCE,
                               f"confidence {confidence:.4f} is below the threshold {threshold:.4f}"))
+    for low in low_fields:
+        decision = max(decision, on_low_confidence)
+        reasons.append(Reason(ReasonCode.LOW_CONFIDENCE, f"field {low.name}: confidence {low.confidence:.4f} "
+                                                         f"is below its threshold {low.threshold:.4f}"))
     if not calibrated:
         reasons.append(Reason(ReasonCode.UNCALIBRATED,
                               "this model has no verified calibration: its confidence is not a probability"))

@@ -12,10 +12,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from smallguard.server.adapter import load_adapter
 from smallguard.server.bundle import BUNDLE_FILE, BundleSpec, read_bundle
 from smallguard.server.calibration import Calibration, CalibrationError, load_calibration
 from smallguard.server.classifier import ClassifierHead
 from smallguard.server.errors import BundleError, ModelNotFoundError
+from smallguard.server.extractor import ExtractorHead
 from smallguard.server.runtime import OnnxModel
 from smallguard.server.verification import BoundVerifier
 from smallguard.verifiers import VerifierRegistry
@@ -27,7 +31,7 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     spec: BundleSpec
     onnx: OnnxModel
-    head: ClassifierHead
+    head: ClassifierHead | ExtractorHead
     calibration: Calibration | None
     verifiers: tuple[BoundVerifier, ...]
     distributions: Mapping[str, str]  # verifier name -> "dist==version"
@@ -55,13 +59,30 @@ def load_bundle(folder: Path, registry: VerifierRegistry, intra_op_threads: int 
         except Exception as exc:  # unknown name, bad params, or a factory that blew up
             raise BundleError(spec.file, f"verifier {entry.name!r}: {exc}") from None
     onnx = OnnxModel(spec, intra_op_threads=intra_op_threads)
-    if onnx.output_width not in (-1, len(spec.labels)):
-        raise BundleError(spec.model_path, f"output {spec.output_name!r} has {onnx.output_width} columns but "
-                                           f"bundle.yaml lists {len(spec.labels)} labels")
-    onnx.warm_up(spec.inputs)
-    head = ClassifierHead(spec.labels, spec.output_type, calibration, spec.policy.top_k)
+    head = _head(spec, onnx, calibration)
     distributions = {entry.name: registry.distribution(entry.use) for entry in spec.verifiers}
     return LoadedModel(spec, onnx, head, calibration, tuple(verifiers), distributions)
+
+
+def _head(spec: BundleSpec, onnx: OnnxModel, calibration: Calibration | None) -> ClassifierHead | ExtractorHead:
+    """The head for the bundle's kind, checked against the model and warmed up on one example."""
+    if spec.adapter_path is None:
+        if onnx.output_width not in (-1, len(spec.labels)):
+            raise BundleError(spec.model_path, f"output {spec.output_name!r} has {onnx.output_width} columns but "
+                                               f"bundle.yaml lists {len(spec.labels)} labels")
+        onnx.warm_up(spec.inputs)
+        return ClassifierHead(onnx, spec.labels, spec.output_type, calibration, spec.policy.top_k)
+    adapter = load_adapter(spec.adapter_path, spec.fields)
+    if calibration is not None:
+        missing = [name for name in spec.fields if name not in calibration.fields]
+        if missing:
+            raise BundleError(spec.calibration_path or spec.folder, f"no calibration for field(s) {', '.join(missing)}")
+    head = ExtractorHead(onnx, adapter, calibration)
+    try:
+        head.predict({spec.inputs[0].name: np.array(["Invoice 1 total 1.00"], dtype=object)})
+    except Exception as exc:  # the adapter is the bundle's own code: any failure refuses the bundle
+        raise BundleError(spec.adapter_path, f"warm-up run failed: {type(exc).__name__}: {exc}") from None
+    return head
 
 
 def bundle_folders(root: Path) -> list[Path]:

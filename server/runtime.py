@@ -44,14 +44,21 @@ class OnnxModel:
         except Exception as exc:  # onnxruntime raises several unrelated types for bad files
             raise BundleError(spec.model_path, f"onnxruntime cannot load it: {exc}") from None
         self._path = spec.model_path
-        self._check_inputs(spec.inputs)
-        self.output_name = spec.output_name
-        self.output_width = self._check_output(spec.output_name)
-        self._outputs = [spec.output_name]
+        self.input_names = tuple(node.name for node in self._session.get_inputs())
+        self.output_names = tuple(node.name for node in self._session.get_outputs())
+        self.output_width = -1
+        if spec.adapter_path is None:  # an extractor's adapter checks its own feeds and outputs
+            self._check_inputs(spec.inputs)
+            self.output_width = self._check_output(spec.output_name)
+        self._outputs = [spec.output_name] if spec.output_name else list(self.output_names)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         """Run the model; return the declared output for the batch."""
-        return self._session.run(self._outputs, dict(feeds))[0]
+        return self._session.run(self._outputs[:1], dict(feeds))[0]
+
+    def run_all(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model; return every output by name (what an extractor's adapter decodes)."""
+        return dict(zip(self.output_names, self._session.run(list(self.output_names), dict(feeds)), strict=True))
 
     def warm_up(self, specs: Sequence[InputSpec]) -> None:
         """Run once on a valid input so the first real request does not pay for lazy set-up."""

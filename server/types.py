@@ -92,3 +92,21 @@ class PredictOutcome:
     reasons: tuple[Reason, ...]
     verifiers: tuple[VerifierOutcome, ...]
     trace_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldBelowThreshold:
+    name: str
+    confidence: float
+    threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class HeadResult:
+    """A model head's answer: the calibrated prediction and the confidences the policy needs."""
+
+    prediction: Prediction
+    confidence: float
+    raw_confidence: float
+    low_fields: tuple[FieldBelowThreshold, ...] = ()
+
