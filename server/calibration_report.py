@@ -32,15 +32,17 @@ def risk_coverage(confidences: np.ndarray, correct: np.ndarray) -> tuple[np.ndar
     return conf[last_of_tie], answered / len(conf), errors / answered
 
 
-def write_report(folder: Path, run: CalibrationRun, document: dict[str, Any], title: str) -> list[Path]:
-    """Write the two PNGs and REPORT.md into ``folder``; return their paths."""
+def write_report(folder: Path, run: CalibrationRun, document: dict[str, Any], title: str,
+                 appendix: str = "") -> list[Path]:
+    """Write the two PNGs and REPORT.md (ending with ``appendix``) into ``folder``; return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [_reliability_png(folder / RELIABILITY, run), _risk_coverage_png(folder / RISK_COVERAGE, run),
+    paths = [_reliability_png(folder / RELIABILITY, run),
+             _risk_coverage_png(folder / RISK_COVERAGE, run, document.get("test", run.test)),
              folder / REPORT]
-    paths[2].write_text(_markdown(run, document, title), encoding="utf-8")
+    paths[2].write_text(_markdown(run, document, title) + appendix, encoding="utf-8")
     return paths
 
 
@@ -80,11 +82,11 @@ def _reliability_axes(axis: Any, counts: Any, evaluation: Evaluation, title: str
     counts.set_xlabel("confidence")
 
 
-def _risk_coverage_png(path: Path, run: CalibrationRun) -> Path:
+def _risk_coverage_png(path: Path, run: CalibrationRun, test: dict[str, Any]) -> Path:
+    """The curve of the calibrated confidence, and the point the served rule reached on the test part."""
     import matplotlib.pyplot as plt
 
     _, coverage, risk = risk_coverage(run.after.confidences, run.after.correct)
-    test = run.test
     figure, axis = plt.subplots(figsize=(6.4, 4.6))
     axis.plot(coverage, risk, color="#4c72b0", label="calibrated confidence, test part")
     axis.axhline(run.choice.target_risk, color="#c44e52", linestyle="--",
@@ -105,7 +107,7 @@ def _risk_coverage_png(path: Path, run: CalibrationRun) -> Path:
 
 
 def _markdown(run: CalibrationRun, document: dict[str, Any], title: str) -> str:
-    guarantee, test = document["guarantee"], run.test
+    guarantee, test = document["guarantee"], document.get("test", run.test)
     rows = "\n".join(f"| {label} | {run.before.metrics[key]:.4f} | {run.after.metrics[key]:.4f} |"
                      for key, label in METRICS)
     scores = ""

@@ -6,8 +6,10 @@ Every problem names the file, the line and the field; up to ``MAX_PROBLEMS`` are
 once so an operator can fix a file in one pass.
 
 JSON Lines: one object per line, ``{"pixels": [...], "label": "3"}``; a text model takes
-``{"text": "...", ...}``. CSV: a header row; a tensor input is one column holding a JSON array
-(``pixels``) or one column per element (``pixels[0]``, ``pixels[1]``...); the truth is ``label``.
+``{"text": "...", ...}``; an extractor's truth is ``"fields": {"tax": "12.50", "date": null, ...}``.
+CSV: a header row; a tensor input is one column holding a JSON array (``pixels``) or one column
+per element (``pixels[0]``, ``pixels[1]``...); the truth is ``label``, or one ``fields.NAME``
+column per field (an empty cell: the document has no such field).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from smallguard.server.types import PredictCall, TensorInput
 
 MAX_PROBLEMS = 10
 LABEL = "label"
+FIELDS = "fields"
+CONTEXT = "context"
 _ELEMENT = re.compile(r"^(?P<name>.+)\[(?P<index>\d+)\]$")
 
 
@@ -55,11 +59,17 @@ class DataError(GuardError):
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """One checked example: its line, the model's feeds, and the index of its true label."""
+    """One checked example: its line, the request it makes, the model's feeds, and the truth.
+
+    A classifier's truth is ``label`` (an index into the bundle's labels); an extractor's is
+    ``fields`` (every field's true value, None when the document has none) and ``label`` is -1.
+    """
 
     line: int
+    call: PredictCall
     feeds: Mapping[str, np.ndarray]
     label: int
+    fields: Mapping[str, str | None] | None = None
 
 
 def read_labelled(path: Path, spec: BundleSpec) -> list[Example]:
@@ -135,6 +145,10 @@ def _from_columns(row: Mapping[str, str]) -> dict[str, Any]:
             record[column] = value
     for name, by_index in elements.items():
         record[name] = [by_index.get(i, "") for i in range(max(by_index) + 1)]
+    truth = {column.removeprefix(FIELDS + "."): record.pop(column) for column in list(record)
+             if column.startswith(FIELDS + ".")}
+    if truth:
+        record[FIELDS] = truth  # an empty cell is a field the document does not have
     return record
 
 
@@ -142,13 +156,31 @@ def _example(line: int, record: Mapping[str, Any] | _RecordError, spec: BundleSp
              label_index: Mapping[str, int]) -> Example:
     if isinstance(record, _RecordError):
         raise record
-    label = _label(record, spec, label_index)
+    fields = _fields(record, spec) if spec.fields else None
+    label = -1 if spec.fields else _label(record, spec, label_index)
     call = _call(record, spec)
     try:
         feeds = feeds_for(spec.inputs, call)
     except InvalidInputError as exc:
         raise _RecordError(exc.field.removeprefix("inputs[").removesuffix("]"), exc.problem) from None
-    return Example(line, feeds, label)
+    return Example(line, call, feeds, label, fields)
+
+
+def _fields(record: Mapping[str, Any], spec: BundleSpec) -> dict[str, str | None]:
+    """An extractor's truth: ``{"fields": {name: "value" or null}}`` naming every field of the bundle."""
+    truth = record.get(FIELDS)
+    if not isinstance(truth, Mapping):
+        raise _RecordError(FIELDS, f"missing, or not an object; expected the true value of each of "
+                                   f"{', '.join(spec.fields)} (null when the document has none)")
+    unknown = sorted(set(truth) - set(spec.fields))
+    if unknown:
+        raise _RecordError(f"{FIELDS}.{unknown[0]}", f"not a field of the bundle ({', '.join(spec.fields)})")
+    for name in spec.fields:
+        if name not in truth:
+            raise _RecordError(f"{FIELDS}.{name}", "missing; give the true value, or null when there is none")
+        if truth[name] is not None and not isinstance(truth[name], str):
+            raise _RecordError(f"{FIELDS}.{name}", f"{truth[name]!r} is not a string or null")
+    return {name: (truth[name] if truth[name] != "" else None) for name in spec.fields}
 
 
 def _label(record: Mapping[str, Any], spec: BundleSpec, label_index: Mapping[str, int]) -> int:
@@ -168,8 +200,17 @@ def _call(record: Mapping[str, Any], spec: BundleSpec) -> PredictCall:
         value = record.get(texts[0].name)
         if not isinstance(value, str):
             raise _RecordError(texts[0].name, "missing, or not a string; expected the text to read")
-        return PredictCall(model=spec.name, text=value)
-    return PredictCall(model=spec.name, tensors=tuple(_tensor(record, item) for item in spec.inputs))
+        return PredictCall(model=spec.name, text=value, context=_context(record))
+    return PredictCall(model=spec.name, tensors=tuple(_tensor(record, item) for item in spec.inputs),
+                       context=_context(record))
+
+
+def _context(record: Mapping[str, Any]) -> dict[str, str]:
+    """The request context verifiers read (``evaluate`` replays it); optional, string to string."""
+    context = record.get(CONTEXT, {})
+    if not isinstance(context, Mapping) or not all(isinstance(v, str) for v in context.values()):
+        raise _RecordError(CONTEXT, "expected an object of string values, as a Predict request's context map")
+    return {str(key): value for key, value in context.items()}
 
 
 def _tensor(record: Mapping[str, Any], item: InputSpec) -> TensorInput:

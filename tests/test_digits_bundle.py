@@ -1,8 +1,8 @@
-"""The shipped digits bundle: its files agree with each other and with what train.py recorded.
+"""The shipped digits bundle: its files agree with each other and with what `smallguard calibrate` recorded.
 
 Nothing here retrains the network; everything that follows from the shipped model.onnx and
-data files (the calibrated test metrics, the temperature, the threshold) is recomputed and
-compared with calibration.json.
+data files (the calibrated test metrics, the fitted method, the threshold) is recomputed from
+the split recorded in calibration.json's ``procedure`` and compared with the file.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import pytest
 import yaml
 
 from smallguard.server.calibration import (
+    METHODS,
     Calibration,
-    TemperatureScaling,
     choose_threshold,
     load_calibration,
     logits_from_probabilities,
     summary,
 )
+from smallguard.server.calibration.procedure import split_indices
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
 LABELS = [str(d) for d in range(10)]
@@ -82,9 +83,9 @@ def test_model_gives_probabilities_and_is_accurate(session: ort.InferenceSession
 
 
 def test_calibration_loads_and_improved_ece_on_the_test_split(calibration: Calibration) -> None:
-    assert calibration.method == "temperature" and 0 < calibration.threshold < 1
+    assert 0 < calibration.threshold < 1
     metrics = calibration.metrics
-    assert metrics["evaluated_on"] == "test split (never used for fitting)" and metrics["samples"] == 360
+    assert metrics["evaluated_on"].startswith("test.jsonl") and metrics["samples"] == 360
     assert metrics["after"]["ece"] <= metrics["before"]["ece"]
     assert metrics["after"]["nll"] <= metrics["before"]["nll"]
     assert calibration.guarantee["statement"].startswith("With probability at least 95%")
@@ -109,19 +110,24 @@ def test_recorded_test_metrics_are_what_the_shipped_files_give(
     assert test["coverage"] > 0.5
 
 
-def test_temperature_and_threshold_are_reproduced_from_the_calibration_rows(
+def test_method_and_threshold_are_reproduced_from_the_recorded_split(
     session: ort.InferenceSession, calibration: Calibration
 ) -> None:
-    """The first fit_samples rows fitted the temperature; the rest chose the threshold."""
+    """Refit the recorded method on the recorded fit part; re-choose the threshold on the rest."""
+    procedure = calibration.raw["procedure"]
+    assert procedure["data"] == "calibration.jsonl" and procedure["requested_method"] == "auto"
     pixels, labels = rows("calibration")
     logits = logits_from_probabilities(probabilities(session, pixels))
-    n_fit = calibration.fit_samples
-    refit = TemperatureScaling.fit(logits[:n_fit], labels[:n_fit])
-    assert refit.temperature == pytest.approx(calibration.params["temperature"], rel=1e-4)
+    split = split_indices(len(labels), 0.0, procedure["fit_fraction"], procedure["seed"])
+    assert len(split.fit) == calibration.fit_samples
+    refit = METHODS[calibration.method].fit(logits[split.fit], labels[split.fit])
+    assert refit.to_params() == pytest.approx(dict(calibration.params), rel=1e-4)
+    scores = procedure["method_selection"]["scores"]
+    assert min(scores, key=scores.get) == calibration.method
 
-    held = calibration.calibrator.probabilities(logits[n_fit:])
+    held = calibration.calibrator.probabilities(logits[split.threshold])
     guarantee = calibration.guarantee
-    choice = choose_threshold(held.max(axis=1), held.argmax(axis=1) == labels[n_fit:],
+    choice = choose_threshold(held.max(axis=1), held.argmax(axis=1) == labels[split.threshold],
                               guarantee["target_risk"], guarantee["delta"])
     assert choice.threshold == pytest.approx(calibration.threshold, abs=1e-6)
     assert choice.guarantee() == pytest.approx(dict(guarantee))

@@ -117,6 +117,24 @@ def summary(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = DEFAULT
     }
 
 
+def binary_summary(confidences: np.ndarray, correct: np.ndarray, n_bins: int = DEFAULT_BINS) -> dict[str, float]:
+    """The same headline metrics for a forecast of one event (an extracted field being exactly right).
+
+    Brier is the binary one, mean (c - y)^2, and NLL is -log of the probability given to what
+    happened (c when right, 1 - c when wrong); "accuracy" is how often the event happened.
+    """
+    conf, hit = _pair(confidences, correct)
+    clipped = np.clip(conf, NLL_FLOOR, 1.0 - NLL_FLOOR)
+    return {
+        "ece": expected_calibration_error(conf, hit, n_bins),
+        "ece_equal_mass": expected_calibration_error(conf, hit, n_bins, equal_mass=True),
+        "mce": maximum_calibration_error(conf, hit, n_bins),
+        "brier": float(np.mean((conf - hit) ** 2)),
+        "nll": float(-np.mean(np.where(hit == 1.0, np.log(clipped), np.log1p(-clipped)))),
+        "accuracy": float(np.mean(hit)),
+    }
+
+
 def _probabilities(probabilities: np.ndarray) -> np.ndarray:
     p = np.asarray(probabilities, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] < 2:

@@ -13,22 +13,40 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from smallguard.server.calibration.binary import BINARY_METHODS, BinaryCalibrator
 from smallguard.server.calibration.methods import METHODS, CalibrationError, Calibrator, load_method
 from smallguard.server.calibration.threshold import ThresholdChoice
 
 FORMAT = 1
 EVALUATED_ON = "test split (never used for fitting)"
 _REQUIRED = ("format", "method", "params", "threshold", "fitted_at", "fit_samples", "metrics", "guarantee")
+_FIELD_REQUIRED = ("method", "params", "threshold", "metrics", "guarantee")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldCalibration:
+    """One extracted field's map from raw score to P(value exactly right), and its own threshold."""
+
+    method: str
+    calibrator: BinaryCalibrator
+    threshold: float
+    metrics: Mapping[str, Any]
+    guarantee: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """A loaded calibration.json: the calibrator to apply and the threshold it certifies."""
+    """A loaded calibration.json: the calibrator to apply and the threshold it certifies.
+
+    An extractor's file also has ``fields``: one FieldCalibration per field; its top-level
+    method is then a binary map applied to the document score (the product of the calibrated
+    field confidences), and its threshold is the document's.
+    """
 
     method: str
     params: Mapping[str, Any]
@@ -39,6 +57,7 @@ class Calibration:
     fitted_at: str
     fit_samples: int
     raw: Mapping[str, Any]
+    fields: Mapping[str, FieldCalibration] = field(default_factory=dict)
 
 
 def load_calibration(path: str | Path) -> Calibration:
@@ -67,28 +86,17 @@ def parse_calibration(document: Any) -> Calibration:
         raise CalibrationError(f"missing key(s): {', '.join(missing)}")
     if document["format"] != FORMAT or isinstance(document["format"], bool):
         raise CalibrationError(f"format {document['format']!r} is not supported; this version reads format {FORMAT}")
+    fields = _fields(document.get("fields", {}))
     method, params = document["method"], document["params"]
-    if not isinstance(method, str):
-        raise CalibrationError(f"'method' must be a string, got {method!r}")
-    if not isinstance(params, dict):
-        raise CalibrationError(f"'params' must be an object, got {params!r}")
-    try:
-        calibrator = load_method(method, params)
-    except CalibrationError as exc:
-        where = "params" if method in METHODS else "method"
-        raise CalibrationError(f"'{where}': {exc.problem}") from None
-    threshold = document["threshold"]
-    if not _is_number(threshold) or not 0 <= threshold <= 1:
-        raise CalibrationError(f"'threshold' must be a number in [0, 1], got {threshold!r}")
+    calibrator = _calibrator(document, "", BINARY_METHODS if fields else METHODS)
+    threshold = _threshold(document, "")
     fitted_at = document["fitted_at"]
     if not isinstance(fitted_at, str) or not _is_iso_datetime(fitted_at):
         raise CalibrationError(f"'fitted_at' must be an ISO-8601 date and time, got {fitted_at!r}")
     fit_samples = document["fit_samples"]
     if not isinstance(fit_samples, int) or isinstance(fit_samples, bool) or fit_samples < 1:
         raise CalibrationError(f"'fit_samples' must be a whole number >= 1, got {fit_samples!r}")
-    for key in ("metrics", "guarantee"):
-        if not isinstance(document[key], dict):
-            raise CalibrationError(f"'{key}' must be an object, got {document[key]!r}")
+    _objects(document, "", ("metrics", "guarantee"))
     return Calibration(
         method=method,
         params=dict(params),
@@ -99,7 +107,55 @@ def parse_calibration(document: Any) -> Calibration:
         fitted_at=fitted_at,
         fit_samples=fit_samples,
         raw=document,
+        fields=fields,
     )
+
+
+def _fields(section: Any) -> dict[str, FieldCalibration]:
+    """An extractor's per-field calibrations: binary maps only (a field has one score, not classes)."""
+    if not isinstance(section, dict):
+        raise CalibrationError(f"'fields' must be an object of field name -> calibration, got {section!r}")
+    fields = {}
+    for name, entry in section.items():
+        where = f"fields.{name}."
+        if not isinstance(entry, dict):
+            raise CalibrationError(f"'fields.{name}' must be an object, got {entry!r}")
+        missing = [key for key in _FIELD_REQUIRED if key not in entry]
+        if missing:
+            raise CalibrationError(f"'fields.{name}' is missing key(s): {', '.join(missing)}")
+        _objects(entry, where, ("metrics", "guarantee"))
+        fields[name] = FieldCalibration(entry["method"], _calibrator(entry, where, BINARY_METHODS),
+                                        _threshold(entry, where), entry["metrics"], entry["guarantee"])
+    return fields
+
+
+def _calibrator(entry: Mapping[str, Any], where: str, allowed: Mapping[str, Any]) -> Any:
+    method, params = entry["method"], entry["params"]
+    if not isinstance(method, str):
+        raise CalibrationError(f"'{where}method' must be a string, got {method!r}")
+    if not isinstance(params, dict):
+        raise CalibrationError(f"'{where}params' must be an object, got {params!r}")
+    if method in METHODS and method not in allowed:
+        raise CalibrationError(f"'{where}method': {method!r} cannot calibrate a single score; an extractor's "
+                               f"fields and document use one of {', '.join(sorted(allowed))}")
+    try:
+        return load_method(method, params)
+    except CalibrationError as exc:
+        part = "params" if method in METHODS else "method"
+        raise CalibrationError(f"'{where}{part}': {exc.problem}") from None
+
+
+def _threshold(entry: Mapping[str, Any], where: str) -> float:
+    threshold = entry["threshold"]
+    if not _is_number(threshold) or not 0 <= threshold <= 1:
+        raise CalibrationError(f"'{where}threshold' must be a number in [0, 1], got {threshold!r}")
+    return float(threshold)
+
+
+def _objects(entry: Mapping[str, Any], where: str, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if not isinstance(entry[key], dict):
+            raise CalibrationError(f"'{where}{key}' must be an object, got {entry[key]!r}")
 
 
 def write_calibration(
@@ -114,11 +170,13 @@ def write_calibration(
     test: Mapping[str, Any] | None = None,
     evaluated_on: str = EVALUATED_ON,
     fitted_at: datetime | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write calibration.json atomically and return the document written.
 
     ``before``/``after`` are metric summaries on data the fit never saw (``evaluated_on``);
-    ``test`` is the realised coverage and risk at the threshold on that data.
+    ``test`` is the realised coverage and risk at the threshold on that data; ``extra`` adds
+    top-level keys (checked like the rest before anything is written).
     """
     path = Path(path)
     when = (fitted_at or datetime.now(UTC)).astimezone(UTC)
@@ -139,6 +197,7 @@ def write_calibration(
     }
     if test is not None:
         document["test"] = dict(test)
+    document.update(extra or {})  # e.g. "procedure" (how it was fitted), an extractor's "fields"
     try:
         text = json.dumps(document, indent=2, allow_nan=False) + "\n"
     except (TypeError, ValueError) as exc:
