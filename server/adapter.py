@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +79,10 @@ def _import(path: Path) -> ModuleType:
     if spec is None or spec.loader is None:
         raise BundleError(path, "cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look a class's module up by name
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # the bundle's code may raise anything on import
+        del sys.modules[spec.name]
         raise BundleError(path, f"importing it raised {type(exc).__name__}: {exc}") from None
     return module

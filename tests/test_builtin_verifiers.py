@@ -730,3 +730,15 @@ def test_the_registry_builds_every_built_in_by_its_entry_point_name() -> None:
         verifier = registry.build(name, params)
         assert type(verifier) is cls, name
         assert verifier.check(INVOICE, {"allowed_labels": "x"}).status in (PASSED, FAILED, SKIPPED)
+
+
+def test_date_format_latest_today_uses_the_utc_date_when_the_check_runs() -> None:
+    today = datetime.datetime.now(datetime.UTC).date()
+    day = datetime.timedelta(days=1)
+    check = DateFormat("issued", latest="today")
+    assert check.check(extracted(issued=today.isoformat()), NO_CONTEXT).status is PASSED
+    assert check.check(extracted(issued=(today - 400 * day).isoformat()), NO_CONTEXT).status is PASSED
+    future = check.check(extracted(issued=(today + 2 * day).isoformat()), NO_CONTEXT)
+    assert future.status is FAILED and f"is after today ({today.isoformat()})" in future.message
+    with pytest.raises(ValueError, match="ISO date such as 2024-01-31 or 'today'"):
+        DateFormat("issued", latest="tomorrow")

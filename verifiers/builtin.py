@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 
 import pycountry
@@ -47,6 +47,8 @@ _OPERATORS: dict[str, Callable[[Decimal, Decimal, Decimal], bool]] = {
     "==": lambda a, b, tol: abs(a - b) <= tol,
     "!=": lambda a, b, tol: abs(a - b) > tol,
 }
+# DateFormat's latest: the date when the check runs.
+TODAY = "today"
 _GROUPED = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")
 
 
@@ -253,8 +255,9 @@ class Required:
 class DateFormat:
     """``field`` is a date that exists, written in ``format`` (strptime codes, default ISO).
 
-    ``earliest`` and ``latest`` (ISO dates, inclusive) bound it: constants in the bundle, never
-    the clock, so a verdict can be replayed.
+    ``earliest`` and ``latest`` (ISO dates, inclusive) bound it. They are constants, so a verdict
+    can be replayed, except ``latest: today``: the UTC date when the check runs, for the one rule
+    that needs the clock (an invoice is not issued in the future).
     """
 
     def __init__(
@@ -265,7 +268,8 @@ class DateFormat:
             raise ValueError(f"format must be a strptime format of a date such as '%Y-%m-%d', got {format!r}")
         self.format = format
         self.earliest = _param_date(earliest, "earliest")
-        self.latest = _param_date(latest, "latest")
+        self.latest_is_today = latest == TODAY
+        self.latest = None if self.latest_is_today else _param_date(latest, "latest")
         if self.earliest and self.latest and self.earliest > self.latest:
             raise ValueError(f"earliest {earliest!r} is after latest {latest!r}")
 
@@ -280,8 +284,10 @@ class DateFormat:
             return CheckResult.failed(f"{self.field} {text!r} is not a date in the format {self.format!r}")
         if self.earliest and day < self.earliest:
             return CheckResult.failed(f"{self.field} {day.isoformat()} is before {self.earliest.isoformat()}")
-        if self.latest and day > self.latest:
-            return CheckResult.failed(f"{self.field} {day.isoformat()} is after {self.latest.isoformat()}")
+        latest = datetime.now(UTC).date() if self.latest_is_today else self.latest
+        if latest and day > latest:
+            when = f"today ({latest.isoformat()})" if self.latest_is_today else latest.isoformat()
+            return CheckResult.failed(f"{self.field} {day.isoformat()} is after {when}")
         return CheckResult.passed(f"{self.field} is {day.isoformat()}")
 
 
@@ -306,7 +312,8 @@ def _param_date(value: object, param: str) -> date | None:
     try:
         return date.fromisoformat(str(value))
     except ValueError:
-        raise ValueError(f"{param} must be an ISO date such as 2024-01-31, got {value!r}") from None
+        extra = " or 'today'" if param == "latest" else ""
+        raise ValueError(f"{param} must be an ISO date such as 2024-01-31{extra}, got {value!r}") from None
 
 
 class CurrencyCode:

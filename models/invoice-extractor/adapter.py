@@ -1,0 +1,339 @@
+"""The invoice-extractor bundle's adapter: text to model feeds, model outputs to typed fields.
+
+Pure numpy and standard library, so serving needs neither scikit-learn nor the generator.
+
+How the extractor works (candidate ranking):
+
+1. ``candidates(text)`` finds everything that could be a field value with hand-written
+   patterns: every amount (``1,234.56``, ``1.234,56``, ``1 234,56``, ``1'234.56``, OCR-damaged
+   ``1,2O4.S6``), every date (numeric, ISO, English/German/French/Spanish month names), every
+   currency code or symbol, and every identifier-like token (``INV-2024-0012``, ``2024/0457``).
+2. ``encode(text)`` turns each candidate into one feature row: hashed words around it (the
+   word just left of it, the rest of its line to the left, the word to its right, the column
+   header above it, the line above when it stands alone) plus a few numbers (position, its size
+   among the document's amounts, token shape). Feed ``features``: float32 ``[candidates, 537]``.
+3. The ONNX model (a small multi-label MLP) scores every row for every field:
+   ``probabilities`` float32 ``[candidates, 6]``, columns in ``FIELDS`` order, each an
+   independent probability that this candidate is that field's value.
+4. ``decode(text, outputs)`` recomputes the same candidates and, per field, takes the candidate
+   of the right kind with the highest probability; its normalised value is the answer and its
+   probability the raw confidence. No candidate of the right kind: ``(None, 0.0)``.
+
+The model never sees arithmetic between amounts (whether subtotal + tax == total): that is what
+the bundle's verifiers check, so they have something to catch.
+
+Normalisation choices (documented limits): ``a/b/yyyy`` and ``a.b.yyyy`` are read day first
+unless only month first makes a real date (US ``03/05/2024`` is therefore read as 3 May);
+two-digit years are 20xx; ``$`` alone is USD, ``kr`` alone SEK and ``kr.`` DKK.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import zlib
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+import numpy as np
+
+FIELDS: tuple[str, ...] = ("invoice_number", "date", "currency", "subtotal", "tax", "total")
+INPUT_NAME = "features"
+OUTPUT_NAME = "probabilities"
+HASH_DIM = 512
+KINDS: tuple[str, ...] = ("amount", "date", "currency", "ident")
+FIELD_KIND = {"invoice_number": "ident", "date": "date", "currency": "currency",
+              "subtotal": "amount", "tax": "amount", "total": "amount"}
+
+CURRENCY_CODES = frozenset({
+    "USD", "EUR", "GBP", "CHF", "CAD", "AUD", "NZD", "SGD", "HKD", "INR", "SEK", "NOK", "DKK", "PLN", "CZK",
+    "HUF", "JPY", "CNY", "ZAR", "BRL", "MXN", "TRY", "RON", "ILS", "AED",
+})
+# Longest first, so "CA$" wins over "$" at the same place.
+CURRENCY_SYMBOLS: dict[str, str] = {
+    "US$": "USD", "CA$": "CAD", "AU$": "AUD", "NZ$": "NZD", "HK$": "HKD", "SFr.": "CHF", "Rs.": "INR",
+    "C$": "CAD", "A$": "AUD", "S$": "SGD", "R$": "BRL", "Fr.": "CHF", "kr.": "DKK", "Rs": "INR", "kr": "SEK",
+    "zł": "PLN", "Kč": "CZK", "$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY", "₹": "INR",
+}
+MONTHS: dict[str, int] = {}
+for _names in (
+    ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november",
+     "december"),
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+    ("januar", "februar", "märz", "april", "mai", "juni", "juli", "august", "september", "oktober", "november",
+     "dezember"),
+    ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre", "novembre",
+     "décembre"),
+    ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre", "octubre", "noviembre",
+     "diciembre"),
+):
+    for _number, _name in enumerate(_names, start=1):
+        MONTHS[_name] = _number
+MONTHS.update({"sept": 9, "maerz": 3, "marz": 3, "fevrier": 2, "aout": 8, "decembre": 12, "mrz": 3, "okt": 10,
+               "dez": 12})
+
+_MONTH = "|".join(sorted((re.escape(m) for m in MONTHS), key=len, reverse=True))
+_ORD = r"(?:st|nd|rd|th)?"
+DATE_RE = re.compile(
+    rf"(?<![\w.,/-])(?:"
+    rf"\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}"
+    rf"|\d{{1,2}}[-/.]\d{{1,2}}[-/.](?:\d{{4}}|\d{{2}})"
+    rf"|\d{{1,2}}{_ORD}\.?[ -]?(?:de )?(?:{_MONTH})\.?,?[ -](?:de )?\d{{4}}"
+    rf"|(?:{_MONTH})\.? \d{{1,2}}{_ORD},? \d{{4}}"
+    rf")(?![\w/]|[.,-]\d)",
+    re.IGNORECASE,
+)
+_D = "[0-9OolIS]"  # a digit, or a letter OCR often reads for one
+AMOUNT_RE = re.compile(
+    rf"(?<![0-9.,'])[0-9](?:{_D}{{0,2}}(?:[,.'\u00a0\u202f ]{_D}{{3}})+|{_D}*)[.,]{_D}{{2}}(?![0-9]|[.,'][0-9])"
+)
+_CODES = "|".join(sorted(CURRENCY_CODES))
+_SYMBOLS = "|".join(re.escape(s) for s in sorted(CURRENCY_SYMBOLS, key=len, reverse=True))
+CURRENCY_RE = re.compile(rf"(?<![A-Za-z])(?:{_CODES}|{_SYMBOLS})(?![A-Za-z])")
+IDENT_RE = re.compile(r"(?<![A-Za-z0-9/_\-])[A-Za-z0-9](?:[A-Za-z0-9/_\-]*[A-Za-z0-9])?")
+WORD_RE = re.compile(r"[^\W_]+|[#%@=$€£¥₹]")
+OCR_DIGITS = str.maketrans({"O": "0", "o": "0", "l": "1", "I": "1", "|": "1", "S": "5"})
+OCR_LETTERS = str.maketrans({"0": "o", "1": "l", "5": "s"})
+_AFFIX = re.compile(rf"^(?:{_CODES}|{_SYMBOLS})\s*|\s*(?:{_CODES}|{_SYMBOLS})$")
+
+
+def normalize_amount(text: str) -> str | None:
+    """``"1.234,56 €"``, ``"$1,234.56"``, ``"1 234,56"``, ``"1,2O4.S6"`` -> ``"1234.56"``; None if not an amount.
+
+    The decimal mark is the last ``.`` or ``,`` followed by one or two digits; any other
+    separator must group thousands (three digits), so ``1,234`` is 1234.00, not 1.23.
+    """
+    s = text.strip()
+    negative = s.startswith("-") or s.endswith("-") or (s.startswith("(") and s.endswith(")"))
+    s = s.strip("()+-").strip()
+    for _ in range(2):
+        s = _AFFIX.sub("", s).strip("()+- \u00a0\u202f")
+    s = s.translate(OCR_DIGITS)
+    if not re.fullmatch(r"[0-9][0-9.,'\u00a0\u202f ]*", s):
+        return None
+    match = re.fullmatch(r"(.*?)([.,])([0-9]{1,2})", s)
+    whole, frac = (match.group(1), match.group(3)) if match else (s, "0")
+    separators = set(re.findall(r"[.,'\u00a0\u202f ]", whole))
+    if len(separators) > 1 or (match and match.group(2) in separators):
+        return None
+    groups = re.split(r"[.,'\u00a0\u202f ]", whole)
+    if len(groups) > 1 and (not 1 <= len(groups[0]) <= 3 or any(len(g) != 3 for g in groups[1:])):
+        return None
+    try:
+        value = Decimal(f"{''.join(groups)}.{frac}")
+    except InvalidOperation:
+        return None
+    return f"{-value if negative and value else value:.2f}"
+
+
+def normalize_date(text: str) -> str | None:
+    """``"05/03/2024"``, ``"March 5th, 2024"``, ``"5. März 2024"`` -> ``"2024-03-05"``; None if no real date."""
+    s = re.sub(r"(\d)(?:st|nd|rd|th)\b", r"\1", text.strip().lower())
+    s = re.sub(r"\bde\b", " ", s)
+    found: tuple[int, int, int] | None = None
+    if m := re.fullmatch(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})", s):
+        found = int(m[1]), int(m[2]), int(m[3])
+    elif m := re.fullmatch(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4}|\d{2})", s):
+        first, second, year = int(m[1]), int(m[2]), int(m[3])
+        year += 2000 if len(m[3]) == 2 else 0
+        day, month = (second, first) if first <= 12 < second else (first, second)
+        found = year, month, day
+    elif m := re.fullmatch(r"(\d{1,2})\.?[\s-]*([^\W\d_]+)\.?,?[\s-]+(\d{4})", s):
+        if m[2] in MONTHS:
+            found = int(m[3]), MONTHS[m[2]], int(m[1])
+    elif (m := re.fullmatch(r"([^\W\d_]+)\.?\s+(\d{1,2}),?\s+(\d{4})", s)) and m[1] in MONTHS:
+        found = int(m[3]), MONTHS[m[1]], int(m[2])
+    if found is None:
+        return None
+    try:
+        return date(*found).isoformat()
+    except ValueError:
+        return None
+
+
+def normalize_currency(text: str) -> str | None:
+    """``"€"`` -> ``"EUR"``, ``"CA$"`` -> ``"CAD"``, ``"usd"`` -> ``"USD"``; None if not a known code or symbol."""
+    s = text.strip()
+    if s.upper() in CURRENCY_CODES:
+        return s.upper()
+    return CURRENCY_SYMBOLS.get(s)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A span of the text that could be a field value, with its normalised value."""
+
+    kind: str
+    start: int
+    end: int
+    raw: str
+    value: str
+
+
+def candidates(text: str) -> list[Candidate]:
+    """Every date, amount, currency and identifier in ``text``, in text order; spans never overlap."""
+    found: list[Candidate] = []
+    taken: list[tuple[int, int]] = []
+
+    def free(start: int, end: int) -> bool:
+        return all(end <= a or start >= b for a, b in taken)
+
+    def add(kind: str, start: int, end: int, value: str | None) -> None:
+        if value is not None and free(start, end):
+            found.append(Candidate(kind, start, end, text[start:end], value))
+            taken.append((start, end))
+
+    for m in DATE_RE.finditer(text):
+        add("date", m.start(), m.end(), normalize_date(m.group()))
+    for m in AMOUNT_RE.finditer(text):
+        start = m.start()
+        if start >= 1 and text[start - 1] == "-" and (start == 1 or text[start - 2] in " \t:=("):
+            start -= 1  # a sign written against the number
+        add("amount", start, m.end(), normalize_amount(text[start:m.end()]))
+    for m in CURRENCY_RE.finditer(text):
+        add("currency", m.start(), m.end(), normalize_currency(m.group()))
+    for m in IDENT_RE.finditer(text):
+        token = m.group()
+        if 3 <= len(token) <= 25 and any(c.isdigit() for c in token):
+            add("ident", m.start(), m.end(), token)
+    return sorted(found, key=lambda c: c.start)
+
+
+def _word(token: str) -> str:
+    """A context word, with OCR digit-for-letter swaps undone; numbers collapse to ``<n>``."""
+    lowered = token.lower()
+    if sum(c.isalpha() for c in lowered) >= 2:
+        lowered = lowered.translate(OCR_LETTERS)
+    return "<n>" if any(c.isdigit() for c in lowered) else lowered
+
+
+def _shape(token: str) -> str:
+    shape = re.sub(r"[A-Za-z]+", "A", re.sub(r"[0-9]+", "9", token))
+    return shape[:12]
+
+
+def _bucket(feature: str) -> int:
+    return zlib.crc32(feature.encode("utf-8")) % HASH_DIM
+
+
+DENSE: tuple[str, ...] = (
+    *(f"kind_{k}" for k in KINDS), "line_pos", "col_pos", "last_on_line", "alone_on_line", "amounts_on_line",
+    "amount_ratio_to_max", "amount_rank", "amount_is_max", "amount_negative", "amount_percent", "amount_repeats",
+    "amount_log", "amount_order", "date_chrono_rank", "date_order", "ident_letters", "ident_length",
+    "ident_digit_share", "ident_separator", "currency_is_code",
+)
+FEATURE_DIM = HASH_DIM + len(DENSE)
+
+
+def _rows(text: str, cands: list[Candidate]) -> np.ndarray:
+    """One feature row per candidate: hashed context words, then the DENSE numbers."""
+    x = np.zeros((len(cands), FEATURE_DIM), dtype=np.float32)
+    if not cands:
+        return x
+    lines = text.split("\n")
+    starts = [0]
+    for line in lines[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+    n_lines = max(1, sum(1 for line in lines if line.strip()) - 1)
+    line_of = [bisect.bisect_right(starts, c.start) - 1 for c in cands]
+    nonblank_before = np.cumsum([bool(line.strip()) for line in lines])
+    amounts = [(i, Decimal(c.value)) for i, c in enumerate(cands) if c.kind == "amount"]
+    values = sorted({abs(v) for _, v in amounts}, reverse=True)
+    biggest = values[0] if values and values[0] else Decimal(1)
+    dates = sorted({c.value for c in cands if c.kind == "date"})
+    date_seen: list[str] = []
+    dense = {name: HASH_DIM + k for k, name in enumerate(DENSE)}
+    per_line: dict[int, int] = {}
+    for i, c in enumerate(cands):
+        if c.kind == "amount":
+            per_line[line_of[i]] = per_line.get(line_of[i], 0) + 1
+
+    for i, c in enumerate(cands):
+        row = x[i]
+        li = line_of[i]
+        line, col = lines[li], c.start - starts[li]
+        end_col = c.end - starts[li]
+        left = [_word(w) for w in WORD_RE.findall(line[:col])]
+        right = [_word(w) for w in WORD_RE.findall(line[end_col:])]
+        words = [f"L:{w}" for w in left[-4:]]
+        if left:
+            words.append(f"L1:{left[-1]}")
+        if right:
+            words.append(f"R1:{right[0]}")
+        words += [f"A:{w}" for w in _above(lines, li, col, end_col)]
+        if not left:
+            prev = next((lines[j] for j in range(li - 1, max(-1, li - 3), -1) if lines[j].strip()), "")
+            words += [f"P:{_word(w)}" for w in WORD_RE.findall(prev)[-4:]]
+        if c.kind == "ident":
+            words.append(f"S:{_shape(c.raw)}")
+        elif c.kind == "currency":
+            words.append(f"T:{c.raw}")
+        for w in words:
+            row[_bucket(w)] += 1.0
+
+        row[dense[f"kind_{c.kind}"]] = 1.0
+        row[dense["line_pos"]] = (nonblank_before[li] - 1) / n_lines
+        row[dense["col_pos"]] = min(col / 80.0, 1.0)
+        row[dense["last_on_line"]] = float(not any(w[0].isalnum() and w != "<n>" for w in right) and
+                                           not re.search(r"\d", line[end_col:]))
+        row[dense["alone_on_line"]] = float(not left)
+        row[dense["amounts_on_line"]] = min(per_line.get(li, 0), 4) / 4.0
+        if c.kind == "amount":
+            v = Decimal(c.value)
+            row[dense["amount_ratio_to_max"]] = float(abs(v) / biggest)
+            row[dense["amount_rank"]] = values.index(abs(v)) / max(1, len(values) - 1)
+            row[dense["amount_is_max"]] = float(abs(v) == values[0])
+            row[dense["amount_negative"]] = float(v < 0)
+            row[dense["amount_percent"]] = float(line[end_col:end_col + 2].strip().startswith("%"))
+            row[dense["amount_repeats"]] = min(sum(1 for _, u in amounts if u == v) - 1, 3) / 3.0
+            row[dense["amount_log"]] = min(np.log10(float(abs(v)) + 1.0) / 6.0, 1.0)
+            row[dense["amount_order"]] = [j for j, _ in amounts].index(i) / max(1, len(amounts) - 1)
+        elif c.kind == "date":
+            row[dense["date_chrono_rank"]] = dates.index(c.value) / max(1, len(dates) - 1)
+            row[dense["date_order"]] = min(len(date_seen), 3) / 3.0
+            date_seen.append(c.value)
+        elif c.kind == "ident":
+            row[dense["ident_letters"]] = float(any(ch.isalpha() for ch in c.raw))
+            row[dense["ident_length"]] = min(len(c.raw), 20) / 20.0
+            row[dense["ident_digit_share"]] = sum(ch.isdigit() for ch in c.raw) / len(c.raw)
+            row[dense["ident_separator"]] = float(any(ch in "-/_" for ch in c.raw))
+        else:
+            row[dense["currency_is_code"]] = float(c.raw.upper() in CURRENCY_CODES)
+    return x
+
+
+def _above(lines: list[str], li: int, col: int, end_col: int) -> list[str]:
+    """Words of the nearest line above that has words over this column (a table or grid header)."""
+    for j in range(li - 1, max(-1, li - 13), -1):
+        line = lines[j]
+        if not line.strip():
+            return []
+        hits = [_word(m.group()) for m in WORD_RE.finditer(line)
+                if m.start() < end_col + 2 and m.end() > col - 2 and any(ch.isalpha() for ch in m.group())]
+        if hits:
+            return hits[:3]
+    return []
+
+
+def encode(text: str) -> dict[str, np.ndarray]:
+    """The model's feeds for one document: ``features`` float32 ``[candidates, FEATURE_DIM]`` (may be 0 rows)."""
+    return {INPUT_NAME: _rows(text, candidates(text))}
+
+
+def decode(text: str, outputs: dict[str, np.ndarray]) -> dict[str, tuple[str | None, float]]:
+    """Per field, the best candidate's normalised value and its probability; ``(None, 0.0)`` if none fits."""
+    cands = candidates(text)
+    scores = np.asarray(outputs[OUTPUT_NAME], dtype=np.float64)
+    if scores.shape != (len(cands), len(FIELDS)):
+        raise ValueError(f"{OUTPUT_NAME} has shape {scores.shape}; expected ({len(cands)}, {len(FIELDS)}) "
+                         "for this text's candidates")
+    result: dict[str, tuple[str | None, float]] = {}
+    for k, name in enumerate(FIELDS):
+        allowed = [i for i, c in enumerate(cands) if c.kind == FIELD_KIND[name]]
+        if not allowed:
+            result[name] = (None, 0.0)
+            continue
+        best = max(allowed, key=lambda i: scores[i, k])
+        result[name] = (cands[best].value, float(np.clip(scores[best, k], 0.0, 1.0)))
+    return result
