@@ -45,8 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--model-repository", dest="model_repository", default=None,
                         help="folder of bundles (default: the shipped models)")
     from smallguard.server.calibrate import add_calibrate_command
+    from smallguard.server.evaluate import add_evaluate_command
 
     add_calibrate_command(commands)
+    add_evaluate_command(commands)
     return parser
 
 

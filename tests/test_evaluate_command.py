@@ -1,0 +1,93 @@
+"""`smallguard evaluate`: the tables add up, match what the gRPC server decides, and show the defences working."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from smallguard.server.evaluate import Replayed, summarise
+from smallguard.v1 import guard_pb2 as pb
+from tests.conftest import DIGITS, MODELS, Running
+
+INVOICES = MODELS / "invoice-extractor"
+
+
+def evaluate(bundle: Path, data: Path, json_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "smallguard.server.cli", "evaluate", str(bundle), "--data",
+                           str(data), "--json", str(json_path)], capture_output=True, text=True, timeout=600)
+
+
+def test_summarise_counts_each_policy_from_the_reasons() -> None:
+    results = [
+        Replayed("ANSWER", True, False, False),
+        Replayed("ANSWER", False, False, False),  # a silent error: nothing objected
+        Replayed("ESCALATE", False, True, False),  # caught by the threshold only
+        Replayed("ESCALATE", False, False, True),  # caught by a verifier only
+        Replayed("ESCALATE", False, True, True),  # caught by both
+        Replayed("ESCALATE", True, True, False),  # a right answer held back by the threshold
+    ]
+    evaluation = summarise(results)
+    assert evaluation.samples == 6 and evaluation.accuracy == 2 / 6
+    assert evaluation.decisions["ANSWER"] == {"right": 1, "wrong": 1}
+    assert evaluation.decisions["ESCALATE"] == {"right": 1, "wrong": 3}
+    assert evaluation.caught == {"threshold": 1, "verifiers": 1, "both": 1, "neither": 1}
+    rows = {row.policy: row for row in evaluation.policies}
+    assert (rows["model alone"].answered, rows["model alone"].silent_errors) == (6, 4)
+    assert (rows["threshold only"].answered, rows["threshold only"].silent_errors) == (3, 2)
+    assert rows["threshold only"].right_held_back == 1
+    assert (rows["verifiers only"].answered, rows["verifiers only"].silent_errors) == (4, 2)
+    assert (rows["both"].answered, rows["both"].silent_errors, rows["both"].errors_caught) == (2, 1, 3)
+    assert rows["both"].silent_error_rate == 1 / 6 and rows["both"].risk == 1 / 2
+
+
+def test_decisions_match_what_the_grpc_server_returns_for_the_same_invoices(
+    shipped: Running, tmp_path: Path
+) -> None:
+    records = [json.loads(line) for line in (INVOICES / "data" / "shifted.jsonl").read_text().splitlines()[:120]]
+    data = tmp_path / "sample.jsonl"
+    data.write_text("".join(json.dumps(record) + "\n" for record in records))
+    result = evaluate(INVOICES, data, tmp_path / "out.json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads((tmp_path / "out.json").read_text())
+
+    served = Counter()
+    for record in records:
+        response = shipped.stub.Predict(pb.PredictRequest(model="invoice-extractor", text=record["text"]))
+        right = all(field.value == (record["fields"][field.name] or "") for field in response.extraction.fields)
+        served[(pb.Decision.Name(response.decision), "right" if right else "wrong")] += 1
+    replayed = {(decision, verdict): count for decision, counts in figures["decisions"].items()
+                for verdict, count in counts.items() if count}
+    assert replayed == dict(served)
+    assert "silent-error rate" in result.stdout and "threshold only" in result.stdout
+
+
+def test_on_unseen_layouts_both_defences_keep_silent_errors_far_below_the_model_alone(tmp_path: Path) -> None:
+    result = evaluate(INVOICES, INVOICES / "data" / "shifted.jsonl", tmp_path / "shifted.json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["policy"]: row for row in json.loads((tmp_path / "shifted.json").read_text())["policies"]}
+    alone, both = rows["model alone"], rows["both"]
+    assert alone["silent_error_rate"] > 0.3  # the shift really hurts the model
+    assert both["silent_error_rate"] < 0.02 and both["silent_error_rate"] < alone["silent_error_rate"] / 20
+    for single in ("threshold only", "verifiers only"):
+        assert both["silent_errors"] <= rows[single]["silent_errors"]
+
+
+def test_a_classifier_is_evaluated_on_its_label(tmp_path: Path) -> None:
+    result = evaluate(DIGITS, DIGITS / "data" / "test.jsonl", tmp_path / "digits.json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads((tmp_path / "digits.json").read_text())
+    assert figures["samples"] == 360 and abs(figures["accuracy"] - 352 / 360) < 1e-9
+    both = next(row for row in figures["policies"] if row["policy"] == "both")
+    assert both["silent_errors"] == figures["decisions"]["ANSWER"]["wrong"]
+
+
+def test_bad_data_is_named_by_line_and_field(tmp_path: Path) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text(json.dumps({"text": "Invoice 1", "fields": {"tax": "1.00"}}) + "\n")
+    result = evaluate(INVOICES, data, tmp_path / "out.json")
+    assert result.returncode == 2
+    assert "line 1, field 'fields.invoice_number': missing" in result.stderr
+    assert not (tmp_path / "out.json").exists()
