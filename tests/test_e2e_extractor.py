@@ -118,3 +118,24 @@ def test_text_over_the_limit_is_refused_and_the_next_invoice_is_served(shipped: 
 def test_the_bundle_files_exist() -> None:
     for name in ("bundle.yaml", "model.onnx", "adapter.py", "calibration.json", "README.md"):
         assert Path(INVOICES / name).is_file(), name
+
+
+def test_get_model_shows_each_fields_calibration_and_the_server_applies_every_threshold(shipped: Running) -> None:
+    info = shipped.stub.GetModel(pb.GetModelRequest(name="invoice-extractor"))
+    assert list(info.fields) == list(FIELDS) and sorted(info.calibration.fields) == sorted(FIELDS)
+    assert "hold together with probability at least 95%" in info.calibration.simultaneous_statement
+    thresholds = {name: summary.threshold for name, summary in info.calibration.fields.items()}
+    for summary in info.calibration.fields.values():
+        assert summary.method in ("platt", "isotonic", "histogram") and 0.0 <= summary.threshold <= 1.0
+        assert summary.guarantee.target_risk == info.calibration.guarantee.target_risk
+    held_back_by_a_field = 0
+    for record in invoices("shifted")[:150]:
+        response = predict(shipped, record["text"])
+        low = {reason.message.split(":")[0].removeprefix("field ") for reason in response.reasons
+               if reason.code == pb.Reason.LOW_CONFIDENCE and reason.message.startswith("field ")}
+        below = {field.name for field in response.extraction.fields if field.confidence < thresholds[field.name]}
+        assert low == below
+        held_back_by_a_field += bool(below)
+        if below or response.confidence < info.calibration.threshold:
+            assert response.decision == pb.ESCALATE  # the bundle's on_low_confidence
+    assert held_back_by_a_field > 0
