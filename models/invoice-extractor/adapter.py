@@ -11,7 +11,7 @@ How the extractor works (candidate ranking):
 2. ``encode(text)`` turns each candidate into one feature row: hashed words around it (the
    word just left of it, the rest of its line to the left, the word to its right, the column
    header above it, the line above when it stands alone) plus a few numbers (position, its size
-   among the document's amounts, token shape). Feed ``features``: float32 ``[candidates, 537]``.
+   among the document's amounts, token shape). Feed ``features``: float32 ``[candidates, FEATURE_DIM]`` (536).
 3. The ONNX model (a small multi-label MLP) scores every row for every field:
    ``probabilities`` float32 ``[candidates, 6]``, columns in ``FIELDS`` order, each an
    independent probability that this candidate is that field's value.
@@ -105,10 +105,14 @@ def normalize_amount(text: str) -> str | None:
     separator must group thousands (three digits), so ``1,234`` is 1234.00, not 1.23.
     """
     s = text.strip()
-    negative = s.startswith("-") or s.endswith("-") or (s.startswith("(") and s.endswith(")"))
-    s = s.strip("()+-").strip()
-    for _ in range(2):
-        s = _AFFIX.sub("", s).strip("()+- \u00a0\u202f")
+    negative = False
+    for _ in range(3):  # the sign or parentheses may stand outside or inside a currency code or symbol
+        if len(s) > 1 and s[0] == "(" and s[-1] == ")":
+            negative, s = True, s[1:-1]
+        s = s.strip(" \u00a0\u202f")
+        if s[:1] == "-" or s[-1:] == "-":
+            negative = True
+        s = _AFFIX.sub("", s.strip("+- \u00a0\u202f"))
     s = s.translate(OCR_DIGITS)
     if not re.fullmatch(r"[0-9][0-9.,'\u00a0\u202f ]*", s):
         return None
@@ -188,7 +192,7 @@ def candidates(text: str) -> list[Candidate]:
         add("date", m.start(), m.end(), normalize_date(m.group()))
     for m in AMOUNT_RE.finditer(text):
         start = m.start()
-        if start >= 1 and text[start - 1] == "-" and (start == 1 or text[start - 2] in " \t:=("):
+        if start >= 1 and text[start - 1] == "-" and (start == 1 or text[start - 2] in " \t\n:=("):
             start -= 1  # a sign written against the number
         add("amount", start, m.end(), normalize_amount(text[start:m.end()]))
     for m in CURRENCY_RE.finditer(text):
