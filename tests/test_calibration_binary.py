@@ -130,13 +130,24 @@ def test_platt_stays_finite_and_monotone_on_separable_and_reversed_data() -> Non
     assert np.ptp(reversed_.confidence(scores)) == 0.0
 
 
-def test_isotonic_applies_exactly_what_sklearn_predicts() -> None:
+def test_isotonic_applies_exactly_what_sklearn_predicts_kept_off_certainty() -> None:
     scores, correct = cubed(6, 1500)
     scores = np.round(scores, 2)  # ties, as real confidences have
     reference = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(scores, correct)
     isotonic = IsotonicCalibration.fit_binary(scores, correct)
     grid = np.concatenate([np.linspace(0, 1, 1001), np.random.default_rng(0).random(500)])
-    np.testing.assert_array_equal(isotonic.confidence(grid), reference.predict(grid))
+    margin = 1 / 3000  # 1 / (2n)
+    clipped = np.clip(reference.y_thresholds_, margin, 1 - margin)  # sklearn's breakpoints, kept off 0 and 1
+    np.testing.assert_allclose(isotonic.confidence(grid), np.interp(grid, reference.X_thresholds_, clipped),
+                               rtol=0, atol=1e-15)
+    assert reference.predict(grid).max() == 1.0 and isotonic.confidence(grid).max() == 1 - 1 / 3000
+
+
+def test_isotonic_never_claims_certainty_from_a_run_without_errors() -> None:
+    scores = np.linspace(0.5, 1.0, 400)
+    isotonic = IsotonicCalibration.fit_binary(scores, scores > 0.7)  # every case above 0.7 right
+    assert isotonic.confidence(np.array([1.0]))[0] == 1 - 1 / 800
+    assert isotonic.confidence(np.array([0.5]))[0] == 1 / 800
 
 
 def test_histogram_values_are_smoothed_bin_accuracies_from_the_equal_mass_reliability_table() -> None:

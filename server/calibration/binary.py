@@ -193,7 +193,9 @@ class IsotonicCalibration(TopLabelCalibrator):
 
     Stored as breakpoints ``x`` (strictly increasing scores) and ``y`` (their calibrated values,
     non-decreasing) and applied by linear interpolation between them, constant beyond the ends:
-    exactly what scikit-learn's ``IsotonicRegression(out_of_bounds="clip").predict`` computes.
+    exactly what scikit-learn's ``IsotonicRegression(out_of_bounds="clip").predict`` computes,
+    except that the fitted values are kept within [1/(2n), 1 - 1/(2n)] of the n fitting cases: a
+    run of cases all right (or all wrong) is evidence of a high rate, never of certainty.
     """
 
     name: ClassVar[str] = "isotonic"
@@ -220,7 +222,8 @@ class IsotonicCalibration(TopLabelCalibrator):
         s, hit = _check_binary_data(scores, correct)
         regression = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=True)
         regression.fit(s, hit.astype(np.float64))
-        return cls(regression.X_thresholds_, np.clip(regression.y_thresholds_, 0.0, 1.0))
+        margin = 0.5 / len(s)  # n cases cannot show certainty: a block with no error maps to 1 - 1/(2n), not 1
+        return cls(regression.X_thresholds_, np.clip(regression.y_thresholds_, margin, 1.0 - margin))
 
     def confidence(self, scores: np.ndarray) -> np.ndarray:
         """P(correct) for each score; non-decreasing in the score."""
