@@ -53,6 +53,29 @@ class Policy:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedbackPolicy:
+    """How ground-truth feedback is judged (``feedback:`` in bundle.yaml; see server/feedback_stats.py)."""
+
+    tolerance: float = 0.05  # the |observed - estimated| accuracy gap the bundle tolerates
+    alpha: float = 0.05  # level of the test; the observed accuracy's interval is 1 - alpha
+    min_labelled: int = 30  # labelled answered predictions before the test may say "drifted"
+    window: int = 1000  # the most recent labelled answered predictions that are compared
+
+
+@dataclass(frozen=True, slots=True)
+class DriftPolicy:
+    """Live drift against the reference profile (``drift:`` in bundle.yaml; see server/drift/)."""
+
+    reference: str = "reference.json"  # in the bundle folder; missing: no drift monitoring
+    window: int = 500  # the most recent predictions compared with the reference
+    min_samples: int = 100  # predictions in the window before any score is reported
+    psi_limit: float = 0.2  # confidence and input PSI past this: drifted
+    escalation_rate_limit: float = 0.1  # live escalation rate minus the reference's past this: drifted
+    abstention_rate_limit: float = 0.1  # live abstention rate minus the reference's past this: drifted
+    on_drift: str = "none"  # or "escalate": while drifted, what would be ANSWER is ESCALATE (DRIFT)
+
+
+@dataclass(frozen=True, slots=True)
 class BundleSpec:
     folder: Path
     name: str
@@ -69,6 +92,8 @@ class BundleSpec:
     verifiers: tuple[VerifierSpec, ...] = field(default=())
     adapter_path: Path | None = None  # extractor only: encodes text for the model, decodes fields
     fields: tuple[str, ...] = ()  # extractor only
+    feedback: FeedbackPolicy = field(default_factory=FeedbackPolicy)
+    drift: DriftPolicy = field(default_factory=DriftPolicy)
 
     @property
     def file(self) -> Path:
@@ -93,7 +118,8 @@ def read_bundle(folder: Path, require_calibration: bool = True) -> BundleSpec:
 
 def _parse(folder: Path, doc: _Reader, require_calibration: bool) -> BundleSpec:
     doc.only({"name", "version", "kind", "description", "model", "inputs", "output", "labels",
-              "calibration", "uncalibrated", "policy", "verifiers", "adapter", "fields"})
+              "calibration", "uncalibrated", "policy", "verifiers", "adapter", "fields",
+              "feedback", "drift"})
     name = doc.text("name")
     if not NAME_PATTERN.match(name):
         doc.fail("name", f"{name!r} is not a valid model name; use lower-case letters, digits, '.', '_', '-'")
@@ -144,6 +170,8 @@ def _parse(folder: Path, doc: _Reader, require_calibration: bool) -> BundleSpec:
         calibration_path=calibration_path,
         policy=policy,
         verifiers=_verifiers(doc),
+        feedback=_feedback(doc.section("feedback", required=False)),
+        drift=_drift(doc.section("drift", required=False)),
         adapter_path=adapter_path,
         fields=fields,
     )
@@ -219,6 +247,48 @@ def _policy(section: _Reader) -> Policy:
         verifier_timeout_ms=float(timeout),
         threshold=None if threshold is None else float(threshold),
     )
+
+
+def _feedback(section: _Reader) -> FeedbackPolicy:
+    section.only({"tolerance", "alpha", "min_labelled", "window"})
+    default = FeedbackPolicy()
+    values = {}
+    for key, low, high in (("tolerance", 0.0, 1.0), ("alpha", 0.0, 1.0)):
+        value = section.get(key, getattr(default, key))
+        if not isinstance(value, int | float) or isinstance(value, bool) or not low < value < high:
+            section.fail(key, f"expected a number strictly between {low:g} and {high:g}, got {value!r}")
+        values[key] = float(value)
+    for key in ("min_labelled", "window"):
+        value = section.get(key, getattr(default, key))
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            section.fail(key, f"expected a whole number >= 1, got {value!r}")
+        values[key] = value
+    if values["min_labelled"] > values["window"]:
+        section.fail("min_labelled", f"{values['min_labelled']} is more than the window of {values['window']}: "
+                                     "the drift test could never run")
+    return FeedbackPolicy(**values)
+
+
+def _drift(section: _Reader) -> DriftPolicy:
+    section.only({"reference", "window", "min_samples", "psi_limit", "escalation_rate_limit",
+                  "abstention_rate_limit", "on_drift"})
+    default = DriftPolicy()
+    values: dict[str, Any] = {"reference": section.text("reference", default=default.reference),
+                              "on_drift": section.choice("on_drift", ("none", "escalate"), default=default.on_drift)}
+    for key, low, high in (("window", 10, 100_000), ("min_samples", 1, 100_000)):
+        value = section.get(key, getattr(default, key))
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            section.fail(key, f"expected a whole number from {low} to {high}, got {value!r}")
+        values[key] = value
+    if values["min_samples"] > values["window"]:
+        section.fail("min_samples", f"{values['min_samples']} is more than the window of {values['window']}: "
+                                    "no score could ever be reported")
+    for key in ("psi_limit", "escalation_rate_limit", "abstention_rate_limit"):
+        value = section.get(key, getattr(default, key))
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < float("inf"):
+            section.fail(key, f"expected a positive number, got {value!r}")
+        values[key] = float(value)
+    return DriftPolicy(**values)
 
 
 def _verifiers(doc: _Reader) -> tuple[VerifierSpec, ...]:

@@ -110,7 +110,11 @@ def _calibrate_classifier(args: argparse.Namespace, spec: Any, examples: list[An
                                  before=run.before.metrics, after=run.after.metrics,
                                  evaluated_samples=len(run.after.correct), test=run.test,
                                  evaluated_on=_evaluated_on(args), extra={"procedure": _procedure(args, run)})
-    return run, document, []
+    from smallguard.server.drift import write_reference_beside
+
+    reference = write_reference_beside(output, spec, [e.feeds for e in examples], run.calibrator.probabilities(logits),
+                                       run.choice.threshold, source=str(args.data))
+    return run, document, [f"wrote {reference} (the drift reference)"]
 
 
 def _calibrate_extractor(args: argparse.Namespace, spec: Any, examples: list[Any], tests: list[Any] | None,
@@ -137,10 +141,16 @@ def _calibrate_extractor(args: argparse.Namespace, spec: Any, examples: list[Any
         before=document_run.before.metrics, after=document_run.after.metrics,
         evaluated_samples=len(document_run.after.correct), test=run.test, evaluated_on=_evaluated_on(args),
         extra={"guarantee": guarantee, "procedure": _procedure(args, document_run), "fields": fields})
+    from smallguard.server.drift import write_reference_beside
+    from smallguard.server.types import Decision
+
+    decisions = [Decision.ANSWER if answered else spec.policy.on_low_confidence for answered in run.answered]
+    reference = write_reference_beside(output, spec, [e.feeds for e in examples], run.confidences,
+                                       document_run.choice.threshold, source=str(args.data), decisions=decisions)
     notes = [f"field {name}: {entry['method']}, threshold {entry['threshold']:.4f}, test accuracy "
              f"{entry['metrics']['after']['accuracy']:.2%}, ECE {entry['metrics']['before']['ece']:.4f} -> "
              f"{entry['metrics']['after']['ece']:.4f}" for name, entry in fields.items()]
-    return document_run, document, [*notes, run.simultaneous_statement]
+    return document_run, document, [*notes, run.simultaneous_statement, f"wrote {reference} (the drift reference)"]
 
 
 def _field_entry(run: Any) -> dict[str, Any]:

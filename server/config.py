@@ -36,6 +36,10 @@ class Settings:
         "env": "SMALLGUARD_INTRA_OP_THREADS", "help": "onnxruntime threads per model run"})
     metrics_port: int = field(default=0, metadata={
         "env": "SMALLGUARD_METRICS_PORT", "help": "port of the Prometheus /metrics endpoint, on --host (0: off)"})
+    feedback_capacity: int = field(default=50_000, metadata={
+        "env": "SMALLGUARD_FEEDBACK_CAPACITY", "help": "recent predictions kept per process for Feedback to match"})
+    feedback_max_age_seconds: float = field(default=86_400.0, metadata={
+        "env": "SMALLGUARD_FEEDBACK_MAX_AGE_SECONDS", "help": "older predictions leave the Feedback record"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -53,7 +57,8 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-_TYPES: dict[str, Callable[[str], object]] = {"host": str, "model_repository": Path, "grace_seconds": float}
+_TYPES: dict[str, Callable[[str], object]] = {"host": str, "model_repository": Path, "grace_seconds": float,
+                                             "feedback_max_age_seconds": float}
 
 
 def _parse(name: str, raw: str, label: str) -> object:

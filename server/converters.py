@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from google.protobuf import struct_pb2
 
+from smallguard.server import drift
 from smallguard.server.errors import InvalidInputError
 from smallguard.server.repository import LoadedModel
 from smallguard.server.types import Decision, PredictCall, PredictOutcome, TensorInput
@@ -114,6 +118,7 @@ def model_info(model: LoadedModel) -> pb.ModelInfo:
         kind=_KIND[spec.kind],
         description=spec.description,
         labels=list(spec.labels),
+        fields=list(spec.fields),
         on_low_confidence=_decision(spec.policy.on_low_confidence),
     )
     for item in spec.inputs:
@@ -130,7 +135,19 @@ def model_info(model: LoadedModel) -> pb.ModelInfo:
                            on_fail=_decision(bound.spec.on_fail),
                            distribution=model.distributions.get(bound.spec.name, ""))
     info.calibration.CopyFrom(_calibration(model))
+    info.drift.CopyFrom(drift_status(model.drift.snapshot() if model.drift is not None else drift.off(model.spec)))
     return info
+
+
+def drift_status(snapshot: drift.DriftSnapshot) -> pb.DriftStatus:
+    policy = snapshot.policy
+    return pb.DriftStatus(
+        state=pb.DriftStatus.State.Value(snapshot.state.name), message=snapshot.message,
+        reference=snapshot.reference, samples=snapshot.samples, window=policy.window, min_samples=policy.min_samples,
+        scores=[pb.DriftScore(signal=s.signal, score=s.score, limit=s.limit, past_limit=s.past_limit)
+                for s in snapshot.scores],
+        escalate_when_drifted=policy.on_drift == "escalate",
+    )
 
 
 def _calibration(model: LoadedModel) -> pb.CalibrationSummary:
@@ -148,14 +165,26 @@ def _calibration(model: LoadedModel) -> pb.CalibrationSummary:
         threshold=calibration.threshold,
         fitted_at=calibration.fitted_at,
         fit_samples=calibration.fit_samples,
-        guarantee=pb.Guarantee(
-            target_risk=float(guarantee.get("target_risk", 0.0)),
-            delta=float(guarantee.get("delta", 0.0)),
-            expected_coverage=float(guarantee.get("expected_coverage", 0.0)),
-            samples=int(guarantee.get("samples", 0)),
-            procedure=str(guarantee.get("procedure", "")),
-            statement=str(guarantee.get("statement", "")),
-        ),
+        guarantee=_guarantee(guarantee),
+        fields={name: pb.FieldCalibrationSummary(
+            method=field.method,
+            metrics_before=_floats(field.metrics.get("before", {})),
+            metrics_after=_floats(field.metrics.get("after", {})),
+            threshold=field.threshold,
+            guarantee=_guarantee(field.guarantee),
+        ) for name, field in calibration.fields.items()},
+        simultaneous_statement=str(guarantee.get("simultaneous", "")),
+    )
+
+
+def _guarantee(guarantee: Mapping[str, Any]) -> pb.Guarantee:
+    return pb.Guarantee(
+        target_risk=float(guarantee.get("target_risk", 0.0)),
+        delta=float(guarantee.get("delta", 0.0)),
+        expected_coverage=float(guarantee.get("expected_coverage", 0.0)),
+        samples=int(guarantee.get("samples", 0)),
+        procedure=str(guarantee.get("procedure", "")),
+        statement=str(guarantee.get("statement", "")),
     )
 
 

@@ -22,6 +22,19 @@ class ModelNotFoundError(GuardError):
     """No loaded model answers to that name and version (maps to NOT_FOUND)."""
 
 
+class RequestNotFoundError(GuardError):
+    """Feedback names a request id the prediction record does not hold (maps to NOT_FOUND)."""
+
+    def __init__(self, request_id: str, expired: bool, message: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.expired = expired  # it was recorded once and has been evicted
+
+
+class FeedbackConflictError(GuardError):
+    """Feedback with another truth was already recorded for that request (maps to ALREADY_EXISTS)."""
+
+
 class BundleError(GuardError):
     """A bundle cannot be loaded; the message names the file and the problem."""
 

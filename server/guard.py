@@ -12,9 +12,10 @@ import uuid
 
 from opentelemetry import trace
 
+from smallguard.server.feedback import Feedback
 from smallguard.server.inputs import feeds_for
 from smallguard.server.metrics import GuardMetrics
-from smallguard.server.policy import decide
+from smallguard.server.policy import decide, escalate_when_drifted
 from smallguard.server.repository import LoadedModel, ModelRepository
 from smallguard.server.types import PredictCall, PredictOutcome
 from smallguard.server.verification import VerifierRunner
@@ -25,10 +26,13 @@ _tracer = trace.get_tracer("smallguard")
 
 class Guard:
     def __init__(self, repository: ModelRepository, runner: VerifierRunner,
-                 metrics: GuardMetrics | None = None) -> None:
+                 metrics: GuardMetrics | None = None, feedback: Feedback | None = None) -> None:
         self.repository = repository
         self._runner = runner
         self.metrics = GuardMetrics() if metrics is None else metrics
+        # remembers each prediction so that ground truth sent later can be matched to it
+        self.feedback = Feedback(repository, self.metrics) if feedback is None else feedback
+        self.metrics.watch_drift(lambda: [m.drift for m in repository if m.drift is not None])
 
     def close(self) -> None:
         self._runner.close()
@@ -40,6 +44,7 @@ class Guard:
         with self.metrics.in_flight(model.spec.name, model.spec.version):
             outcome = self._predict(call, model)
         self.metrics.record_prediction(outcome, time.perf_counter() - started)
+        self.feedback.remember(outcome)
         return outcome
 
     def _predict(self, call: PredictCall, model: LoadedModel) -> PredictOutcome:
@@ -60,6 +65,10 @@ class Guard:
             verify_span.set_attribute("smallguard.verifiers.errored", errored)
         decision, reasons = decide(confidence, model.threshold, model.spec.policy.on_low_confidence,
                                    outcomes, calibrated=model.calibration is not None, low_fields=head.low_fields)
+        if model.drift is not None:  # observed before the drift rule: its own escalations are not drift
+            model.drift.observe(feeds, confidence, decision)
+            if model.drift.escalating:
+                decision, reasons = escalate_when_drifted(decision, reasons, model.drift.message)
         _annotate(span, model, request_id, decision.name, [r.code.value for r in reasons],
                   confidence, raw_confidence, failed, errored)
         context = span.get_span_context()

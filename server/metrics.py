@@ -12,13 +12,18 @@ guard runs the same whether or not metrics are exported.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
-from opentelemetry.metrics import Meter, MeterProvider, NoOpMeterProvider
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, NoOpMeterProvider, Observation
 
 from smallguard.server.types import PredictOutcome
+
+if TYPE_CHECKING:
+    from smallguard.server.drift import DriftMonitor
+    from smallguard.server.feedback import FeedbackSummary
 
 MODEL = "smallguard.model.name"
 VERSION = "smallguard.model.version"
@@ -27,6 +32,8 @@ REASON = "smallguard.reason"
 VERIFIER = "smallguard.verifier.name"
 STATUS = "smallguard.verifier.status"
 ERROR_TYPE = "error.type"
+FEEDBACK_OUTCOME = "smallguard.feedback.outcome"
+DRIFT_SIGNAL = "smallguard.drift.signal"
 NO_REASON = "NONE"
 
 # A classifier's top-1 calibrated probability is at least 1/K, mostly above 0.5; the
@@ -70,6 +77,20 @@ class GuardMetrics:
         self._errors = meter.create_counter(
             "smallguard.predict.errors", unit="{request}",
             description="Predict requests rejected with a gRPC status, by status code name")
+        self._feedback = meter.create_counter(
+            "smallguard.feedback.received", unit="{feedback}",
+            description="Feedback calls by outcome: matched, duplicate, unknown_request, expired, invalid, conflict")
+        self._feedback_source: Callable[[], Iterable[FeedbackSummary]] = list
+        for name, unit, read, description in _FEEDBACK_GAUGES:
+            meter.create_observable_gauge(name, callbacks=[self._observe(read)], unit=unit, description=description)
+        self._drift_source: Callable[[], Iterable[DriftMonitor]] = list
+        meter.create_observable_gauge(
+            "smallguard.drift.score", callbacks=[self._drift_scores], unit="1",
+            description="Drift of the model's recent predictions from its reference profile, by signal: PSI for "
+                        "confidence and inputs, live minus reference share for escalation_rate and abstention_rate")
+        meter.create_observable_gauge(
+            "smallguard.drift.limit", callbacks=[self._drift_limits], unit="1",
+            description="The bundle's limit for each drift signal; a score past it marks the model drifted")
 
     @classmethod
     def from_provider(cls, provider: MeterProvider | None) -> GuardMetrics:
@@ -101,6 +122,55 @@ class GuardMetrics:
         self._confidence.record(outcome.confidence, model)
         self._duration.record(duration_s, {**model, DECISION: decision})
 
+    def watch_feedback(self, source: Callable[[], Iterable[FeedbackSummary]]) -> None:
+        """The feedback gauges read ``source()`` (one summary per model) whenever metrics are collected."""
+        self._feedback_source = source
+
+    def record_feedback(self, outcome: str, model: str = "", model_version: str = "") -> None:
+        """One Feedback call; the model only when the request id matched a recorded prediction."""
+        attributes = {FEEDBACK_OUTCOME: outcome}
+        if model:
+            attributes.update({MODEL: model, VERSION: model_version})
+        self._feedback.add(1, attributes)
+
+    def _observe(self, read: Callable[[FeedbackSummary], float]) -> Callable[[CallbackOptions], list[Observation]]:
+        def callback(_options: CallbackOptions) -> list[Observation]:
+            return [Observation(read(s), {MODEL: s.model, VERSION: s.version})
+                    for s in self._feedback_source() if s.accuracy.labelled]
+        return callback
+
+    def watch_drift(self, source: Callable[[], Iterable[DriftMonitor]]) -> None:
+        """The drift gauges read the monitors ``source()`` gives whenever metrics are collected."""
+        self._drift_source = source
+
+    def _drift_scores(self, _options: CallbackOptions) -> list[Observation]:
+        """Each signal's score, evaluated now; none while a model has fewer than min_samples predictions."""
+        return [Observation(s.score, {MODEL: m.model, VERSION: m.version, DRIFT_SIGNAL: s.signal})
+                for m in self._drift_source() for s in m.snapshot().scores]
+
+    def _drift_limits(self, _options: CallbackOptions) -> list[Observation]:
+        return [Observation(limit, {MODEL: m.model, VERSION: m.version, DRIFT_SIGNAL: signal})
+                for m in self._drift_source() for signal, limit in m.limits()]
+
     def record_error(self, status_code_name: str) -> None:
         """A Predict the server answered with an error status (INVALID_ARGUMENT, NOT_FOUND, INTERNAL)."""
         self._errors.add(1, {ERROR_TYPE: status_code_name})
+
+
+# Gauges over each model's window of labelled answered predictions (no series before the first label).
+_FEEDBACK_GAUGES: tuple[tuple[str, str, Callable[[FeedbackSummary], float], str], ...] = (
+    ("smallguard.feedback.accuracy.observed", "1", lambda s: s.accuracy.observed,
+     "Share of labelled answered predictions that were right"),
+    ("smallguard.feedback.accuracy.estimated", "1", lambda s: s.accuracy.estimated,
+     "Mean calibrated confidence of the same predictions: the accuracy the calibration promised"),
+    ("smallguard.feedback.accuracy.gap", "1", lambda s: s.accuracy.gap,
+     "Observed minus estimated accuracy; negative when the model is overconfident"),
+    ("smallguard.feedback.accuracy.observed.lower", "1", lambda s: s.accuracy.low,
+     "Lower end of the observed accuracy's (1 - alpha) Wilson interval"),
+    ("smallguard.feedback.accuracy.observed.upper", "1", lambda s: s.accuracy.high,
+     "Upper end of the observed accuracy's (1 - alpha) Wilson interval"),
+    ("smallguard.feedback.labelled", "{prediction}", lambda s: s.accuracy.labelled,
+     "Labelled answered predictions in the window the accuracies are computed over"),
+    ("smallguard.feedback.calibration.drifted", "1", lambda s: float(s.accuracy.drifted),
+     "1 when the gap is significant and beyond the bundle's tolerance (calibration has drifted), else 0"),
+)

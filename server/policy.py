@@ -42,3 +42,12 @@ def decide(
         reasons.append(Reason(ReasonCode.UNCALIBRATED,
                               "this model has no verified calibration: its confidence is not a probability"))
     return decision, tuple(reasons)
+
+
+def escalate_when_drifted(decision: Decision, reasons: tuple[Reason, ...],
+                          message: str) -> tuple[Decision, tuple[Reason, ...]]:
+    """A bundle's ``on_drift: escalate`` while its model is drifted: an ANSWER becomes ESCALATE with a
+    DRIFT reason (first, as the primary reason). ABSTAIN and ESCALATE already withhold the answer and stay."""
+    if decision is not Decision.ANSWER:
+        return decision, reasons
+    return Decision.ESCALATE, (Reason(ReasonCode.DRIFT, message), *reasons)

@@ -18,6 +18,7 @@ from smallguard.server.adapter import load_adapter
 from smallguard.server.bundle import BUNDLE_FILE, BundleSpec, read_bundle
 from smallguard.server.calibration import Calibration, CalibrationError, load_calibration
 from smallguard.server.classifier import ClassifierHead
+from smallguard.server.drift import DriftMonitor, DriftReferenceError, load_monitor
 from smallguard.server.errors import BundleError, ModelNotFoundError
 from smallguard.server.extractor import ExtractorHead
 from smallguard.server.runtime import OnnxModel
@@ -35,6 +36,7 @@ class LoadedModel:
     calibration: Calibration | None
     verifiers: tuple[BoundVerifier, ...]
     distributions: Mapping[str, str]  # verifier name -> "dist==version"
+    drift: DriftMonitor | None = None  # None: no reference profile, drift is not monitored
 
     @property
     def threshold(self) -> float:
@@ -61,7 +63,11 @@ def load_bundle(folder: Path, registry: VerifierRegistry, intra_op_threads: int 
     onnx = OnnxModel(spec, intra_op_threads=intra_op_threads)
     head = _head(spec, onnx, calibration)
     distributions = {entry.name: registry.distribution(entry.use) for entry in spec.verifiers}
-    return LoadedModel(spec, onnx, head, calibration, tuple(verifiers), distributions)
+    try:
+        drift = load_monitor(spec)
+    except DriftReferenceError as exc:
+        raise BundleError(exc.path or spec.folder, exc.problem) from None
+    return LoadedModel(spec, onnx, head, calibration, tuple(verifiers), distributions, drift)
 
 
 def _head(spec: BundleSpec, onnx: OnnxModel, calibration: Calibration | None) -> ClassifierHead | ExtractorHead:

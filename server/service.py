@@ -14,8 +14,15 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from smallguard.server import converters
-from smallguard.server.errors import InvalidInputError, ModelNotFoundError
+from smallguard.server.errors import (
+    FeedbackConflictError,
+    InvalidInputError,
+    ModelNotFoundError,
+    RequestNotFoundError,
+)
+from smallguard.server.feedback_messages import feedback_call, feedback_response, feedback_summary
 from smallguard.server.guard import Guard
+from smallguard.server.repository import LoadedModel
 from smallguard.v1 import guard_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -45,10 +52,18 @@ class GuardService:
             self._guard.predict(converters.predict_call(request))), on_error)
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=[converters.model_info(m) for m in self._guard.repository])
+        return pb.ListModelsResponse(models=[self._model_info(m) for m in self._guard.repository])
 
     def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
-        return _answer(context, lambda: converters.model_info(self._guard.repository.get(request.name)))
+        return _answer(context, lambda: self._model_info(self._guard.repository.get(request.name)))
+
+    def Feedback(self, request: pb.FeedbackRequest, context: grpc.ServicerContext) -> pb.FeedbackResponse:
+        return _answer(context, lambda: feedback_response(self._guard.feedback.submit(feedback_call(request))))
+
+    def _model_info(self, model: LoadedModel) -> pb.ModelInfo:
+        info = converters.model_info(model)
+        info.feedback.CopyFrom(feedback_summary(self._guard.feedback.summary(model.spec.name)))
+        return info
 
     def handler(self) -> grpc.GenericRpcHandler:
         """Handlers for every RPC the proto declares (a test checks none is missing)."""
@@ -63,6 +78,7 @@ class GuardService:
             "Predict": unary(self.Predict, None, pb.PredictResponse),
             "ListModels": unary(self.ListModels, pb.ListModelsRequest, pb.ListModelsResponse),
             "GetModel": unary(self.GetModel, pb.GetModelRequest, pb.ModelInfo),
+            "Feedback": unary(self.Feedback, pb.FeedbackRequest, pb.FeedbackResponse),
         })
 
 
@@ -76,9 +92,12 @@ def _answer(context: grpc.ServicerContext, work: Callable[[], T],
     except InvalidInputError as exc:
         on_error(grpc.StatusCode.INVALID_ARGUMENT.name)
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    except ModelNotFoundError as exc:
+    except (ModelNotFoundError, RequestNotFoundError) as exc:
         on_error(grpc.StatusCode.NOT_FOUND.name)
         context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+    except FeedbackConflictError as exc:
+        on_error(grpc.StatusCode.ALREADY_EXISTS.name)
+        context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
     except Exception:
         log.exception("unexpected error")
         on_error(grpc.StatusCode.INTERNAL.name)

@@ -17,6 +17,8 @@ from opentelemetry.instrumentation.grpc import filters, server_interceptor
 from opentelemetry.metrics import MeterProvider
 
 from smallguard.server.config import Settings
+from smallguard.server.feedback import Feedback
+from smallguard.server.feedback_record import PredictionRecord
 from smallguard.server.guard import Guard
 from smallguard.server.metrics import GuardMetrics
 from smallguard.server.repository import ModelRepository
@@ -70,6 +72,12 @@ class GuardServer:
         serving = health_pb2.HealthCheckResponse.SERVING
         for service in ("", SERVICE_NAME, *(model.spec.name for model in self._guard.repository)):
             self.health.set(service, serving)
+        # A drifted model's own service reports NOT_SERVING (it still answers; overall health stays SERVING).
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        for model in self._guard.repository:
+            if model.drift is not None:
+                model.drift.subscribe(lambda snapshot, name=model.spec.name: self.health.set(
+                    name, not_serving if snapshot.drifted else serving))
         log.info("serving %d model(s) on %s (port %d)", len(self._guard.repository), self._settings.address,
                  self._port)
 
@@ -90,8 +98,13 @@ def build_guard(settings: Settings, registry: VerifierRegistry | None = None,
                 metrics: GuardMetrics | None = None) -> Guard:
     """Discover verifiers and load every bundle: the core, ready for any transport."""
     registry = VerifierRegistry.discover() if registry is None else registry
+    if settings.feedback_capacity < 1 or settings.feedback_max_age_seconds <= 0:
+        raise ValueError(f"--feedback-capacity must be >= 1 and --feedback-max-age-seconds > 0, got "
+                         f"{settings.feedback_capacity} and {settings.feedback_max_age_seconds}")
     repository = ModelRepository.load(settings.model_repository, registry, settings.intra_op_threads)
-    return Guard(repository, VerifierRunner(settings.verifier_threads), metrics)
+    metrics = GuardMetrics() if metrics is None else metrics
+    record = PredictionRecord(settings.feedback_capacity, settings.feedback_max_age_seconds)
+    return Guard(repository, VerifierRunner(settings.verifier_threads), metrics, Feedback(repository, metrics, record))
 
 
 def create_server(settings: Settings, registry: VerifierRegistry | None = None,

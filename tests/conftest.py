@@ -88,11 +88,12 @@ def digits_request(values: list[float], **fields: object) -> pb.PredictRequest:
     return pb.PredictRequest(model="digits", inputs=[pixels(values)], **fields)  # type: ignore[arg-type]
 
 
-def copy_bundle(source: Path, repository: Path, name: str, bundle_yaml: str) -> Path:
-    """A bundle folder holding ``source``'s model and calibration with a bundle.yaml of the test's own."""
+def copy_bundle(source: Path, repository: Path, name: str, bundle_yaml: str, extra: tuple[str, ...] = ()) -> Path:
+    """A bundle folder holding ``source``'s model and calibration (and ``extra`` files, e.g. reference.json)
+    with a bundle.yaml of the test's own."""
     folder = repository / name
     folder.mkdir(parents=True)
-    for item in ("model.onnx", "calibration.json"):
+    for item in ("model.onnx", "calibration.json", *extra):
         shutil.copy(source / item, folder / item)
     (folder / "bundle.yaml").write_text(bundle_yaml)
     return folder

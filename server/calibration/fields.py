@@ -67,6 +67,8 @@ class ExtractorRun:
     test: Mapping[str, float | int]  # the served rule: document threshold and every field threshold
     field_delta: float
     document_delta: float
+    confidences: np.ndarray  # the served document confidence of every calibration document
+    answered: np.ndarray  # whether the served rule answers it (the drift reference's decision mix)
 
     @property
     def simultaneous_statement(self) -> str:
@@ -132,7 +134,9 @@ def run_field_calibration(
                               binary_evaluation(_product(test.scores), right_test),
                               binary_evaluation(document_test, right_test), method_scores)
     answered = (document_test >= choice.threshold) & _fields_pass(calibrated_test, runs)
-    return ExtractorRun(runs, document, _coverage_and_risk(answered, right_test), field_delta, document_delta)
+    confidences = calibrator.confidence(product)  # type: ignore[attr-defined]
+    return ExtractorRun(runs, document, _coverage_and_risk(answered, right_test), field_delta, document_delta,
+                        confidences, (confidences >= choice.threshold) & passes)
 
 
 def _product(confidences: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -264,7 +264,7 @@ class VerifierInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., use: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., on_fail: _Optional[_Union[Decision, str]] = ..., distribution: _Optional[str] = ...) -> None: ...
 
 class CalibrationSummary(_message.Message):
-    __slots__ = ("calibrated", "method", "metrics_before", "metrics_after", "evaluated_on", "threshold", "guarantee", "fitted_at", "fit_samples")
+    __slots__ = ("calibrated", "method", "metrics_before", "metrics_after", "evaluated_on", "threshold", "guarantee", "fitted_at", "fit_samples", "fields", "simultaneous_statement")
     class MetricsBeforeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -279,6 +279,13 @@ class CalibrationSummary(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: FieldCalibrationSummary
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FieldCalibrationSummary, _Mapping]] = ...) -> None: ...
     CALIBRATED_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     METRICS_BEFORE_FIELD_NUMBER: _ClassVar[int]
@@ -288,6 +295,8 @@ class CalibrationSummary(_message.Message):
     GUARANTEE_FIELD_NUMBER: _ClassVar[int]
     FITTED_AT_FIELD_NUMBER: _ClassVar[int]
     FIT_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    SIMULTANEOUS_STATEMENT_FIELD_NUMBER: _ClassVar[int]
     calibrated: bool
     method: str
     metrics_before: _containers.ScalarMap[str, float]
@@ -297,7 +306,37 @@ class CalibrationSummary(_message.Message):
     guarantee: Guarantee
     fitted_at: str
     fit_samples: int
-    def __init__(self, calibrated: _Optional[bool] = ..., method: _Optional[str] = ..., metrics_before: _Optional[_Mapping[str, float]] = ..., metrics_after: _Optional[_Mapping[str, float]] = ..., evaluated_on: _Optional[str] = ..., threshold: _Optional[float] = ..., guarantee: _Optional[_Union[Guarantee, _Mapping]] = ..., fitted_at: _Optional[str] = ..., fit_samples: _Optional[int] = ...) -> None: ...
+    fields: _containers.MessageMap[str, FieldCalibrationSummary]
+    simultaneous_statement: str
+    def __init__(self, calibrated: _Optional[bool] = ..., method: _Optional[str] = ..., metrics_before: _Optional[_Mapping[str, float]] = ..., metrics_after: _Optional[_Mapping[str, float]] = ..., evaluated_on: _Optional[str] = ..., threshold: _Optional[float] = ..., guarantee: _Optional[_Union[Guarantee, _Mapping]] = ..., fitted_at: _Optional[str] = ..., fit_samples: _Optional[int] = ..., fields: _Optional[_Mapping[str, FieldCalibrationSummary]] = ..., simultaneous_statement: _Optional[str] = ...) -> None: ...
+
+class FieldCalibrationSummary(_message.Message):
+    __slots__ = ("method", "metrics_before", "metrics_after", "threshold", "guarantee")
+    class MetricsBeforeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class MetricsAfterEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    METRICS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    METRICS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    GUARANTEE_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    metrics_before: _containers.ScalarMap[str, float]
+    metrics_after: _containers.ScalarMap[str, float]
+    threshold: float
+    guarantee: Guarantee
+    def __init__(self, method: _Optional[str] = ..., metrics_before: _Optional[_Mapping[str, float]] = ..., metrics_after: _Optional[_Mapping[str, float]] = ..., threshold: _Optional[float] = ..., guarantee: _Optional[_Union[Guarantee, _Mapping]] = ...) -> None: ...
 
 class Guarantee(_message.Message):
     __slots__ = ("target_risk", "delta", "expected_coverage", "samples", "procedure", "statement")
@@ -316,7 +355,7 @@ class Guarantee(_message.Message):
     def __init__(self, target_risk: _Optional[float] = ..., delta: _Optional[float] = ..., expected_coverage: _Optional[float] = ..., samples: _Optional[int] = ..., procedure: _Optional[str] = ..., statement: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "kind", "description", "inputs", "labels", "fields", "verifiers", "calibration", "on_low_confidence")
+    __slots__ = ("name", "version", "kind", "description", "inputs", "labels", "fields", "verifiers", "calibration", "on_low_confidence", "feedback", "drift")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[ModelInfo.Kind]
@@ -335,6 +374,8 @@ class ModelInfo(_message.Message):
     VERIFIERS_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     ON_LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     kind: ModelInfo.Kind
@@ -345,4 +386,139 @@ class ModelInfo(_message.Message):
     verifiers: _containers.RepeatedCompositeFieldContainer[VerifierInfo]
     calibration: CalibrationSummary
     on_low_confidence: Decision
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[_Union[ModelInfo.Kind, str]] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., fields: _Optional[_Iterable[str]] = ..., verifiers: _Optional[_Iterable[_Union[VerifierInfo, _Mapping]]] = ..., calibration: _Optional[_Union[CalibrationSummary, _Mapping]] = ..., on_low_confidence: _Optional[_Union[Decision, str]] = ...) -> None: ...
+    feedback: FeedbackSummary
+    drift: DriftStatus
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[_Union[ModelInfo.Kind, str]] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., fields: _Optional[_Iterable[str]] = ..., verifiers: _Optional[_Iterable[_Union[VerifierInfo, _Mapping]]] = ..., calibration: _Optional[_Union[CalibrationSummary, _Mapping]] = ..., on_low_confidence: _Optional[_Union[Decision, str]] = ..., feedback: _Optional[_Union[FeedbackSummary, _Mapping]] = ..., drift: _Optional[_Union[DriftStatus, _Mapping]] = ...) -> None: ...
+
+class DriftStatus(_message.Message):
+    __slots__ = ("state", "message", "reference", "samples", "window", "min_samples", "scores", "escalate_when_drifted")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[DriftStatus.State]
+        OFF: _ClassVar[DriftStatus.State]
+        WARMING_UP: _ClassVar[DriftStatus.State]
+        WITHIN_LIMITS: _ClassVar[DriftStatus.State]
+        DRIFTED: _ClassVar[DriftStatus.State]
+    STATE_UNSPECIFIED: DriftStatus.State
+    OFF: DriftStatus.State
+    WARMING_UP: DriftStatus.State
+    WITHIN_LIMITS: DriftStatus.State
+    DRIFTED: DriftStatus.State
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_WHEN_DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    state: DriftStatus.State
+    message: str
+    reference: str
+    samples: int
+    window: int
+    min_samples: int
+    scores: _containers.RepeatedCompositeFieldContainer[DriftScore]
+    escalate_when_drifted: bool
+    def __init__(self, state: _Optional[_Union[DriftStatus.State, str]] = ..., message: _Optional[str] = ..., reference: _Optional[str] = ..., samples: _Optional[int] = ..., window: _Optional[int] = ..., min_samples: _Optional[int] = ..., scores: _Optional[_Iterable[_Union[DriftScore, _Mapping]]] = ..., escalate_when_drifted: _Optional[bool] = ...) -> None: ...
+
+class DriftScore(_message.Message):
+    __slots__ = ("signal", "score", "limit", "past_limit")
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAST_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    signal: str
+    score: float
+    limit: float
+    past_limit: bool
+    def __init__(self, signal: _Optional[str] = ..., score: _Optional[float] = ..., limit: _Optional[float] = ..., past_limit: _Optional[bool] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("request_id", "model", "label", "fields")
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model: str
+    label: str
+    fields: _containers.ScalarMap[str, str]
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("request_id", "model", "model_version", "decision", "correct", "wrong_fields", "counted", "duplicate")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
+    WRONG_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    COUNTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model: str
+    model_version: str
+    decision: Decision
+    correct: bool
+    wrong_fields: _containers.RepeatedScalarFieldContainer[str]
+    counted: bool
+    duplicate: bool
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., correct: _Optional[bool] = ..., wrong_fields: _Optional[_Iterable[str]] = ..., counted: _Optional[bool] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class AccuracyCheck(_message.Message):
+    __slots__ = ("labelled", "observed", "estimated", "gap", "observed_low", "observed_high", "significant", "drifted")
+    LABELLED_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_LOW_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_HIGH_FIELD_NUMBER: _ClassVar[int]
+    SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    labelled: int
+    observed: float
+    estimated: float
+    gap: float
+    observed_low: float
+    observed_high: float
+    significant: bool
+    drifted: bool
+    def __init__(self, labelled: _Optional[int] = ..., observed: _Optional[float] = ..., estimated: _Optional[float] = ..., gap: _Optional[float] = ..., observed_low: _Optional[float] = ..., observed_high: _Optional[float] = ..., significant: _Optional[bool] = ..., drifted: _Optional[bool] = ...) -> None: ...
+
+class FieldAccuracy(_message.Message):
+    __slots__ = ("name", "accuracy")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    accuracy: AccuracyCheck
+    def __init__(self, name: _Optional[str] = ..., accuracy: _Optional[_Union[AccuracyCheck, _Mapping]] = ...) -> None: ...
+
+class FeedbackSummary(_message.Message):
+    __slots__ = ("accuracy", "calibration_drifted", "explanation", "fields", "matched", "tolerance", "alpha", "min_labelled", "window")
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MIN_LABELLED_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    accuracy: AccuracyCheck
+    calibration_drifted: bool
+    explanation: str
+    fields: _containers.RepeatedCompositeFieldContainer[FieldAccuracy]
+    matched: int
+    tolerance: float
+    alpha: float
+    min_labelled: int
+    window: int
+    def __init__(self, accuracy: _Optional[_Union[AccuracyCheck, _Mapping]] = ..., calibration_drifted: _Optional[bool] = ..., explanation: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[FieldAccuracy, _Mapping]]] = ..., matched: _Optional[int] = ..., tolerance: _Optional[float] = ..., alpha: _Optional[float] = ..., min_labelled: _Optional[int] = ..., window: _Optional[int] = ...) -> None: ...

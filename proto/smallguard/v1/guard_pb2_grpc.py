@@ -51,6 +51,11 @@ class GuardStub:
                 request_serializer=smallguard_dot_v1_dot_guard__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=smallguard_dot_v1_dot_guard__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/smallguard.v1.Guard/Feedback',
+                request_serializer=smallguard_dot_v1_dot_guard__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=smallguard_dot_v1_dot_guard__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class GuardServicer:
@@ -81,6 +86,18 @@ class GuardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Ground truth for a past prediction, matched by request id against the server's bounded
+        record of recent predictions; an OK response means it matched. Errors: NOT_FOUND for a
+        request id the record does not hold (never seen, or expired: the message says which),
+        INVALID_ARGUMENT for a truth that does not fit the model, ALREADY_EXISTS when another truth
+        was already recorded for the request. The same truth sent again is answered again
+        (duplicate = true) and not counted twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GuardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +115,11 @@ def add_GuardServicer_to_server(servicer, server):
                     servicer.GetModel,
                     request_deserializer=smallguard_dot_v1_dot_guard__pb2.GetModelRequest.FromString,
                     response_serializer=smallguard_dot_v1_dot_guard__pb2.ModelInfo.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=smallguard_dot_v1_dot_guard__pb2.FeedbackRequest.FromString,
+                    response_serializer=smallguard_dot_v1_dot_guard__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -183,6 +205,33 @@ class Guard:
             '/smallguard.v1.Guard/GetModel',
             smallguard_dot_v1_dot_guard__pb2.GetModelRequest.SerializeToString,
             smallguard_dot_v1_dot_guard__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smallguard.v1.Guard/Feedback',
+            smallguard_dot_v1_dot_guard__pb2.FeedbackRequest.SerializeToString,
+            smallguard_dot_v1_dot_guard__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
