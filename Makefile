@@ -17,6 +17,7 @@ serve: $(STAMP)
 	$(BIN)/smallguard serve $(ARGS)
 
 test: $(STAMP)
+	scripts/install-prometheus.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(ARGS)
 
