@@ -30,8 +30,10 @@ two-digit years are 20xx; ``$`` alone is USD, ``kr`` alone SEK and ``kr.`` DKK.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -177,6 +179,13 @@ class Candidate:
 
 def candidates(text: str) -> list[Candidate]:
     """Every date, amount, currency and identifier in ``text``, in text order; spans never overlap."""
+    return list(_candidates(text))
+
+
+# encode() and decode() of one request read the same text: its candidates (about a quarter of the
+# extractor's time) are found once. A few entries cover the requests in flight on every thread.
+@functools.lru_cache(maxsize=64)
+def _candidates(text: str) -> tuple[Candidate, ...]:
     found: list[Candidate] = []
     taken: list[tuple[int, int]] = []
 
@@ -201,7 +210,7 @@ def candidates(text: str) -> list[Candidate]:
         token = m.group()
         if 3 <= len(token) <= 25 and any(c.isdigit() for c in token):
             add("ident", m.start(), m.end(), token)
-    return sorted(found, key=lambda c: c.start)
+    return tuple(sorted(found, key=lambda c: c.start))
 
 
 def _word(token: str) -> str:
@@ -230,7 +239,7 @@ DENSE: tuple[str, ...] = (
 FEATURE_DIM = HASH_DIM + len(DENSE)
 
 
-def _rows(text: str, cands: list[Candidate]) -> np.ndarray:
+def _rows(text: str, cands: Sequence[Candidate]) -> np.ndarray:
     """One feature row per candidate: hashed context words, then the DENSE numbers."""
     x = np.zeros((len(cands), FEATURE_DIM), dtype=np.float32)
     if not cands:
@@ -322,12 +331,12 @@ def _above(lines: list[str], li: int, col: int, end_col: int) -> list[str]:
 
 def encode(text: str) -> dict[str, np.ndarray]:
     """The model's feeds for one document: ``features`` float32 ``[candidates, FEATURE_DIM]`` (may be 0 rows)."""
-    return {INPUT_NAME: _rows(text, candidates(text))}
+    return {INPUT_NAME: _rows(text, _candidates(text))}
 
 
 def decode(text: str, outputs: dict[str, np.ndarray]) -> dict[str, tuple[str | None, float]]:
     """Per field, the best candidate's normalised value and its probability; ``(None, 0.0)`` if none fits."""
-    cands = candidates(text)
+    cands = _candidates(text)
     scores = np.asarray(outputs[OUTPUT_NAME], dtype=np.float64)
     if scores.shape != (len(cands), len(FIELDS)):
         raise ValueError(f"{OUTPUT_NAME} has shape {scores.shape}; expected ({len(cands)}, {len(FIELDS)}) "
