@@ -24,6 +24,7 @@ from smallguard.server.calibration.methods import (
 from smallguard.server.calibration.metrics import (
     ReliabilityBin,
     accuracy,
+    binary_nll,
     brier_score,
     expected_calibration_error,
     maximum_calibration_error,
@@ -34,7 +35,6 @@ from smallguard.server.calibration.metrics import (
 )
 from smallguard.server.calibration.selection import (
     MethodSelection,
-    binary_nll,
     select_binary_method,
     select_method,
 )

@@ -34,7 +34,7 @@ import numpy as np
 from smallguard.server.calibration.binary import BINARY_METHODS
 from smallguard.server.calibration.methods import METHODS, CalibrationError
 from smallguard.server.calibration.metrics import DEFAULT_BINS, binary_summary, reliability
-from smallguard.server.calibration.procedure import AUTO, CalibrationRun, Evaluation, Split
+from smallguard.server.calibration.procedure import AUTO, CalibrationRun, Evaluation, Split, coverage_and_risk
 from smallguard.server.calibration.threshold import choose_threshold
 
 
@@ -135,7 +135,7 @@ def run_field_calibration(
                               binary_evaluation(document_test, right_test), method_scores)
     answered = (document_test >= choice.threshold) & _fields_pass(calibrated_test, runs)
     confidences = calibrator.confidence(product)  # type: ignore[attr-defined]
-    return ExtractorRun(runs, document, _coverage_and_risk(answered, right_test), field_delta, document_delta,
+    return ExtractorRun(runs, document, coverage_and_risk(answered, right_test), field_delta, document_delta,
                         confidences, (confidences >= choice.threshold) & passes)
 
 
@@ -145,13 +145,3 @@ def _product(confidences: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def _fields_pass(confidences: Mapping[str, np.ndarray], runs: Mapping[str, CalibrationRun]) -> np.ndarray:
     return np.logical_and.reduce([confidences[name] >= runs[name].choice.threshold for name in runs])
-
-
-def _coverage_and_risk(answered: np.ndarray, right: np.ndarray) -> dict[str, float | int]:
-    n_answered = int(answered.sum())
-    return {
-        "samples": len(answered),
-        "answered": n_answered,
-        "coverage": n_answered / len(answered),
-        "risk": float(np.mean(~right[answered])) if n_answered else 0.0,
-    }

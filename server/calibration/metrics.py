@@ -117,6 +117,17 @@ def summary(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = DEFAULT
     }
 
 
+def binary_nll(confidences: np.ndarray, correct: np.ndarray) -> float:
+    """Mean -log P(observed outcome) of a correctness forecast, with P floored at machine epsilon.
+
+    The same floor as ``negative_log_likelihood``: a map that claims certainty and is wrong pays
+    about 36 nats for the case, large but finite, so candidates stay comparable.
+    """
+    c = np.clip(np.asarray(confidences, dtype=np.float64), NLL_FLOOR, 1.0 - NLL_FLOOR)
+    hit = np.asarray(correct, dtype=bool)
+    return float(-np.mean(np.where(hit, np.log(c), np.log1p(-c))))
+
+
 def binary_summary(confidences: np.ndarray, correct: np.ndarray, n_bins: int = DEFAULT_BINS) -> dict[str, float]:
     """The same headline metrics for a forecast of one event (an extracted field being exactly right).
 
@@ -124,13 +135,12 @@ def binary_summary(confidences: np.ndarray, correct: np.ndarray, n_bins: int = D
     happened (c when right, 1 - c when wrong); "accuracy" is how often the event happened.
     """
     conf, hit = _pair(confidences, correct)
-    clipped = np.clip(conf, NLL_FLOOR, 1.0 - NLL_FLOOR)
     return {
         "ece": expected_calibration_error(conf, hit, n_bins),
         "ece_equal_mass": expected_calibration_error(conf, hit, n_bins, equal_mass=True),
         "mce": maximum_calibration_error(conf, hit, n_bins),
         "brier": float(np.mean((conf - hit) ** 2)),
-        "nll": float(-np.mean(np.where(hit == 1.0, np.log(clipped), np.log1p(-clipped)))),
+        "nll": binary_nll(conf, hit == 1.0),
         "accuracy": float(np.mean(hit)),
     }
 

@@ -54,15 +54,19 @@ class CalibrationRun:
     @property
     def test(self) -> dict[str, float | int]:
         """What the threshold did on the test part: the realised coverage and risk."""
-        answered = self.after.confidences >= self.choice.threshold
-        n_answered = int(answered.sum())
-        errors = int((~self.after.correct[answered]).sum())
-        return {
-            "samples": len(answered),
-            "answered": n_answered,
-            "coverage": n_answered / len(answered),
-            "risk": errors / n_answered if n_answered else 0.0,
-        }
+        return coverage_and_risk(self.after.confidences >= self.choice.threshold, self.after.correct)
+
+
+def coverage_and_risk(answered: np.ndarray, correct: np.ndarray) -> dict[str, float | int]:
+    """How much a rule answered, and how often what it answered was wrong."""
+    n_answered = int(answered.sum())
+    errors = int((~correct[answered]).sum())
+    return {
+        "samples": len(answered),
+        "answered": n_answered,
+        "coverage": n_answered / len(answered),
+        "risk": errors / n_answered if n_answered else 0.0,
+    }
 
 
 def split_indices(n: int, test_fraction: float, fit_fraction: float, seed: int) -> Split:

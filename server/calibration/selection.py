@@ -18,7 +18,7 @@ import numpy as np
 
 from smallguard.server.calibration.binary import BINARY_METHODS, _check_binary_data
 from smallguard.server.calibration.methods import METHODS, CalibrationError, Calibrator, _check_fit_data, softmax
-from smallguard.server.calibration.metrics import NLL_FLOOR
+from smallguard.server.calibration.metrics import binary_nll
 
 DEFAULT_CANDIDATES = ("temperature", "platt", "isotonic", "histogram")
 DEFAULT_BINARY_CANDIDATES = ("platt", "isotonic", "histogram")
@@ -33,17 +33,6 @@ class MethodSelection:
     calibrator: Any  # a Calibrator (select_method) or a BinaryCalibrator (select_binary_method)
     scores: Mapping[str, float]  # per candidate: binary NLL of top-1 correctness over the held-out folds
     folds: int
-
-
-def binary_nll(confidences: np.ndarray, correct: np.ndarray) -> float:
-    """Mean -log P(observed outcome) of a correctness forecast, with P floored at machine epsilon.
-
-    The same floor as ``metrics.negative_log_likelihood``: a map that claims certainty and is
-    wrong pays about 36 nats for the case, large but finite, so candidates stay comparable.
-    """
-    c = np.clip(np.asarray(confidences, dtype=np.float64), NLL_FLOOR, 1.0 - NLL_FLOOR)
-    hit = np.asarray(correct, dtype=bool)
-    return float(-np.mean(np.where(hit, np.log(c), np.log1p(-c))))
 
 
 def select_method(
