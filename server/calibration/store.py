@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +19,7 @@ from typing import Any
 from smallguard.server.calibration.binary import BINARY_METHODS, BinaryCalibrator
 from smallguard.server.calibration.methods import METHODS, CalibrationError, Calibrator, load_method
 from smallguard.server.calibration.threshold import ThresholdChoice
+from smallguard.server.jsonfile import read_json, write_atomically
 
 FORMAT = 1
 EVALUATED_ON = "test split (never used for fitting)"
@@ -65,12 +64,7 @@ def load_calibration(path: str | Path) -> Calibration:
     path = Path(path)
     if not path.is_file():
         raise CalibrationError("calibration file does not exist", path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CalibrationError(f"not valid JSON: {exc}", path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CalibrationError(f"cannot be read: {exc}", path) from None
+    document = read_json(path, CalibrationError)
     try:
         return parse_calibration(document)
     except CalibrationError as exc:
@@ -206,21 +200,8 @@ def write_calibration(
         parse_calibration(json.loads(text))
     except CalibrationError as exc:
         raise CalibrationError(f"refusing to write an invalid calibration: {exc.problem}", path) from None
-    _atomic_write(path, text)
+    write_atomically(path, text)
     return document
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temp, 0o644)  # mkstemp makes it private; a server running as another user must read it
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _is_number(value: Any) -> bool:

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +42,7 @@ from smallguard.server.drift.features import (
 )
 from smallguard.server.drift.psi import QUANTILES, normalise, quantile_edges
 from smallguard.server.errors import GuardError
+from smallguard.server.jsonfile import read_json, write_atomically
 from smallguard.server.types import Decision
 
 REFERENCE_FILE = "reference.json"
@@ -160,15 +159,7 @@ def write_reference(path: Path, document: Mapping[str, Any]) -> Path:
     """Write atomically (a server never reads half a file), numbers of a list on one line."""
     text = json.dumps(document, indent=2, allow_nan=False)
     text = re.sub(r"\[\s*([-+0-9.eE,\s]+?)\s*\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".reference-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, text + "\n")
     return path
 
 
@@ -190,12 +181,7 @@ def write_reference_beside(calibration_file: Path, spec: BundleSpec, feeds: Sequ
 
 def load_reference(path: Path, spec: BundleSpec) -> Reference:
     """Read and check ``path`` against the bundle; raise DriftReferenceError naming the file and the problem."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DriftReferenceError(f"not valid JSON: {exc}", path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DriftReferenceError(f"cannot be read: {exc}", path) from None
+    document = read_json(path, DriftReferenceError)
     try:
         return parse_reference(document, spec, path)
     except DriftReferenceError as exc:
