@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +29,32 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 DIGITS = MODELS / "digits"
 
+SMALLGUARD = [sys.executable, "-m", "smallguard.server.cli"]
+
 _EXPORTER = InMemorySpanExporter()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serving(*args: str, port: int, metrics_port: int | None = None) -> Iterator[subprocess.Popen[str]]:
+    """`smallguard serve` in its own process; yields once the port answers."""
+    env = {**os.environ, "SMALLGUARD_HOST": "127.0.0.1", "SMALLGUARD_PORT": str(port)}
+    if metrics_port is not None:
+        env["SMALLGUARD_METRICS_PORT"] = str(metrics_port)
+    with subprocess.Popen([*SMALLGUARD, "serve", *args], env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                grpc.channel_ready_future(channel).result(timeout=60)
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -22,8 +22,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-from tests.test_metrics import free_port
+from tests.conftest import ROOT, free_port
 
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "rules.test.yml"

@@ -17,9 +17,9 @@ import yaml
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
 from tests import prometheus_backend as backend
-from tests.conftest import digits_request, digits_rows
+from tests.conftest import digits_request, digits_rows, free_port, serving
 from tests.prometheus_backend import Prometheus, running_prometheus, tool, wait_until
-from tests.test_metrics import free_port, scrape, serving, traffic
+from tests.test_metrics import scrape, traffic
 
 # Metrics other work on issue 5 adds (drift and feedback); the rules and the dashboard already use them.
 # Drift and feedback series: they exist only once a model has a full drift window or its first label.
@@ -196,7 +196,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promethe
     """A real Prometheus with the shipped rules, scraping a real server that has served every
     kind of decision and some rejected calls; and the metric names that server exports."""
     port, metrics_port = free_port(), free_port()
-    with serving(port, metrics_port), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with serving(port=port, metrics_port=metrics_port), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = guard_pb2_grpc.GuardStub(channel)
         traffic(stub)
         # enough predictions for the drift scores (min_samples), and ground truth for one of them

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -17,36 +12,23 @@ import pytest
 
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
-from tests.conftest import DIGITS, MODELS, copy_bundle, digits_request, digits_rows
+from tests.conftest import (
+    DIGITS,
+    MODELS,
+    SMALLGUARD,
+    copy_bundle,
+    digits_request,
+    digits_rows,
+    free_port,
+    serving,
+)
 
 pytestmark = pytest.mark.e2e
-SMALLGUARD = [sys.executable, "-m", "smallguard.server.cli"]
 GOOD = (DIGITS / "bundle.yaml").read_text()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SMALLGUARD, *args], capture_output=True, text=True, timeout=120, check=False)
-
-
-@contextmanager
-def serving(*args: str, port: int) -> Iterator[subprocess.Popen[str]]:
-    """`smallguard serve` in its own process; yields once the port answers health checks."""
-    env = {**os.environ, "SMALLGUARD_HOST": "127.0.0.1", "SMALLGUARD_PORT": str(port)}
-    with subprocess.Popen([*SMALLGUARD, "serve", *args], env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                grpc.channel_ready_future(channel).result(timeout=60)
-            yield process
-        finally:
-            if process.poll() is None:
-                process.kill()
 
 
 def test_models_lists_the_shipped_bundles() -> None:

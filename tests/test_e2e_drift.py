@@ -17,8 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from smallguard.v1 import guard_pb2 as pb
-from tests.conftest import DIGITS, Running, copy_bundle, digits_request, digits_rows, start_server
-from tests.test_metrics import free_port, samples, scrape
+from tests.conftest import DIGITS, Running, copy_bundle, digits_request, digits_rows, free_port, start_server
+from tests.test_metrics import samples, scrape
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ import pytest
 from scipy.stats import binomtest
 
 from smallguard.v1 import guard_pb2 as pb
-from tests.conftest import MODELS, Running, digits_request, digits_rows, start_server
-from tests.test_metrics import free_port, samples, scrape
+from tests.conftest import MODELS, Running, digits_request, digits_rows, free_port, start_server
+from tests.test_metrics import samples, scrape
 
 DIGIT = {"smallguard_model_name": "digits", "smallguard_model_version": "1.0.0"}
 

@@ -10,8 +10,6 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -26,15 +24,7 @@ from smallguard.server.serving import create_server
 from smallguard.server.telemetry import chosen_exporters, configure_metrics, scrape_host
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
-from tests.conftest import MODELS, digits_request, digits_rows
-
-SMALLGUARD = [sys.executable, "-m", "smallguard.server.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import MODELS, digits_request, digits_rows, free_port, serving
 
 
 def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
@@ -194,22 +184,6 @@ def test_the_scrape_endpoint_binds_the_grpc_host_once_per_process() -> None:
     configure_metrics(Settings(host="127.0.0.1", metrics_port=free_port()), environ={}).shutdown()  # type: ignore[union-attr]
 
 
-@contextmanager
-def serving(port: int, metrics_port: int) -> Iterator[subprocess.Popen[str]]:
-    """`smallguard serve` in its own process; yields once the port answers."""
-    env = {**os.environ, "SMALLGUARD_HOST": "127.0.0.1", "SMALLGUARD_PORT": str(port),
-           "SMALLGUARD_METRICS_PORT": str(metrics_port)}
-    with subprocess.Popen([*SMALLGUARD, "serve"], env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                grpc.channel_ready_future(channel).result(timeout=60)
-            yield process
-        finally:
-            if process.poll() is None:
-                process.kill()
-
-
 def scrape(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
         text = reply.read().decode()
@@ -228,7 +202,8 @@ def samples(family: Any, name: str, *labels: str) -> Counter:
 @pytest.mark.e2e
 def test_smallguard_serve_exposes_the_counts_to_a_prometheus_scrape() -> None:
     port, metrics_port = free_port(), free_port()
-    with serving(port, metrics_port) as process, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with (serving(port=port, metrics_port=metrics_port) as process,
+          grpc.insecure_channel(f"127.0.0.1:{port}") as channel):
         responses, rejected = traffic(guard_pb2_grpc.GuardStub(channel))
         families = scrape(metrics_port)
         process.send_signal(signal.SIGTERM)

@@ -21,9 +21,8 @@ import pytest
 
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
-from tests.conftest import digits_request, digits_rows
+from tests.conftest import digits_request, digits_rows, free_port, serving
 from tests.prometheus_backend import JOB, Prometheus, running_prometheus, wait_until
-from tests.test_metrics import free_port, serving
 
 DIGITS = 'smallguard_model_name="digits"'
 
@@ -77,7 +76,7 @@ def after(prometheus: Prometheus, series: str, moment: float) -> float:
 def test_prometheus_escalation_rate_matches_the_decisions_sent(tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
     target = f"127.0.0.1:{metrics_port}"
-    with serving(port, metrics_port), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with serving(port=port, metrics_port=metrics_port), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = guard_pb2_grpc.GuardStub(channel)
         sent = warm_up(stub)
         batch = measured_batch(sent)
