@@ -214,7 +214,8 @@ def _check_enough(threshold_samples: int, target_risk: float, delta: float) -> N
             "for the threshold (--fit-fraction), or relax --target-risk / --delta")
 
 
-def _progress_columns() -> tuple[Any, ...]:
+def progress_columns() -> tuple[Any, ...]:
+    """The progress bar of the commands that replay labelled data (calibrate, evaluate)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     return TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
@@ -229,7 +230,7 @@ def _score(spec: Any, examples: list[Any], console: Any, title: str) -> tuple[np
 
     model = OnnxModel(spec)
     rows = []
-    with Progress(*_progress_columns(), console=console, transient=False) as progress:
+    with Progress(*progress_columns(), console=console, transient=False) as progress:
         for example in progress.track(examples, description=title):
             rows.append(np.asarray(model.run(example.feeds), dtype=np.float64).reshape(-1))
     scores = np.vstack(rows)
@@ -249,7 +250,7 @@ def _score_fields(spec: Any, examples: list[Any], console: Any, title: str) -> A
     head = ExtractorHead(OnnxModel(spec), load_adapter(spec.adapter_path, spec.fields), None)
     scores = {name: np.zeros(len(examples)) for name in spec.fields}
     correct = {name: np.zeros(len(examples), dtype=bool) for name in spec.fields}
-    with Progress(*_progress_columns(), console=console) as progress:
+    with Progress(*progress_columns(), console=console) as progress:
         for i, example in enumerate(progress.track(examples, description=title)):
             fields = head.predict(example.feeds).prediction.fields
             for name in spec.fields:

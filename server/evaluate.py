@@ -154,10 +154,10 @@ def _guard(folder: Path, settings: Any) -> tuple[Any, Any]:
 def _replay(guard: Any, spec: Any, examples: list[Any], console: Any, title: str) -> list[Replayed]:
     from rich.progress import Progress
 
-    from smallguard.server.calibrate import _progress_columns
+    from smallguard.server.calibrate import progress_columns
 
     results = []
-    with Progress(*_progress_columns(), console=console) as progress:
+    with Progress(*progress_columns(), console=console) as progress:
         for example in progress.track(examples, description=title):
             outcome = guard.predict(example.call)
             results.append(replayed(outcome, _right(outcome, spec, example)))
