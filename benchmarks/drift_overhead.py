@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from smallguard.server.config import Settings
-from smallguard.server.guard import Guard
-from smallguard.server.serving import build_guard, create_server
-from smallguard.server.types import Decision, PredictCall, TensorInput
+from smallguard.server.assembly import build_guard, create_server
+from smallguard.server.core.guard import Guard
+from smallguard.server.domain.predictions import Decision, PredictCall, TensorInput
+from smallguard.server.settings import Settings
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
 

@@ -34,8 +34,8 @@ def _free_port() -> int:
 def serve(shape: str, port: int) -> None:
     """Serve digits with the given shape until killed (runs in the child process)."""
     os.sched_setaffinity(0, {0})
-    from smallguard.server.config import Settings
-    from smallguard.server.serving import build_guard, create_server
+    from smallguard.server.assembly import build_guard, create_server
+    from smallguard.server.settings import Settings
 
     settings = Settings(host="127.0.0.1", port=port)
     if shape == "sync":
@@ -45,7 +45,7 @@ def serve(shape: str, port: int) -> None:
         server.wait()
         return
     guard = build_guard(settings)  # the same core, behind an aio transport
-    from smallguard.server import converters
+    from smallguard.server.transport import converters
     from smallguard.v1 import guard_pb2 as pb
 
     async def predict(raw: bytes, context: grpc.aio.ServicerContext) -> pb.PredictResponse:

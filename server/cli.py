@@ -1,4 +1,5 @@
-"""The `smallguard` command: `serve` the model repository, or list which `models` would load."""
+"""The `smallguard` command: `serve` the model repository (this module), or run an offline command
+(`models`, `calibrate`, `evaluate`: ``smallguard.server.commands``, imported only when named)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
-from smallguard.server.config import Settings
+from smallguard.server.settings import Settings
 
 log = logging.getLogger("smallguard")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `serve` never loads the offline commands (nor what they import); any other word may name one.
+    parser = _parser(offline=argv[:1] != ["serve"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("SMALLGUARD_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
@@ -31,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.run(args, settings)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(offline: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smallguard", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="serve the models over gRPC")
@@ -40,15 +42,10 @@ def _parser() -> argparse.ArgumentParser:
         flag = "--" + item.name.replace("_", "-")
         serve.add_argument(flag, dest=item.name, default=None,
                            help=f"{item.metadata['help']} (env {item.metadata['env']})")
-    models = commands.add_parser("models", help="list the bundles in a repository and whether they load")
-    models.set_defaults(run=lambda _args, settings: models_command(settings))
-    models.add_argument("--model-repository", dest="model_repository", default=None,
-                        help="folder of bundles (default: the shipped models)")
-    from smallguard.server.calibrate import add_calibrate_command
-    from smallguard.server.evaluate import add_evaluate_command
+    if offline:
+        from smallguard.server.commands import add_commands
 
-    add_calibrate_command(commands)
-    add_evaluate_command(commands)
+        add_commands(commands)
     return parser
 
 
@@ -60,8 +57,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 def serve_command(settings: Settings) -> int:
     if settings.workers > 1:
         return _supervise(settings)
-    from smallguard.server.serving import create_server
-    from smallguard.server.telemetry import configure_tracing
+    from smallguard.server.assembly import create_server
+    from smallguard.server.observability.telemetry import configure_tracing
 
     stopping = threading.Event()
 
@@ -132,38 +129,6 @@ def _supervise(settings: Settings) -> int:
     # A worker ended by the SIGTERM we forwarded (before its handler was installed) stopped cleanly.
     codes = [0 if code == -signal.SIGTERM else code for code in (worker.wait() for worker in workers)]
     return max(abs(code) for code in codes) if any(codes) else 0
-
-
-def models_command(settings: Settings) -> int:
-    from smallguard.server.repository import scan
-    from smallguard.verifiers import VerifierRegistry
-
-    registry = VerifierRegistry.discover()
-    root = Path(settings.model_repository)
-    print(f"model repository: {root}")
-    print(f"verifiers: {', '.join(registry.names())}")
-    for name, problem in sorted(registry.failures.items()):
-        print(f"verifier {name} unavailable: {problem}")
-    try:
-        results = scan(root, registry)
-    except Exception as exc:
-        print(f"cannot read the repository: {exc}")
-        return 2
-    refused = 0
-    for folder, result in results:
-        if isinstance(result, Exception):
-            refused += 1
-            print(f"  REFUSED {folder.name}: {result}")
-            continue
-        spec = result.spec
-        calibration = (f"{result.calibration.method}, threshold {result.threshold:.4f}"
-                       if result.calibration else "UNCALIBRATED (opted out)")
-        verifiers = ", ".join(f"{v.spec.name}({v.spec.on_fail.name.lower()})" for v in result.verifiers) or "none"
-        print(f"  OK      {spec.name} {spec.version} [{spec.kind.value}] calibration: {calibration}; "
-              f"verifiers: {verifiers}")
-    if not results:
-        print("  no bundles found")
-    return 1 if refused or not results else 0
 
 
 if __name__ == "__main__":

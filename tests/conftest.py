@@ -20,8 +20,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from smallguard.server.config import Settings
-from smallguard.server.serving import GuardServer, create_server
+from smallguard.server.assembly import create_server
+from smallguard.server.settings import Settings
+from smallguard.server.transport.server import GuardServer
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
 

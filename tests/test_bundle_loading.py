@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from smallguard.server.errors import BundleError
-from smallguard.server.repository import ModelRepository
+from smallguard.server.assembly import load_repository
+from smallguard.server.domain.errors import BundleError
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.verifiers import VerifierRegistry
 from tests.conftest import DIGITS, copy_bundle, digits_request, digits_rows, start_server
@@ -28,12 +28,12 @@ def refusal(
     if change:
         change(folder)
     with pytest.raises(BundleError) as error:
-        ModelRepository.load(tmp_path, registry)
+        load_repository(tmp_path, registry, 1)
     return error.value
 
 
 def test_the_shipped_bundle_loads(registry: VerifierRegistry) -> None:
-    repository = ModelRepository.load(DIGITS.parent, registry)
+    repository = load_repository(DIGITS.parent, registry, 1)
     model = repository.get("digits")
     assert model.calibration is not None and 0 < model.threshold < 1
 
@@ -81,12 +81,12 @@ def test_two_bundles_with_one_name_are_refused(tmp_path: Path, registry: Verifie
     copy_bundle(DIGITS, tmp_path, "a", GOOD)
     copy_bundle(DIGITS, tmp_path, "b", GOOD)
     with pytest.raises(BundleError, match="model name 'digits' is already used"):
-        ModelRepository.load(tmp_path, registry)
+        load_repository(tmp_path, registry, 1)
 
 
 def test_an_empty_repository_is_refused(tmp_path: Path, registry: VerifierRegistry) -> None:
     with pytest.raises(BundleError, match="no bundles found"):
-        ModelRepository.load(tmp_path, registry)
+        load_repository(tmp_path, registry, 1)
 
 
 def test_a_threshold_in_bundle_yaml_is_refused_when_calibrated(tmp_path: Path, registry: VerifierRegistry) -> None:

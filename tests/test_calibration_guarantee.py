@@ -12,11 +12,11 @@ import math
 import numpy as np
 import pytest
 
-from smallguard.server.bundle import read_bundle
+from smallguard.server.bundle.bundle_file import read_bundle
+from smallguard.server.bundle.onnx_session import OnnxModel
 from smallguard.server.calibration import NoValidThresholdError, choose_threshold, logits_from_probabilities
 from smallguard.server.calibration.procedure import run_calibration, split_indices
-from smallguard.server.labelled_data import read_labelled
-from smallguard.server.runtime import OnnxModel
+from smallguard.server.commands.labelled_data import read_labelled
 from tests.conftest import DIGITS
 
 TARGET, DELTA = 0.05, 0.1
@@ -62,7 +62,7 @@ def test_exact_risk_exceeds_the_target_in_at_most_about_delta_of_draws() -> None
 def digits_scores() -> tuple[np.ndarray, np.ndarray]:
     """The shipped model's log-probabilities and labels on all of its held-out data (calibration + test)."""
     spec = read_bundle(DIGITS)
-    model = OnnxModel(spec)
+    model = OnnxModel(spec, 1)
     examples = [*read_labelled(DIGITS / "data" / "calibration.jsonl", spec),
                 *read_labelled(DIGITS / "data" / "test.jsonl", spec)]
     probabilities = np.vstack([model.run(example.feeds).reshape(-1) for example in examples])

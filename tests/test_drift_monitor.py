@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from scipy.special import rel_entr
 
-from smallguard.server.bundle import BundleSpec, read_bundle
-from smallguard.server.drift import DriftMonitor, DriftSnapshot, State, load_monitor
-from smallguard.server.drift.psi import EPSILON, psi
-from smallguard.server.errors import BundleError
-from smallguard.server.repository import ModelRepository
-from smallguard.server.types import Decision
+from smallguard.server.assembly import load_repository
+from smallguard.server.bundle.bundle_file import read_bundle
+from smallguard.server.domain.bundle_spec import BundleSpec
+from smallguard.server.domain.errors import BundleError
+from smallguard.server.domain.predictions import Decision
+from smallguard.server.observability.drift import DriftMonitor, DriftSnapshot, State, load_monitor
+from smallguard.server.observability.drift.psi import EPSILON, psi
 from smallguard.verifiers import VerifierRegistry
 from tests.conftest import DIGITS, copy_bundle, digits_rows
 from tests.test_drift_reference import SHIPPED, digitize
@@ -176,7 +177,7 @@ def test_drift_settings_are_checked_like_the_rest_of_bundle_yaml(tmp_path: Path,
                                                                   problem: str) -> None:
     copy_bundle(DIGITS, tmp_path, "digits", GOOD_YAML.replace(*change), extra=("reference.json",))
     with pytest.raises(BundleError) as refused:
-        ModelRepository.load(tmp_path, VerifierRegistry.discover())
+        load_repository(tmp_path, VerifierRegistry.discover(), 1)
     assert refused.value.path.endswith("bundle.yaml") and problem in refused.value.problem
 
 

@@ -12,20 +12,24 @@ from typing import Any
 import numpy as np
 import pytest
 
-from smallguard.server import converters
-from smallguard.server.bundle import BundleSpec, InputSpec, Policy, read_bundle
-from smallguard.server.drift import (
+from smallguard.server.assembly import build_guard, load_repository
+from smallguard.server.bundle.bundle_file import read_bundle
+from smallguard.server.bundle.loader import load_bundle
+from smallguard.server.commands.labelled_data import read_labelled
+from smallguard.server.core.models import LoadedModel
+from smallguard.server.domain.bundle_spec import BundleSpec, InputSpec, Policy
+from smallguard.server.domain.errors import BundleError
+from smallguard.server.domain.predictions import Decision
+from smallguard.server.observability.drift import (
     DriftReferenceError,
     build_reference,
     load_reference,
     parse_reference,
     write_reference,
 )
-from smallguard.server.drift.features import CHAR_CLASSES, char_class_counts
-from smallguard.server.errors import BundleError
-from smallguard.server.labelled_data import read_labelled
-from smallguard.server.repository import ModelRepository, load_bundle
-from smallguard.server.types import Decision
+from smallguard.server.observability.drift.features import CHAR_CLASSES, char_class_counts
+from smallguard.server.settings import Settings
+from smallguard.server.transport import converters
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.verifiers import ModelKind, VerifierRegistry
 from tests.conftest import DIGITS, copy_bundle
@@ -42,7 +46,7 @@ def registry() -> VerifierRegistry:
 
 def served_confidences(registry: VerifierRegistry) -> tuple[list[Any], np.ndarray]:
     """The calibration data's feeds and the confidences the server gives them (the Predict path's head)."""
-    model = load_bundle(DIGITS, registry)
+    model = LoadedModel.ready(load_bundle(DIGITS, registry, 1))
     feeds = [example.feeds for example in read_labelled(CALIBRATION, model.spec)]
     return feeds, np.array([model.head.predict(feed).confidence for feed in feeds])
 
@@ -185,7 +189,7 @@ def test_a_malformed_reference_refuses_the_bundle_naming_the_file_and_the_proble
     folder = copy_bundle(DIGITS, tmp_path, "digits", GOOD_YAML)
     (folder / "reference.json").write_text(text)
     with pytest.raises(BundleError) as refused:
-        ModelRepository.load(tmp_path, registry)
+        load_repository(tmp_path, registry, 1)
     assert refused.value.path == str(folder / "reference.json")
     assert problem in refused.value.problem
     assert str(refused.value).startswith(f"{folder / 'reference.json'}: ")
@@ -200,7 +204,7 @@ def test_a_bundle_names_its_reference_file_in_drift_reference(tmp_path: Path, re
     bundle_yaml = GOOD_YAML.replace("\ndrift:", "\ndrift:\n  reference: profile.json")
     folder = copy_bundle(DIGITS, tmp_path, "digits", bundle_yaml)
     (folder / "profile.json").write_text((DIGITS / "reference.json").read_text())
-    model = ModelRepository.load(tmp_path, registry).get("digits")
+    model = load_repository(tmp_path, registry, 1).get("digits")
     assert model.drift is not None and model.drift.reference.path == folder / "profile.json"
 
 
@@ -208,12 +212,12 @@ def test_without_a_reference_drift_is_off_logged_once_and_shown_by_get_model(
         tmp_path: Path, registry: VerifierRegistry, caplog: pytest.LogCaptureFixture) -> None:
     folder = copy_bundle(DIGITS, tmp_path, "digits", GOOD_YAML)  # no reference.json copied
     with caplog.at_level(logging.WARNING):
-        repository = ModelRepository.load(tmp_path, registry)
+        guard = build_guard(Settings(model_repository=tmp_path), registry=registry)
     said = [r.getMessage() for r in caplog.records if "drift is not monitored" in r.getMessage()]
     assert said == [f"model digits: drift is not monitored: {folder / 'reference.json'} does not exist "
                     "(smallguard calibrate writes it)"]
-    model = repository.get("digits")
-    assert model.drift is None
-    status = converters.model_info(model).drift
+    report = guard.report("digits")
+    assert report.model.drift is None
+    status = converters.model_info(report).drift
     assert status.state == pb.DriftStatus.OFF and str(folder / "reference.json") in status.message
     assert not status.scores and status.window == 500 and status.min_samples == 100

@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from smallguard.server.evaluate import Replayed, summarise
+from smallguard.server.commands.evaluate import Replayed, summarise
 from smallguard.v1 import guard_pb2 as pb
 from tests.conftest import DIGITS, MODELS, Running
 

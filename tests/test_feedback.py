@@ -14,12 +14,12 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from smallguard.server.bundle import FeedbackPolicy, read_bundle
-from smallguard.server.errors import FeedbackConflictError, InvalidInputError, RequestNotFoundError
-from smallguard.server.feedback import Feedback, FeedbackCall
-from smallguard.server.metrics import GuardMetrics
-from smallguard.server.repository import LoadedModel, ModelRepository
-from smallguard.server.types import Decision, PredictOutcome
+from smallguard.server.bundle.bundle_file import read_bundle
+from smallguard.server.domain.bundle_spec import BundleSpec, FeedbackPolicy
+from smallguard.server.domain.errors import FeedbackConflictError, InvalidInputError, RequestNotFoundError
+from smallguard.server.domain.predictions import Decision, PredictOutcome
+from smallguard.server.observability.feedback import Feedback, FeedbackCall, PredictionRecord
+from smallguard.server.observability.instruments import GuardMetrics
 from smallguard.verifiers import ExtractedField, ModelKind, Prediction
 from tests.conftest import DIGITS, MODELS
 from tests.test_metrics import by, points
@@ -30,9 +30,12 @@ INVOICE = {"invoice_number": "INV-7", "date": "2024-03-01", "currency": "EUR", "
            "tax": "20.00", "total": "120.00"}
 
 
-def repository(*specs) -> ModelRepository:  # type: ignore[no-untyped-def]
-    return ModelRepository({spec.name: LoadedModel(spec, None, None, None, (), {})  # type: ignore[arg-type]
-                            for spec in specs})
+def collector(*specs: BundleSpec, metrics: GuardMetrics | None = None) -> Feedback:
+    """A Feedback over ``specs`` with a record as large as the server's default, assembled as the server does."""
+    metrics = GuardMetrics() if metrics is None else metrics
+    feedback = Feedback({spec.name: spec for spec in specs}, metrics, PredictionRecord(50_000, 86_400.0))
+    metrics.watch_feedback(feedback.summaries)
+    return feedback
 
 
 def digit(request_id: str, label: str, confidence: float, decision: Decision = Decision.ANSWER) -> PredictOutcome:
@@ -56,7 +59,7 @@ def reader() -> InMemoryMetricReader:
 @pytest.fixture
 def feedback(reader: InMemoryMetricReader) -> Feedback:
     metrics = GuardMetrics.from_provider(MeterProvider(metric_readers=[reader]))
-    return Feedback(repository(DIGITS_SPEC, INVOICE_SPEC), metrics)
+    return collector(DIGITS_SPEC, INVOICE_SPEC, metrics=metrics)
 
 
 def test_a_classifier_prediction_is_right_when_its_label_is_the_truth(feedback: Feedback) -> None:
@@ -138,7 +141,7 @@ def test_an_extraction_is_right_when_every_field_matches_exactly(feedback: Feedb
 
 def test_the_tally_slides_over_the_bundle_window() -> None:
     small = replace(DIGITS_SPEC, feedback=FeedbackPolicy(tolerance=0.05, alpha=0.05, min_labelled=2, window=3))
-    feedback = Feedback(repository(small))
+    feedback = collector(small)
     for i, (truth, confidence) in enumerate([("0", 0.9), ("0", 0.9), ("3", 0.5), ("3", 0.6), ("3", 0.7)]):
         feedback.remember(digit(f"r{i}", "3", confidence))
         feedback.submit(FeedbackCall(f"r{i}", label=truth))

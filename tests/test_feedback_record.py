@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from smallguard.server.errors import RequestNotFoundError
-from smallguard.server.feedback_record import PredictionRecord, Recorded, Verdict
-from smallguard.server.types import Decision
+from smallguard.server.domain.errors import RequestNotFoundError
+from smallguard.server.domain.predictions import Decision
+from smallguard.server.observability.feedback.record import PredictionRecord, Recorded, Verdict
 from smallguard.verifiers import ModelKind
 
 

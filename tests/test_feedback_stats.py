@@ -8,7 +8,7 @@ import random
 import pytest
 from scipy.stats import binomtest, norm
 
-from smallguard.server.feedback_stats import check_accuracy, wilson_interval
+from smallguard.server.observability.feedback.stats import check_accuracy, wilson_interval
 
 # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Statistics in
 # Medicine 17:857-872, table I, method 3 (score interval without continuity correction), 95%.

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smallguard.server.bundle import InputSpec
-from smallguard.server.errors import InvalidInputError
-from smallguard.server.inputs import feeds_for
-from smallguard.server.types import PredictCall, TensorInput
+from smallguard.server.core.inputs import feeds_for
+from smallguard.server.domain.bundle_spec import InputSpec
+from smallguard.server.domain.errors import InvalidInputError
+from smallguard.server.domain.predictions import PredictCall, TensorInput
 
 TEXT = [InputSpec(name="text", kind="text", dtype="string", max_chars=20)]
 TOKENS = [InputSpec(name="ids", dtype="int64", shape=(-1,), min=0, max=999)]

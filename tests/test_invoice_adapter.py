@@ -18,8 +18,8 @@ import onnxruntime as ort
 import pycountry
 import pytest
 
-from smallguard.server.adapter import Adapter, load_adapter
-from smallguard.server.bundle import read_bundle
+from smallguard.server.bundle.adapter import Adapter, load_adapter
+from smallguard.server.bundle.bundle_file import read_bundle
 from tests.invoice_modules import INVOICE, load
 
 adapter = load("adapter")

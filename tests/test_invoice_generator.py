@@ -15,7 +15,7 @@ from pathlib import Path
 import pycountry
 import pytest
 
-from smallguard.server.bundle import read_bundle
+from smallguard.server.bundle.bundle_file import read_bundle
 from tests.invoice_modules import INVOICE, load
 
 generate = load("generate")

@@ -18,10 +18,10 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client.parser import text_string_to_metric_families
 
-from smallguard.server.config import Settings
-from smallguard.server.metrics import CONFIDENCE_BUCKETS, DURATION_BUCKETS, NO_REASON, GuardMetrics
-from smallguard.server.serving import create_server
-from smallguard.server.telemetry import chosen_exporters, configure_metrics, scrape_host
+from smallguard.server.assembly import create_server
+from smallguard.server.observability.instruments import CONFIDENCE_BUCKETS, DURATION_BUCKETS, NO_REASON, GuardMetrics
+from smallguard.server.observability.telemetry import chosen_exporters, configure_metrics, scrape_host
+from smallguard.server.settings import Settings
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
 from tests.conftest import MODELS, digits_request, digits_rows, free_port, serving

@@ -2,8 +2,8 @@
 
 import pytest
 
-from smallguard.server.policy import decide
-from smallguard.server.types import Decision, ReasonCode, VerifierOutcome
+from smallguard.server.core.policy import decide
+from smallguard.server.domain.predictions import Decision, ReasonCode, VerifierOutcome
 from smallguard.verifiers import Status
 
 

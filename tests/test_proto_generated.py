@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 
-from smallguard.server.service import GuardService
+from smallguard.server.transport.servicer import GuardService
 from smallguard.v1 import guard_pb2
 
 ROOT = Path(__file__).resolve().parents[1]

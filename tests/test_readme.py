@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from smallguard.server.config import Settings
+from smallguard.server.settings import Settings
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -19,7 +19,15 @@ from smallguard.verifiers.registry import (
     VerifierError,
     VerifierRegistry,
 )
-from smallguard.verifiers.types import CheckResult, ExtractedField, LabelScore, ModelKind, Prediction, Status, Verifier
+from smallguard.verifiers.verifier_types import (
+    CheckResult,
+    ExtractedField,
+    LabelScore,
+    ModelKind,
+    Prediction,
+    Status,
+    Verifier,
+)
 
 __all__ = [
     "DEFAULT_GROUP",

@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 
 import pycountry
 
-from smallguard.verifiers.types import CheckResult, Prediction
+from smallguard.verifiers.verifier_types import CheckResult, Prediction
 
 __all__ = [
     "Compare",

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
-from smallguard.verifiers.types import Verifier
+from smallguard.verifiers.verifier_types import Verifier
 
 __all__ = ["DEFAULT_GROUP", "UnknownVerifierError", "VerifierConfigError", "VerifierError", "VerifierRegistry"]
 

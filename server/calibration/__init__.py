@@ -12,16 +12,7 @@ from smallguard.server.calibration.binary import (
     PlattScaling,
     TopLabelCalibrator,
 )
-from smallguard.server.calibration.methods import (
-    METHODS,
-    CalibrationError,
-    Calibrator,
-    TemperatureScaling,
-    load_method,
-    logits_from_probabilities,
-    softmax,
-)
-from smallguard.server.calibration.metrics import (
+from smallguard.server.calibration.measures import (
     ReliabilityBin,
     accuracy,
     binary_nll,
@@ -32,6 +23,15 @@ from smallguard.server.calibration.metrics import (
     reliability,
     summary,
     top1,
+)
+from smallguard.server.calibration.methods import (
+    METHODS,
+    CalibrationError,
+    Calibrator,
+    TemperatureScaling,
+    load_method,
+    logits_from_probabilities,
+    softmax,
 )
 from smallguard.server.calibration.selection import (
     MethodSelection,

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
+
+from smallguard.server.domain.errors import GuardError
 
 # Probabilities are clipped to this before taking logs: a float32 model output of exactly 0
 # would become -inf, and one such case would dominate a temperature fit. Clipping changes a
@@ -26,13 +27,12 @@ MIN_TEMPERATURE = 0.05
 MAX_TEMPERATURE = 20.0
 
 
-class CalibrationError(ValueError):
+class CalibrationError(GuardError, ValueError):
     """Calibration data or parameters cannot be used; the message says what and, if known, which file."""
 
-    def __init__(self, problem: str, path: str | Path | None = None) -> None:
-        super().__init__(problem if path is None else f"{path}: {problem}")
-        self.problem = problem
-        self.path = None if path is None else str(path)
+    @property
+    def path(self) -> str | None:
+        return self.where
 
 
 class Calibrator(Protocol):

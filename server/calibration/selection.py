@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from smallguard.server.calibration.binary import BINARY_METHODS, _check_binary_data
+from smallguard.server.calibration.measures import binary_nll
 from smallguard.server.calibration.methods import METHODS, CalibrationError, Calibrator, _check_fit_data, softmax
-from smallguard.server.calibration.metrics import binary_nll
 
 DEFAULT_CANDIDATES = ("temperature", "platt", "isotonic", "histogram")
 DEFAULT_BINARY_CANDIDATES = ("platt", "isotonic", "histogram")

@@ -1,0 +1,94 @@
+"""The one place the service is put together, from the settings: used by ``smallguard serve``,
+``smallguard evaluate``, the benchmarks and the tests.
+
+Every collaborator is built here and passed in explicitly; defaults live in ``Settings`` alone.
+The metric gauges that read the drift monitors and the feedback tallies are registered here,
+once, and nowhere as a side effect of a constructor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from opentelemetry.metrics import MeterProvider
+
+from smallguard.server.bundle.loader import bundle_folders, load_bundle
+from smallguard.server.core.guard import Guard
+from smallguard.server.core.models import LoadedModel, ModelRepository
+from smallguard.server.core.verifier_runner import VerifierRunner
+from smallguard.server.domain.errors import BundleError
+from smallguard.server.observability.feedback import Feedback, PredictionRecord
+from smallguard.server.observability.instruments import GuardMetrics
+from smallguard.server.observability.telemetry import configure_metrics
+from smallguard.server.settings import Settings
+from smallguard.server.transport.server import GuardServer
+from smallguard.verifiers import VerifierRegistry
+
+log = logging.getLogger(__name__)
+
+
+def load_repository(root: Path, registry: VerifierRegistry, intra_op_threads: int) -> ModelRepository:
+    """Every bundle of the model repository ``root``: at least one, all or nothing."""
+    folders = bundle_folders(root)
+    if not folders:
+        raise BundleError("no bundles found: expected sub-folders holding a bundle.yaml", root)
+    return load_models(folders, registry, intra_op_threads)
+
+
+def load_models(folders: Sequence[Path], registry: VerifierRegistry, intra_op_threads: int) -> ModelRepository:
+    """Load, check and warm up these bundle folders, all or nothing; names must be unique."""
+    models: dict[str, LoadedModel] = {}
+    for folder in folders:
+        model = LoadedModel.ready(load_bundle(folder, registry, intra_op_threads))
+        name = model.spec.name
+        if name in models:
+            raise BundleError(f"model name {name!r} is already used by {models[name].spec.file}", model.spec.file)
+        models[name] = model
+        log.info("loaded model %s %s from %s", name, model.spec.version, folder)
+    return ModelRepository(models)
+
+
+def build_guard(settings: Settings, *, registry: VerifierRegistry | None = None,
+                meter_provider: MeterProvider | None = None, bundles: Sequence[Path] | None = None,
+                keep_feedback: bool = True) -> Guard:
+    """Discover verifiers and load the bundles: the core, ready for any transport.
+
+    ``bundles``: these bundle folders instead of every bundle of the model repository.
+    ``meter_provider``: where metrics go (None: nowhere). ``keep_feedback``: keep the record of
+    predictions that the Feedback call matches (a server does; an offline replay need not).
+    """
+    registry = VerifierRegistry.discover() if registry is None else registry
+    if settings.feedback_capacity < 1 or settings.feedback_max_age_seconds <= 0:
+        raise ValueError(f"--feedback-capacity must be >= 1 and --feedback-max-age-seconds > 0, got "
+                         f"{settings.feedback_capacity} and {settings.feedback_max_age_seconds}")
+    threads = settings.intra_op_threads
+    repository = (load_repository(settings.model_repository, registry, threads) if bundles is None
+                  else load_models(bundles, registry, threads))
+    metrics = GuardMetrics.from_provider(meter_provider)
+    metrics.watch_drift(model.drift for model in repository if model.drift is not None)
+    feedback = None
+    if keep_feedback:
+        record = PredictionRecord(settings.feedback_capacity, settings.feedback_max_age_seconds)
+        feedback = Feedback(repository.specs(), metrics, record)
+        metrics.watch_feedback(feedback.summaries)
+    return Guard(repository, VerifierRunner(settings.verifier_threads), metrics, feedback)
+
+
+def create_server(settings: Settings, *, registry: VerifierRegistry | None = None,
+                  meter_provider: MeterProvider | None = None) -> GuardServer:
+    """The guard behind a gRPC server bound to its port (not yet started).
+
+    Metrics go to ``meter_provider`` when one is given (the caller owns it: no endpoint is opened
+    and nothing is shut down); otherwise to the exporters that ``--metrics-port`` and the OTEL_*
+    environment ask for, owned by the server, or nowhere when they ask for none.
+    """
+    export = configure_metrics(settings) if meter_provider is None else None
+    provider = export.provider if export is not None else meter_provider
+    try:
+        return GuardServer(build_guard(settings, registry=registry, meter_provider=provider), settings, export)
+    except BaseException:
+        if export is not None:
+            export.shutdown()
+        raise

@@ -1,0 +1,100 @@
+"""The ONNX model on CPU: one onnxruntime session per bundle, created and warmed up at start-up.
+
+The declared inputs are checked against the model's own signature at load, so a bundle
+whose bundle.yaml and model.onnx disagree is refused before it can serve a request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from smallguard.server.domain.bundle_spec import BundleSpec, InputSpec
+from smallguard.server.domain.errors import BundleError
+
+_ONNX_TYPES = {
+    "float32": "tensor(float)",
+    "float64": "tensor(double)",
+    "int32": "tensor(int32)",
+    "int64": "tensor(int64)",
+    "bool": "tensor(bool)",
+    "string": "tensor(string)",
+}
+
+
+class OnnxModel:
+    """A loaded, checked and warmed-up onnxruntime session.
+
+    ``InferenceSession.run`` is thread-safe, so one session serves every request thread.
+    """
+
+    def __init__(self, spec: BundleSpec, intra_op_threads: int) -> None:
+        options = ort.SessionOptions()
+        # Small models on a busy server: one thread per run avoids oversubscribing the
+        # cores the gRPC threads need; parallelism comes from concurrent requests.
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(spec.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises several unrelated types for bad files
+            raise BundleError(f"onnxruntime cannot load it: {exc}", spec.model_path) from None
+        self._path = spec.model_path
+        self.input_names = tuple(node.name for node in self._session.get_inputs())
+        self.output_names = tuple(node.name for node in self._session.get_outputs())
+        self.output_width = -1
+        if not spec.is_extractor:  # an extractor's adapter checks its own feeds and outputs
+            self._check_inputs(spec.inputs)
+            self.output_width = self._check_output(spec.output_name)
+        self._outputs = [spec.output_name] if spec.output_name else list(self.output_names)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Run the model; return the declared output for the batch."""
+        return self._session.run(self._outputs[:1], dict(feeds))[0]
+
+    def run_all(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model; return every output by name (what an extractor's adapter decodes)."""
+        return dict(zip(self.output_names, self._session.run(list(self.output_names), dict(feeds)), strict=True))
+
+    def warm_up(self, specs: Sequence[InputSpec]) -> None:
+        """Run once on a valid input so the first real request does not pay for lazy set-up."""
+        self.run({spec.name: _example(spec) for spec in specs})
+
+    def _check_inputs(self, specs: Sequence[InputSpec]) -> None:
+        actual = {node.name: node for node in self._session.get_inputs()}
+        declared = {spec.name for spec in specs}
+        if set(actual) != declared:
+            raise BundleError(f"the model's inputs {sorted(actual)} do not match the inputs "
+                              f"bundle.yaml declares {sorted(declared)}", self._path)
+        for spec in specs:
+            node = actual[spec.name]
+            if node.type != _ONNX_TYPES[spec.dtype]:
+                raise BundleError(f"input {spec.name!r} is {node.type} in the model but declared "
+                                  f"{spec.dtype} in bundle.yaml", self._path)
+            if spec.kind == "text":
+                continue
+            model_shape = list(node.shape[1:]) if node.shape else []
+            if len(model_shape) != len(spec.shape) or any(
+                isinstance(m, int) and d != -1 and m != d for m, d in zip(model_shape, spec.shape, strict=True)
+            ):
+                raise BundleError(f"input {spec.name!r} has shape {node.shape} in the model (batch "
+                                  f"first); bundle.yaml declares {list(spec.shape)} per example", self._path)
+
+    def _check_output(self, name: str) -> int:
+        outputs = {node.name: node for node in self._session.get_outputs()}
+        if name not in outputs:
+            raise BundleError(f"the model has no output {name!r}; its outputs are {sorted(outputs)}", self._path)
+        shape = outputs[name].shape
+        return shape[-1] if shape and isinstance(shape[-1], int) else -1
+
+
+def _example(spec: InputSpec) -> np.ndarray:
+    if spec.kind == "text":
+        return np.array(["warm-up"], dtype=object)
+    shape = (1, *(1 if d == -1 else d for d in spec.shape))
+    fill = spec.min if spec.min is not None else 0
+    return np.full(shape, fill, dtype=spec.dtype)

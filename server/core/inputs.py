@@ -1,0 +1,83 @@
+"""Checks a request's inputs against the bundle's declared inputs before the model runs.
+
+onnxruntime's own errors name ONNX internals, and a NaN or out-of-range value would run
+and produce a confident, meaningless answer, so every input is checked here first and a
+mistake comes back naming the input and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from smallguard.server.domain.bundle_spec import InputSpec
+from smallguard.server.domain.errors import InvalidInputError
+from smallguard.server.domain.predictions import PredictCall, TensorInput
+
+
+def feeds_for(specs: Sequence[InputSpec], call: PredictCall) -> dict[str, np.ndarray]:
+    """Validate ``call`` against ``specs``; return onnxruntime feeds with a batch dimension of 1."""
+    if any(spec.kind == "text" for spec in specs):
+        return _text_feeds(specs, call)
+    if call.text:
+        raise InvalidInputError("this model takes tensors, not text; send them in 'inputs'", "text")
+    given = {}
+    for tensor in call.tensors:
+        if tensor.name in given:
+            raise InvalidInputError("given more than once", f"inputs[{tensor.name}]")
+        given[tensor.name] = tensor
+    expected = [spec.name for spec in specs]
+    unknown = sorted(set(given) - set(expected))
+    if unknown:
+        raise InvalidInputError(f"not an input of this model; expected {expected}", f"inputs[{unknown[0]}]")
+    feeds = {}
+    for spec in specs:
+        tensor = given.get(spec.name)
+        if tensor is None:
+            raise InvalidInputError(f"missing; expected {_describe(spec)}", f"inputs[{spec.name}]")
+        feeds[spec.name] = _checked(spec, tensor)[np.newaxis, ...]
+    return feeds
+
+
+def _checked(spec: InputSpec, tensor: TensorInput) -> np.ndarray:
+    where = f"inputs[{spec.name}]"
+    if tensor.dtype != spec.dtype:
+        raise InvalidInputError(f"dtype {tensor.dtype} does not match; expected {_describe(spec)}", where)
+    if len(tensor.shape) != len(spec.shape) or any(
+        want not in (-1, got) for want, got in zip(spec.shape, tensor.shape, strict=True)
+    ):
+        raise InvalidInputError(f"shape {list(tensor.shape)} does not match; expected {_describe(spec)}", where)
+    values = tensor.values
+    if values.dtype.kind == "f":
+        finite = np.isfinite(values)
+        if not finite.all():
+            index = int(np.flatnonzero(~finite)[0])
+            raise InvalidInputError(f"value {values.flat[index]} at flat index {index} is not finite; "
+                                    "NaN and infinity are not valid inputs", where)
+    if spec.min is not None and spec.max is not None:
+        outside = (values < spec.min) | (values > spec.max)
+        if outside.any():
+            index = int(np.flatnonzero(outside)[0])
+            raise InvalidInputError(f"value {values.flat[index]} at flat index {index} is outside "
+                                    f"the declared range [{spec.min:g}, {spec.max:g}]", where)
+    return values.reshape(tensor.shape)
+
+
+def _text_feeds(specs: Sequence[InputSpec], call: PredictCall) -> dict[str, np.ndarray]:
+    (spec,) = specs
+    if call.tensors:
+        raise InvalidInputError("this model takes text, not tensors; send it in 'text'", "inputs")
+    if not call.text.strip():
+        raise InvalidInputError("missing or blank; this model reads text", "text")
+    if len(call.text) > spec.max_chars:
+        raise InvalidInputError(f"{len(call.text)} characters is over the limit of {spec.max_chars}", "text")
+    return {spec.name: np.array([call.text], dtype=object)}
+
+
+def _describe(spec: InputSpec) -> str:
+    shape = "[" + ", ".join("any" if d == -1 else str(d) for d in spec.shape) + "]"
+    described = f"{spec.dtype} tensor of shape {shape}"
+    if spec.min is not None:
+        described += f" with values in [{spec.min:g}, {spec.max:g}]"
+    return described

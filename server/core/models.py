@@ -1,0 +1,81 @@
+"""The served models: each bundle's parts with the head that runs them per request, by name.
+
+``LoadedModel.ready`` turns a loaded bundle into a model that can answer: it builds the head for
+the bundle's kind and warms it up on one example, so the first real request does not pay for
+lazy set-up and an adapter that cannot run refuses the bundle at start-up, not on a caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from smallguard.server.bundle.loader import BoundVerifier, LoadedBundle
+from smallguard.server.bundle.onnx_session import OnnxModel
+from smallguard.server.calibration import Calibration
+from smallguard.server.core.classifier import ClassifierHead
+from smallguard.server.core.extractor import ExtractorHead
+from smallguard.server.domain.bundle_spec import BundleSpec
+from smallguard.server.domain.errors import BundleError, ModelNotFoundError
+from smallguard.server.observability.drift import DriftMonitor
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    spec: BundleSpec
+    onnx: OnnxModel
+    head: ClassifierHead | ExtractorHead
+    calibration: Calibration | None
+    verifiers: tuple[BoundVerifier, ...]
+    distributions: Mapping[str, str]  # verifier name -> "dist==version"
+    drift: DriftMonitor | None  # None: no reference profile, drift is not monitored
+
+    @classmethod
+    def ready(cls, bundle: LoadedBundle) -> LoadedModel:
+        """The bundle with its head, warmed up; BundleError when the warm-up run fails."""
+        spec = bundle.spec
+        head: ClassifierHead | ExtractorHead
+        if bundle.adapter is None:
+            bundle.onnx.warm_up(spec.inputs)
+            head = ClassifierHead(bundle.onnx, spec.labels, spec.output_type, bundle.calibration, spec.policy.top_k)
+        else:
+            head = ExtractorHead(bundle.onnx, bundle.adapter, bundle.calibration)
+            try:
+                head.predict({spec.inputs[0].name: np.array(["Invoice 1 total 1.00"], dtype=object)})
+            except Exception as exc:  # the adapter is the bundle's own code: any failure refuses the bundle
+                raise BundleError(f"warm-up run failed: {type(exc).__name__}: {exc}", bundle.adapter.path) from None
+        return cls(spec, bundle.onnx, head, bundle.calibration, bundle.verifiers, bundle.distributions, bundle.drift)
+
+    @property
+    def threshold(self) -> float:
+        if self.calibration is not None:
+            return self.calibration.threshold
+        return self.spec.policy.threshold or 0.0
+
+
+class ModelRepository:
+    """The loaded models by name; read-only once built, so request threads share it freely."""
+
+    def __init__(self, models: Mapping[str, LoadedModel]) -> None:
+        self._models = dict(models)
+
+    def get(self, name: str, version: str = "") -> LoadedModel:
+        model = self._models.get(name)
+        if model is None:
+            known = ", ".join(sorted(self._models)) or "none"
+            raise ModelNotFoundError(f"no model named {name!r}; loaded models: {known}")
+        if version and version != model.spec.version:
+            raise ModelNotFoundError(f"model {name!r} is loaded at version {model.spec.version}, "
+                                     f"not {version!r}")
+        return model
+
+    def specs(self) -> dict[str, BundleSpec]:
+        return {name: model.spec for name, model in self._models.items()}
+
+    def __iter__(self) -> Iterator[LoadedModel]:
+        return iter(self._models[name] for name in sorted(self._models))
+
+    def __len__(self) -> int:
+        return len(self._models)

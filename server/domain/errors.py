@@ -1,0 +1,52 @@
+"""The project's errors: one base class, one argument order.
+
+Every error takes ``(problem, where)``: what is wrong, as a sentence for the caller or the
+operator, and where (a file, a request field, a request id; optional where nothing narrower
+applies). The message is ``"where: problem"``. The transport maps each class to one status code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class GuardError(Exception):
+    """Base class: the message is written for the caller or the operator, as is."""
+
+    def __init__(self, problem: str, where: Path | str | None = None) -> None:
+        super().__init__(f"{where}: {problem}" if where else problem)
+        self.problem = problem
+        self.where = None if where is None else str(where)
+
+
+class InvalidInputError(GuardError):
+    """The request does not match what the model declares (maps to INVALID_ARGUMENT)."""
+
+    def __init__(self, problem: str, field: str) -> None:
+        super().__init__(problem, field)
+        self.field = field
+
+
+class ModelNotFoundError(GuardError):
+    """No loaded model answers to that name and version (maps to NOT_FOUND)."""
+
+
+class RequestNotFoundError(GuardError):
+    """Feedback names a request id the prediction record does not hold (maps to NOT_FOUND)."""
+
+    def __init__(self, problem: str, request_id: str, expired: bool) -> None:
+        super().__init__(problem, f"request_id {request_id!r}")
+        self.request_id = request_id
+        self.expired = expired  # it was recorded once and has been evicted
+
+
+class FeedbackConflictError(GuardError):
+    """Feedback with another truth was already recorded for that request (maps to ALREADY_EXISTS)."""
+
+
+class BundleError(GuardError):
+    """A bundle cannot be loaded; the message names the file and the problem."""
+
+    def __init__(self, problem: str, path: Path | str) -> None:
+        super().__init__(problem, path)
+        self.path = str(path)

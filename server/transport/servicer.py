@@ -1,0 +1,103 @@
+"""The gRPC servicer: a few lines per RPC that convert messages and call the core.
+
+Predict receives the raw request bytes so that an oversized request is answered with
+INVALID_ARGUMENT naming the limit, instead of grpc's bare RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from smallguard.server.core.guard import FeedbackOffError, Guard
+from smallguard.server.domain.errors import (
+    FeedbackConflictError,
+    InvalidInputError,
+    ModelNotFoundError,
+    RequestNotFoundError,
+)
+from smallguard.server.transport import converters
+from smallguard.server.transport.feedback_converters import feedback_call, feedback_response
+from smallguard.v1 import guard_pb2 as pb
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Guard"].full_name
+T = TypeVar("T")
+
+
+class GuardService:
+    def __init__(self, guard: Guard, max_request_bytes: int) -> None:
+        self._guard = guard
+        self._max_request_bytes = max_request_bytes
+
+    def Predict(self, raw: bytes, context: grpc.ServicerContext) -> pb.PredictResponse:
+        on_error = self._guard.reject
+        if len(raw) > self._max_request_bytes:
+            on_error(grpc.StatusCode.INVALID_ARGUMENT.name)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"request: {len(raw)} bytes is over this server's limit of {self._max_request_bytes} "
+                          "bytes (--max-request-bytes)")
+        try:
+            request = pb.PredictRequest.FromString(raw)
+        except DecodeError as exc:
+            on_error(grpc.StatusCode.INVALID_ARGUMENT.name)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"request: not a valid {pb.PredictRequest.DESCRIPTOR.full_name}: {exc}")
+        return _answer(context, lambda: converters.predict_response(
+            self._guard.predict(converters.predict_call(request))), on_error)
+
+    def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[converters.model_info(report) for report in self._guard.reports()])
+
+    def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
+        return _answer(context, lambda: converters.model_info(self._guard.report(request.name)))
+
+    def Feedback(self, request: pb.FeedbackRequest, context: grpc.ServicerContext) -> pb.FeedbackResponse:
+        return _answer(context, lambda: feedback_response(self._guard.feedback(feedback_call(request))))
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """Handlers for every RPC the proto declares (a test checks none is missing)."""
+        def unary(behavior: Callable, request_type: type | None, response_type: type) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                behavior,
+                request_deserializer=None if request_type is None else request_type.FromString,
+                response_serializer=response_type.SerializeToString,
+            )
+
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+            "Predict": unary(self.Predict, None, pb.PredictResponse),
+            "ListModels": unary(self.ListModels, pb.ListModelsRequest, pb.ListModelsResponse),
+            "GetModel": unary(self.GetModel, pb.GetModelRequest, pb.ModelInfo),
+            "Feedback": unary(self.Feedback, pb.FeedbackRequest, pb.FeedbackResponse),
+        })
+
+
+def _answer(context: grpc.ServicerContext, work: Callable[[], T],
+            on_error: Callable[[str], None] = lambda code_name: None) -> T:
+    """Run ``work``, mapping the core's errors to status codes; never let one kill the server.
+
+    ``on_error`` hears the status code's name before the call is aborted with it."""
+    try:
+        return work()
+    except InvalidInputError as exc:
+        on_error(grpc.StatusCode.INVALID_ARGUMENT.name)
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except (ModelNotFoundError, RequestNotFoundError) as exc:
+        on_error(grpc.StatusCode.NOT_FOUND.name)
+        context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+    except FeedbackConflictError as exc:
+        on_error(grpc.StatusCode.ALREADY_EXISTS.name)
+        context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+    except FeedbackOffError as exc:
+        on_error(grpc.StatusCode.FAILED_PRECONDITION.name)
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    except Exception:
+        log.exception("unexpected error")
+        on_error(grpc.StatusCode.INTERNAL.name)
+        context.abort(grpc.StatusCode.INTERNAL, "internal error while serving the request; the server log has "
+                                                "the details")
+    raise AssertionError("unreachable: abort raises")
