@@ -19,10 +19,12 @@ serve: $(STAMP)
 test: $(STAMP)
 	scripts/install-prometheus.sh
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 proto: $(STAMP)
 	PYTHON=$(BIN)/python scripts/generate-proto.sh

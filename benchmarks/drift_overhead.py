@@ -98,8 +98,8 @@ def main() -> None:
     calls = _calls()
     with tempfile.TemporaryDirectory() as folder:
         monitored, plain = _guards(Path(folder))
-        assert monitored.repository.get("digits").drift is not None
-        assert plain.repository.get("digits").drift is None
+        assert monitored.report("digits").model.drift is not None
+        assert plain.report("digits").model.drift is None
         with_drift: list[float] = []
         without: list[float] = []
         _time(monitored, calls, 200, 0), _time(plain, calls, 200, 0)  # warm-up
@@ -107,7 +107,7 @@ def main() -> None:
             order = [(monitored, with_drift), (plain, without)]
             for guard, into in order if round_ % 2 == 0 else order[::-1]:
                 into.extend(_time(guard, calls, args.calls, round_ * args.calls))
-        drift = monitored.repository.get("digits").drift
+        drift = monitored.report("digits").model.drift
         assert drift is not None
         feeds = {"pixels": calls[0].tensors[0].values[np.newaxis, :]}
         began = time.perf_counter()

@@ -12,6 +12,7 @@ from smallguard.server.calibration.binary import (
     PlattScaling,
     TopLabelCalibrator,
 )
+from smallguard.server.calibration.checks import CalibrationError
 from smallguard.server.calibration.measures import (
     ReliabilityBin,
     accuracy,
@@ -24,15 +25,8 @@ from smallguard.server.calibration.measures import (
     summary,
     top1,
 )
-from smallguard.server.calibration.methods import (
-    METHODS,
-    CalibrationError,
-    Calibrator,
-    TemperatureScaling,
-    load_method,
-    logits_from_probabilities,
-    softmax,
-)
+from smallguard.server.calibration.methods import METHODS, Calibrator, TemperatureScaling, load_method
+from smallguard.server.calibration.probabilities import logits_from_probabilities, softmax
 from smallguard.server.calibration.selection import (
     MethodSelection,
     select_binary_method,

@@ -24,6 +24,9 @@ from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
+from smallguard.server.calibration.checks import CalibrationError, check_binary_data, check_fit_data, check_scores
+from smallguard.server.calibration.probabilities import PROBABILITY_FLOOR, softmax
+
 # A calibrated top-1 value is never allowed closer than this to the runner-up's (see
 # TopLabelCalibrator.probabilities); far above float64 rounding, far below any meaningful confidence.
 ARGMAX_MARGIN = 1e-9
@@ -81,7 +84,7 @@ class TopLabelCalibrator:
     @classmethod
     def fit(cls, logits: np.ndarray, labels: np.ndarray) -> Self:
         """Fit the binary map on the top-1 softmax probability against whether the top-1 label was right."""
-        z, y = _check_fit_data(logits, labels)
+        z, y = check_fit_data(logits, labels)
         p = softmax(z)
         predicted = p.argmax(axis=1)
         return cls.fit_binary(p[np.arange(len(p)), predicted], predicted == y)
@@ -163,7 +166,7 @@ class PlattScaling(TopLabelCalibrator):
         """Minimise the mean log loss over (a, b) with L-BFGS-B, starting from the identity map."""
         from scipy.optimize import minimize
 
-        s, hit = _check_binary_data(scores, correct)
+        s, hit = check_binary_data(scores, correct)
         x = _logit(s)
         positives = float(hit.sum())
         negatives = len(hit) - positives
@@ -182,7 +185,7 @@ class PlattScaling(TopLabelCalibrator):
 
     def confidence(self, scores: np.ndarray) -> np.ndarray:
         """P(correct) for each score; non-decreasing in the score."""
-        return _sigmoid(self.a * _logit(_check_scores(scores)) + self.b)
+        return _sigmoid(self.a * _logit(check_scores(scores)) + self.b)
 
     def to_params(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b}
@@ -219,7 +222,7 @@ class IsotonicCalibration(TopLabelCalibrator):
     def fit_binary(cls, scores: np.ndarray, correct: np.ndarray) -> Self:
         from sklearn.isotonic import IsotonicRegression
 
-        s, hit = _check_binary_data(scores, correct)
+        s, hit = check_binary_data(scores, correct)
         regression = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=True)
         regression.fit(s, hit.astype(np.float64))
         margin = 0.5 / len(s)  # n cases cannot show certainty: a block with no error maps to 1 - 1/(2n), not 1
@@ -227,7 +230,7 @@ class IsotonicCalibration(TopLabelCalibrator):
 
     def confidence(self, scores: np.ndarray) -> np.ndarray:
         """P(correct) for each score; non-decreasing in the score."""
-        return np.interp(_check_scores(scores), self.x, self.y)
+        return np.interp(check_scores(scores), self.x, self.y)
 
     def to_params(self) -> dict[str, Any]:
         return {"x": [float(v) for v in self.x], "y": [float(v) for v in self.y]}
@@ -258,7 +261,7 @@ class HistogramBinning(TopLabelCalibrator):
     @classmethod
     def fit_binary(cls, scores: np.ndarray, correct: np.ndarray, n_bins: int = HISTOGRAM_BINS) -> Self:
         """Up to ``n_bins`` equal-mass bins (fewer for small data, or when tied scores merge edges)."""
-        s, hit = _check_binary_data(scores, correct)
+        s, hit = check_binary_data(scores, correct)
         if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
             raise CalibrationError(f"n_bins must be a whole number >= 1, got {n_bins!r}")
         bins = max(1, min(n_bins, len(s) // MIN_BIN_SIZE))
@@ -272,7 +275,7 @@ class HistogramBinning(TopLabelCalibrator):
 
     def confidence(self, scores: np.ndarray) -> np.ndarray:
         """P(correct) for each score: the value of the bin it falls in."""
-        s = _check_scores(scores)
+        s = check_scores(scores)
         return self.values[np.searchsorted(self.edges[1:-1], s, side="left")]
 
     def to_params(self) -> dict[str, Any]:
@@ -292,27 +295,6 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 def _logit(s: np.ndarray) -> np.ndarray:
     p = np.clip(s, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
     return np.log(p) - np.log1p(-p)
-
-
-def _check_scores(scores: np.ndarray) -> np.ndarray:
-    s = np.asarray(scores, dtype=np.float64)
-    if not np.all((s >= 0) & (s <= 1)):  # also refuses NaN
-        raise CalibrationError("scores must be numbers in [0, 1]")
-    return s
-
-
-def _check_binary_data(scores: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    s = np.asarray(scores, dtype=np.float64)
-    hit = np.asarray(correct)
-    if s.ndim != 1 or s.size == 0 or hit.shape != s.shape:
-        raise CalibrationError(f"scores and correct must be non-empty 1-D arrays of one length, "
-                               f"got shapes {s.shape} and {hit.shape}")
-    _check_scores(s)
-    if hit.dtype != np.bool_:
-        if not np.issubdtype(hit.dtype, np.number) or not np.all((hit == 0) | (hit == 1)):
-            raise CalibrationError("correct must be booleans (or 0/1)")
-        hit = hit.astype(bool)
-    return s, hit
 
 
 def _number(value: Any, method: str, param: str, minimum: float | None = None) -> float:
@@ -345,15 +327,3 @@ def _short(value: Any, limit: int = 80) -> str:
     """repr cut to a readable length: a breakpoint list can hold thousands of numbers."""
     text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-
-# Imported last on purpose: methods.py registers the classes above in METHODS by importing this
-# module at its own end, so whichever of the two modules is imported first, the names each needs
-# from the other are already defined when it asks for them.
-from smallguard.server.calibration.methods import (  # noqa: E402
-    PROBABILITY_FLOOR,
-    CalibrationError,
-    _check_fit_data,
-    softmax,
-)

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from smallguard.server.calibration.binary import BINARY_METHODS
+from smallguard.server.calibration.checks import CalibrationError
 from smallguard.server.calibration.measures import DEFAULT_BINS, binary_summary, reliability
-from smallguard.server.calibration.methods import METHODS, CalibrationError
+from smallguard.server.calibration.methods import METHODS
 from smallguard.server.calibration.procedure import AUTO, CalibrationRun, Evaluation, Split, coverage_and_risk
 from smallguard.server.calibration.threshold import choose_threshold
 

@@ -14,25 +14,14 @@ from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
-from smallguard.server.domain.errors import GuardError
-
-# Probabilities are clipped to this before taking logs: a float32 model output of exactly 0
-# would become -inf, and one such case would dominate a temperature fit. Clipping changes a
-# probability vector by at most k * PROBABILITY_FLOOR, far below float32 resolution near 1.
-PROBABILITY_FLOOR = 1e-7
+from smallguard.server.calibration.binary import HistogramBinning, IsotonicCalibration, PlattScaling
+from smallguard.server.calibration.checks import CalibrationError, check_fit_data
+from smallguard.server.calibration.probabilities import softmax
 
 # Temperatures outside this range mean the scores carry almost no information (T large) or
 # the fit ran off on separable data (T small); either way the bound keeps the result finite.
 MIN_TEMPERATURE = 0.05
 MAX_TEMPERATURE = 20.0
-
-
-class CalibrationError(GuardError, ValueError):
-    """Calibration data or parameters cannot be used; the message says what and, if known, which file."""
-
-    @property
-    def path(self) -> str | None:
-        return self.where
 
 
 class Calibrator(Protocol):
@@ -46,23 +35,6 @@ class Calibrator(Protocol):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Self: ...
-
-
-def logits_from_probabilities(probabilities: np.ndarray, floor: float = PROBABILITY_FLOOR) -> np.ndarray:
-    """Log of clipped probabilities, for models that output probabilities rather than logits.
-
-    softmax(log p) == p, so this leaves the uncalibrated distribution unchanged while giving
-    temperature scaling something to scale.
-    """
-    p = np.asarray(probabilities, dtype=np.float64)
-    return np.log(np.clip(p, floor, 1.0))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, shifted by the row maximum so large logits cannot overflow."""
-    z = np.asarray(logits, dtype=np.float64)
-    shifted = np.exp(z - z.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 class TemperatureScaling:
@@ -98,7 +70,7 @@ class TemperatureScaling:
         """
         from scipy.optimize import minimize_scalar
 
-        z, y = _check_fit_data(logits, labels)
+        z, y = check_fit_data(logits, labels)
         true_logit = z[np.arange(len(y)), y]
 
         def nll(log_t: float) -> float:
@@ -147,27 +119,5 @@ def load_method(name: str, params: Mapping[str, Any]) -> Calibrator:
         raise CalibrationError(f"unknown calibration method {name!r}; known methods: {known}")
     return method.from_params(params)
 
-
-def _check_fit_data(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(labels)
-    if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] < 2:
-        raise CalibrationError(f"logits must be a non-empty [n, k] array with k >= 2, got shape {z.shape}")
-    if not np.all(np.isfinite(z)):
-        raise CalibrationError("logits must be finite; for probability outputs use logits_from_probabilities")
-    if y.shape != (z.shape[0],):
-        raise CalibrationError(f"labels must have shape ({z.shape[0]},), got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= z.shape[1]:
-        raise CalibrationError(f"labels must be class indices in [0, {z.shape[1]})")
-    return z, y.astype(np.intp)
-
-
-# Registered last on purpose: binary.py builds on the helpers above (and imports them at its own
-# end), so importing it here, once they exist, works whichever of the two modules is imported first.
-from smallguard.server.calibration.binary import (  # noqa: E402
-    HistogramBinning,
-    IsotonicCalibration,
-    PlattScaling,
-)
 
 METHODS.update({method.name: method for method in (PlattScaling, IsotonicCalibration, HistogramBinning)})

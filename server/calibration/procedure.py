@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from smallguard.server.calibration.checks import CalibrationError
 from smallguard.server.calibration.measures import DEFAULT_BINS, ReliabilityBin, reliability, summary, top1
-from smallguard.server.calibration.methods import METHODS, CalibrationError, Calibrator, softmax
+from smallguard.server.calibration.methods import METHODS, Calibrator
+from smallguard.server.calibration.probabilities import softmax
 from smallguard.server.calibration.threshold import ThresholdChoice, choose_threshold
 
 AUTO = "auto"

@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from smallguard.server.calibration.binary import BINARY_METHODS, _check_binary_data
+from smallguard.server.calibration.binary import BINARY_METHODS
+from smallguard.server.calibration.checks import CalibrationError, check_binary_data, check_fit_data
 from smallguard.server.calibration.measures import binary_nll
-from smallguard.server.calibration.methods import METHODS, CalibrationError, Calibrator, _check_fit_data, softmax
+from smallguard.server.calibration.methods import METHODS, Calibrator
+from smallguard.server.calibration.probabilities import softmax
 
 DEFAULT_CANDIDATES = ("temperature", "platt", "isotonic", "histogram")
 DEFAULT_BINARY_CANDIDATES = ("platt", "isotonic", "histogram")
@@ -43,7 +45,7 @@ def select_method(
     seed: int = 0,
 ) -> MethodSelection:
     """The classifier calibration method with the lowest cross-validated binary NLL, refitted on all data."""
-    z, y = _check_fit_data(logits, labels)
+    z, y = check_fit_data(logits, labels)
     names = _candidates(candidates, METHODS, "fit")
     correct = softmax(z).argmax(axis=1) == y
 
@@ -65,7 +67,7 @@ def select_binary_method(
     seed: int = 0,
 ) -> MethodSelection:
     """The binary map (e.g. for one extractor field) with the lowest cross-validated NLL, refitted on all data."""
-    s, hit = _check_binary_data(scores, correct)
+    s, hit = check_binary_data(scores, correct)
     names = _candidates(candidates, BINARY_METHODS, "fit_binary")
 
     def held_out(name: str, train: np.ndarray, test: np.ndarray) -> float:

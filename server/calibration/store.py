@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from smallguard.server.calibration.binary import BINARY_METHODS, BinaryCalibrator
-from smallguard.server.calibration.methods import METHODS, CalibrationError, Calibrator, load_method
+from smallguard.server.calibration.checks import CalibrationError
+from smallguard.server.calibration.methods import METHODS, Calibrator, load_method
 from smallguard.server.calibration.threshold import ThresholdChoice
 from smallguard.server.jsonfile import read_json, write_atomically
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from smallguard.server.calibration.methods import CalibrationError
+from smallguard.server.calibration.checks import CalibrationError
 
 PROCEDURE = "Learn-then-Test fixed sequence, binomial tail p-values"
 

@@ -1,4 +1,4 @@
-"""The core's own types: what a Predict call asks and what the guard decides.
+"""What a Predict call asks and what the guard decides: the types every layer shares.
 
 They know nothing of gRPC or protobuf, so the decision path is testable without a network
 and a second transport would only need new converters.
@@ -22,20 +22,11 @@ class Decision(enum.IntEnum):
     ABSTAIN = 2
     ESCALATE = 3
 
-    @classmethod
-    def parse(cls, text: str) -> Decision:
-        try:
-            return cls[text.strip().upper()]
-        except KeyError:
-            allowed = ", ".join(d.name.lower() for d in cls)
-            raise ValueError(f"unknown decision {text!r}; expected one of {allowed}") from None
-
 
 class ReasonCode(enum.Enum):
     LOW_CONFIDENCE = "LOW_CONFIDENCE"
     VERIFIER_FAILED = "VERIFIER_FAILED"
     VERIFIER_ERROR = "VERIFIER_ERROR"
-    OUT_OF_DISTRIBUTION = "OUT_OF_DISTRIBUTION"
     UNCALIBRATED = "UNCALIBRATED"
     DRIFT = "DRIFT"
 
