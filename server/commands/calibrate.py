@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from smallguard.server.commands.console import bundle_command, progress_columns
 from smallguard.server.settings import Settings
 
 log = logging.getLogger("smallguard")
@@ -28,12 +29,9 @@ DEFAULT_DELTA = 0.05
 
 def add_calibrate_command(commands: Any) -> None:
     """Register the sub-command (``commands`` is the parser's sub-parsers object)."""
-    parser = commands.add_parser(
-        "calibrate", help="fit and measure a bundle's calibration, choose its threshold, write calibration.json",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.set_defaults(run=calibrate_command)
-    parser.add_argument("bundle", type=Path, help="the bundle folder (holding bundle.yaml)")
-    parser.add_argument("--data", type=Path, required=True, help="labelled held-out data, .jsonl or .csv")
+    parser = bundle_command(
+        commands, "calibrate", "fit and measure a bundle's calibration, choose its threshold, write calibration.json",
+        __doc__, calibrate_command, data_help="labelled held-out data, .jsonl or .csv")
     parser.add_argument("--test", type=Path, default=None,
                         help="a separate labelled test file; without it, --test-fraction of --data is held out")
     parser.add_argument("--method", default="auto",
@@ -214,13 +212,6 @@ def _check_enough(threshold_samples: int, target_risk: float, delta: float) -> N
             f"but certifying an error rate of at most {target_risk:g} with probability {1 - delta:g} needs at "
             f"least {needed} answered cases even with no errors; give more labelled data, a larger share "
             "for the threshold (--fit-fraction), or relax --target-risk / --delta")
-
-
-def progress_columns() -> tuple[Any, ...]:
-    """The progress bar of the commands that replay labelled data (calibrate, evaluate)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-
-    return TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
 
 
 def _score(spec: Any, examples: list[Any], console: Any, title: str, threads: int) -> tuple[np.ndarray, np.ndarray]:

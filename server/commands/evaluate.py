@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from smallguard.server.commands.console import bundle_command, progress_columns
 from smallguard.server.commands.labelled_data import Example
 from smallguard.server.core.guard import Guard
 from smallguard.server.domain.bundle_spec import BundleSpec
@@ -110,12 +111,9 @@ def summarise(results: Iterable[Replayed]) -> Evaluation:
 
 def add_evaluate_command(commands: Any) -> None:
     """Register the sub-command (``commands`` is the parser's sub-parsers object)."""
-    parser = commands.add_parser(
-        "evaluate", help="replay labelled data through Predict: coverage, silent errors, what each defence caught",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.set_defaults(run=evaluate_command)
-    parser.add_argument("bundle", type=Path, help="the bundle folder (holding bundle.yaml)")
-    parser.add_argument("--data", type=Path, required=True, help="labelled data, .jsonl or .csv (as for calibrate)")
+    parser = bundle_command(
+        commands, "evaluate", "replay labelled data through Predict: coverage, silent errors, what each defence caught",
+        __doc__, evaluate_command, data_help="labelled data, .jsonl or .csv (as for calibrate)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
 
 
@@ -156,7 +154,6 @@ def _guard(folder: Path, settings: Settings) -> tuple[Guard, BundleSpec]:
 def _replay(guard: Guard, spec: BundleSpec, examples: list[Example], console: Any, title: str) -> list[Replayed]:
     from rich.progress import Progress
 
-    from smallguard.server.commands.calibrate import progress_columns
 
     results = []
     with Progress(*progress_columns(), console=console) as progress:
