@@ -1,4 +1,5 @@
-"""Shared fixtures: an in-memory span exporter, and real servers on free loopback ports."""
+"""Shared fixtures: an in-memory span exporter, and real servers on free loopback ports; and the helpers
+several folders use: digits requests, bundle copies, `smallguard calibrate`, in-memory metric points."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -29,6 +33,8 @@ from smallguard.v1 import guard_pb2_grpc
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 DIGITS = MODELS / "digits"
+CALIBRATION = DIGITS / "data" / "calibration.jsonl"
+TEST = DIGITS / "data" / "test.jsonl"
 
 SMALLGUARD = [sys.executable, "-m", "smallguard.server.cli"]
 
@@ -128,3 +134,37 @@ def copy_bundle(source: Path, repository: Path, name: str, bundle_yaml: str, ext
         shutil.copy(source / item, folder / item)
     (folder / "bundle.yaml").write_text(bundle_yaml)
     return folder
+
+
+def calibrate(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "smallguard.server.cli", "calibrate", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def uncalibrated_digits(root: Path) -> Path:
+    """A copy of the digits bundle without its calibration.json."""
+    folder = root / "digits"
+    folder.mkdir(parents=True)
+    for item in ("bundle.yaml", "model.onnx"):
+        (folder / item).write_bytes((DIGITS / item).read_bytes())
+    return folder
+
+
+def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    """Data points by instrument name."""
+    found: dict[str, list[Any]] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                found.setdefault(metric.name, []).extend(metric.data.data_points)
+    return found
+
+
+def by(points_: list[Any], *keys: str) -> Counter:
+    """Sum (counters) or count (histograms) per value of ``keys``."""
+    totals: Counter = Counter()
+    for point in points_:
+        key = tuple(point.attributes[k] for k in keys)
+        totals[key if len(keys) > 1 else key[0]] += point.count if hasattr(point, "count") else point.value
+    return totals

@@ -22,7 +22,7 @@ import pytest
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
 from tests.conftest import digits_request, digits_rows, free_port, serving
-from tests.prometheus_backend import JOB, Prometheus, running_prometheus, wait_until
+from tests.e2e.prometheus_backend import JOB, Prometheus, running_prometheus, wait_until
 
 DIGITS = 'smallguard_model_name="digits"'
 

@@ -9,8 +9,8 @@ import grpc
 
 from smallguard.server.transport.servicer import GuardService
 from smallguard.v1 import guard_pb2
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 GENERATED = ("guard_pb2.py", "guard_pb2.pyi", "guard_pb2_grpc.py")
 
 

@@ -12,7 +12,7 @@ from scipy.stats import binomtest
 
 from smallguard.v1 import guard_pb2 as pb
 from tests.conftest import MODELS, Running, digits_request, digits_rows, free_port, start_server
-from tests.test_metrics import samples, scrape
+from tests.e2e.conftest import samples, scrape
 
 DIGIT = {"smallguard_model_name": "digits", "smallguard_model_version": "1.0.0"}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,25 +12,18 @@ import pytest
 
 from smallguard.server.calibration import load_calibration
 from smallguard.v1 import guard_pb2 as pb
-from tests.conftest import DIGITS, Running, digits_request, digits_rows, start_server
+from tests.conftest import (
+    CALIBRATION,
+    TEST,
+    Running,
+    calibrate,
+    digits_request,
+    digits_rows,
+    start_server,
+    uncalibrated_digits,
+)
 
 pytestmark = pytest.mark.e2e
-CALIBRATION = DIGITS / "data" / "calibration.jsonl"
-TEST = DIGITS / "data" / "test.jsonl"
-
-
-def calibrate(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "smallguard.server.cli", "calibrate", *map(str, args)],
-                          capture_output=True, text=True, timeout=300, check=False)
-
-
-def uncalibrated_digits(root: Path) -> Path:
-    """A copy of the digits bundle without its calibration.json."""
-    folder = root / "digits"
-    folder.mkdir(parents=True)
-    for item in ("bundle.yaml", "model.onnx"):
-        (folder / item).write_bytes((DIGITS / item).read_bytes())
-    return folder
 
 
 @pytest.fixture(scope="module")

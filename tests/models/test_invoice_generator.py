@@ -16,7 +16,7 @@ import pycountry
 import pytest
 
 from smallguard.server.bundle.bundle_file import read_bundle
-from tests.invoice_modules import INVOICE, load
+from tests.models.invoice_modules import INVOICE, load
 
 generate = load("generate")
 train = load("train")

@@ -21,8 +21,7 @@ from smallguard.server.domain.predictions import Decision, PredictOutcome
 from smallguard.server.observability.feedback import Feedback, FeedbackCall, PredictionRecord
 from smallguard.server.observability.instruments import GuardMetrics
 from smallguard.verifiers import ExtractedField, ModelKind, Prediction
-from tests.conftest import DIGITS, MODELS
-from tests.test_metrics import by, points
+from tests.conftest import DIGITS, MODELS, by, points
 
 DIGITS_SPEC = read_bundle(DIGITS)
 INVOICE_SPEC = read_bundle(MODELS / "invoice-extractor", require_calibration=False)

@@ -20,7 +20,7 @@ import pytest
 
 from smallguard.server.bundle.adapter import Adapter, load_adapter
 from smallguard.server.bundle.bundle_file import read_bundle
-from tests.invoice_modules import INVOICE, load
+from tests.models.invoice_modules import INVOICE, load
 
 adapter = load("adapter")
 

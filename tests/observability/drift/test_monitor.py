@@ -19,7 +19,7 @@ from smallguard.server.observability.drift import DriftMonitor, DriftSnapshot, S
 from smallguard.server.observability.drift.psi import EPSILON, psi
 from smallguard.verifiers import VerifierRegistry
 from tests.conftest import DIGITS, copy_bundle, digits_rows
-from tests.test_drift_reference import SHIPPED, digitize
+from tests.observability.drift.conftest import SHIPPED, digitize
 
 GOOD_YAML = (DIGITS / "bundle.yaml").read_text()
 TEST_PIXELS = np.array([row["pixels"] for row in digits_rows("test")], dtype=np.float32)

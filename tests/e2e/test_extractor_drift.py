@@ -6,7 +6,7 @@ import json
 
 from smallguard.v1 import guard_pb2 as pb
 from tests.conftest import MODELS, start_server
-from tests.test_e2e_drift import health
+from tests.e2e.conftest import health
 
 INVOICES = MODELS / "invoice-extractor"
 

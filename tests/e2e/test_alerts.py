@@ -16,10 +16,10 @@ import yaml
 
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
-from tests import prometheus_backend as backend
 from tests.conftest import digits_request, digits_rows, free_port, serving
-from tests.prometheus_backend import Prometheus, running_prometheus, tool, wait_until
-from tests.test_metrics import scrape, traffic
+from tests.e2e import prometheus_backend as backend
+from tests.e2e.conftest import scrape, traffic
+from tests.e2e.prometheus_backend import Prometheus, running_prometheus, tool, wait_until
 
 # Metrics other work on issue 5 adds (drift and feedback); the rules and the dashboard already use them.
 # Drift and feedback series: they exist only once a model has a full drift window or its first label.

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from smallguard.v1 import guard_pb2 as pb
 from tests.conftest import DIGITS, Running, copy_bundle, digits_request, digits_rows, free_port, start_server
-from tests.test_metrics import samples, scrape
+from tests.e2e.conftest import health, samples, scrape
 
 pytestmark = pytest.mark.e2e
 
@@ -29,12 +28,6 @@ SIGNALS = {"confidence", "escalation_rate", "abstention_rate", "input:pixels"}
 
 def replay(running: Running, images: list[list[float]]) -> list[pb.PredictResponse]:
     return [running.stub.Predict(digits_request(pixels)) for pixels in images]
-
-
-def health(running: Running, service: str) -> str:
-    stub = health_pb2_grpc.HealthStub(running.channel)
-    status = stub.Check(health_pb2.HealthCheckRequest(service=service)).status
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(status)
 
 
 def drift_metrics(metrics_port: int) -> tuple[dict[str, float], dict[str, float]]:

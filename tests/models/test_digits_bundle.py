@@ -8,7 +8,6 @@ the split recorded in calibration.json's ``procedure`` and compared with the fil
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -24,8 +23,8 @@ from smallguard.server.calibration import (
     summary,
 )
 from smallguard.server.calibration.procedure import split_indices
+from tests.conftest import DIGITS
 
-DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
 LABELS = [str(d) for d in range(10)]
 
 

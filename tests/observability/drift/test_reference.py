@@ -32,10 +32,9 @@ from smallguard.server.settings import Settings
 from smallguard.server.transport import converters
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.verifiers import ModelKind, VerifierRegistry
-from tests.conftest import DIGITS, copy_bundle
-from tests.test_calibrate_command import CALIBRATION, TEST, calibrate, uncalibrated_digits
+from tests.conftest import CALIBRATION, DIGITS, TEST, calibrate, copy_bundle, uncalibrated_digits
+from tests.observability.drift.conftest import SHIPPED, digitize
 
-SHIPPED = json.loads((DIGITS / "reference.json").read_text())
 GOOD_YAML = (DIGITS / "bundle.yaml").read_text()
 
 
@@ -49,12 +48,6 @@ def served_confidences(registry: VerifierRegistry) -> tuple[list[Any], np.ndarra
     model = LoadedModel.ready(load_bundle(DIGITS, registry, 1))
     feeds = [example.feeds for example in read_labelled(CALIBRATION, model.spec)]
     return feeds, np.array([model.head.predict(feed).confidence for feed in feeds])
-
-
-def digitize(values: np.ndarray, edges: list[float]) -> np.ndarray:
-    """Proportions per bin, counted by numpy's digitize (edges[i-1] < v <= edges[i]), not by our code."""
-    index = np.digitize(values, np.array(edges), right=True)
-    return np.bincount(index, minlength=len(edges) + 1) / len(values)
 
 
 def test_the_shipped_reference_profiles_the_calibration_data_as_the_server_scores_it(

@@ -4,68 +4,24 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections import Counter
-from typing import Any
 
 import grpc
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from prometheus_client.parser import text_string_to_metric_families
 
 from smallguard.server.assembly import create_server
-from smallguard.server.observability.instruments import CONFIDENCE_BUCKETS, DURATION_BUCKETS, NO_REASON, GuardMetrics
-from smallguard.server.observability.telemetry import chosen_exporters, configure_metrics, scrape_host
+from smallguard.server.observability.instruments import CONFIDENCE_BUCKETS, DURATION_BUCKETS, NO_REASON
 from smallguard.server.settings import Settings
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
-from tests.conftest import MODELS, digits_request, digits_rows, free_port, serving
-
-
-def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
-    """Data points by instrument name."""
-    found: dict[str, list[Any]] = {}
-    data = reader.get_metrics_data()
-    for resource in data.resource_metrics if data else ():
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                found.setdefault(metric.name, []).extend(metric.data.data_points)
-    return found
-
-
-def by(points_: list[Any], *keys: str) -> Counter:
-    """Sum (counters) or count (histograms) per value of ``keys``."""
-    totals: Counter = Counter()
-    for point in points_:
-        key = tuple(point.attributes[k] for k in keys)
-        totals[key if len(keys) > 1 else key[0]] += point.count if hasattr(point, "count") else point.value
-    return totals
-
-
-def traffic(stub: guard_pb2_grpc.GuardStub) -> tuple[list[pb.PredictResponse], Counter]:
-    """Escalations (labels outside the allowed 0,1), unconstrained calls, a passing check, and three
-    rejected calls; returns the answers and the rejected calls' status names."""
-    rows = digits_rows()
-    others = [row for row in rows if row["label"] not in ("0", "1")]
-    requests = [digits_request(row["pixels"], context={"allowed_labels": "0,1"}) for row in others[:4]]
-    requests += [digits_request(row["pixels"]) for row in rows[:6]]
-    requests += [digits_request(rows[0]["pixels"], context={"allowed_labels": rows[0]["label"]})]
-    responses = [stub.Predict(request) for request in requests]
-    rejected: Counter = Counter()
-    for bad in (digits_request(rows[0]["pixels"][:63]),                      # known model, bad shape
-                pb.PredictRequest(model="no-such-model"),
-                digits_request([float("nan")] * 64)):
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.Predict(bad)
-        rejected[caught.value.code().name] += 1
-    with pytest.raises(grpc.RpcError):  # not a Predict: not counted
-        stub.GetModel(pb.GetModelRequest(name="no-such-model"))
-    return responses, rejected
+from tests.conftest import MODELS, by, free_port, points, serving
+from tests.e2e.conftest import samples, scrape, traffic
 
 
 def expected(responses: list[pb.PredictResponse]) -> dict[str, Counter]:
@@ -117,86 +73,6 @@ def test_an_injected_meter_provider_sees_every_prediction_verifier_and_rejection
     assert by(got["smallguard.predict.active_requests"], "smallguard.model.name") == {"digits": 0}
     assert by(got["smallguard.predict.errors"], "error.type") == rejected
     provider.shutdown()
-
-
-def test_in_flight_counts_a_prediction_until_it_ends_however_it_ends() -> None:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    metrics = GuardMetrics.from_provider(provider)
-
-    def in_flight() -> int:
-        return sum(p.value for p in points(reader)["smallguard.predict.active_requests"])
-
-    with metrics.in_flight("digits", "1.0.0"):
-        assert in_flight() == 1
-    with pytest.raises(ValueError), metrics.in_flight("digits", "1.0.0"):
-        assert in_flight() == 1
-        raise ValueError("bad input")
-    assert in_flight() == 0
-    provider.shutdown()
-
-
-def test_without_a_meter_the_instruments_record_nothing_and_cost_nothing() -> None:
-    metrics = GuardMetrics()
-    with metrics.in_flight("digits", "1.0.0"):
-        metrics.record_error("INVALID_ARGUMENT")
-    assert configure_metrics(Settings(), environ={}) is None
-
-
-def test_exporters_follow_the_standard_variables() -> None:
-    assert chosen_exporters({}, "metrics") == []
-    assert chosen_exporters({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, "metrics") == ["otlp"]
-    assert chosen_exporters({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c:4317"}, "metrics") == ["otlp"]
-    assert chosen_exporters({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4317"}, "metrics") == []
-    assert chosen_exporters({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_METRICS_EXPORTER": "none"},
-                            "metrics") == []
-    assert chosen_exporters({"OTEL_METRICS_EXPORTER": "Prometheus, console"}, "metrics") == ["prometheus", "console"]
-    with pytest.raises(ValueError, match="OTEL_METRICS_EXPORTER='zipkin'"):
-        configure_metrics(Settings(), environ={"OTEL_METRICS_EXPORTER": "zipkin"})
-    with pytest.raises(ValueError, match="'http/protobuf' is not supported"):
-        configure_metrics(Settings(), environ={"OTEL_METRICS_EXPORTER": "otlp",
-                                               "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf"})
-    export = configure_metrics(Settings(), environ={"OTEL_METRICS_EXPORTER": "console"})
-    assert export is not None and export.scrape_address is None
-    export.shutdown()
-
-
-def test_the_scrape_endpoint_binds_the_grpc_host_once_per_process() -> None:
-    assert scrape_host("[::]") == "0.0.0.0"
-    assert scrape_host("0.0.0.0") == "0.0.0.0"
-    assert scrape_host("127.0.0.1") == "127.0.0.1"
-    assert scrape_host("[::1]") == "::1"
-    port = free_port()
-    export = configure_metrics(Settings(host="127.0.0.1", metrics_port=port), environ={})
-    assert export is not None
-    try:
-        assert export.scrape_address == ("127.0.0.1", port)
-        with pytest.raises(RuntimeError, match="one Prometheus endpoint per process"):
-            configure_metrics(Settings(host="127.0.0.1", metrics_port=free_port()), environ={})
-    finally:
-        export.shutdown()
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        with pytest.raises(OSError, match="each worker process needs a metrics port of its own"):
-            configure_metrics(Settings(host="127.0.0.1", metrics_port=taken.getsockname()[1]), environ={})
-    # a failed start leaves the process free to open its endpoint
-    configure_metrics(Settings(host="127.0.0.1", metrics_port=free_port()), environ={}).shutdown()  # type: ignore[union-attr]
-
-
-def scrape(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    return {family.name: family for family in text_string_to_metric_families(text)}
-
-
-def samples(family: Any, name: str, *labels: str) -> Counter:
-    totals: Counter = Counter()
-    for sample in family.samples:
-        if sample.name == name:
-            key = tuple(sample.labels[label] for label in labels)
-            totals[key if len(labels) > 1 else key[0]] += sample.value
-    return totals
 
 
 @pytest.mark.e2e
