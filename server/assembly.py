@@ -17,11 +17,12 @@ from opentelemetry.metrics import MeterProvider
 from smallguard.server.bundle.loader import bundle_folders, load_bundle
 from smallguard.server.core.guard import Guard
 from smallguard.server.core.models import LoadedModel, ModelRepository
+from smallguard.server.core.pauses import GcPauses
 from smallguard.server.core.verifier_runner import VerifierRunner
 from smallguard.server.domain.errors import BundleError
 from smallguard.server.observability.feedback import Feedback, PredictionRecord
 from smallguard.server.observability.instruments import GuardMetrics
-from smallguard.server.observability.telemetry import configure_metrics
+from smallguard.server.observability.telemetry import configure_metrics, tracing_enabled
 from smallguard.server.settings import Settings
 from smallguard.server.transport.server import GuardServer
 from smallguard.verifiers import VerifierRegistry
@@ -73,21 +74,25 @@ def build_guard(settings: Settings, *, registry: VerifierRegistry | None = None,
         record = PredictionRecord(settings.feedback_capacity, settings.feedback_max_age_seconds)
         feedback = Feedback(repository.specs(), metrics, record)
         metrics.watch_feedback(feedback.summaries)
-    return Guard(repository, VerifierRunner(settings.verifier_threads), metrics, feedback)
+    pauses = GcPauses()
+    pauses.install()
+    return Guard(repository, VerifierRunner(settings.verifier_threads, pauses), metrics, feedback)
 
 
 def create_server(settings: Settings, *, registry: VerifierRegistry | None = None,
                   meter_provider: MeterProvider | None = None) -> GuardServer:
     """The guard behind a gRPC server bound to its port (not yet started).
 
-    Metrics go to ``meter_provider`` when one is given (the caller owns it: no endpoint is opened
+    Each call gets a server span when a tracer provider is installed (``configure_tracing``); metrics go
+    to ``meter_provider`` when one is given (the caller owns it: no endpoint is opened
     and nothing is shut down); otherwise to the exporters that ``--metrics-port`` and the OTEL_*
     environment ask for, owned by the server, or nowhere when they ask for none.
     """
     export = configure_metrics(settings) if meter_provider is None else None
     provider = export.provider if export is not None else meter_provider
     try:
-        return GuardServer(build_guard(settings, registry=registry, meter_provider=provider), settings, export)
+        guard = build_guard(settings, registry=registry, meter_provider=provider)
+        return GuardServer(guard, settings, export, tracing=tracing_enabled())
     except BaseException:
         if export is not None:
             export.shutdown()

@@ -79,7 +79,8 @@ def serve_command(settings: Settings) -> int:
     print(f"smallguard serving on port {server.port}", flush=True)
     stopping.wait()
     server.stop(settings.grace_seconds)
-    provider.shutdown()
+    if provider is not None:
+        provider.shutdown()
     log.info("stopped")
     return 0
 

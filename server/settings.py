@@ -29,7 +29,9 @@ class Settings:
     grace_seconds: float = field(default=10.0, metadata={
         "env": "SMALLGUARD_GRACE_SECONDS", "help": "on SIGTERM, how long in-flight requests may finish"})
     max_request_bytes: int = field(default=4 * 1024 * 1024, metadata={
-        "env": "SMALLGUARD_MAX_REQUEST_BYTES", "help": "larger Predict requests get INVALID_ARGUMENT"})
+        "env": "SMALLGUARD_MAX_REQUEST_BYTES", "help": "larger Predict or PredictBatch requests get INVALID_ARGUMENT"})
+    max_batch_items: int = field(default=1024, metadata={
+        "env": "SMALLGUARD_MAX_BATCH_ITEMS", "help": "PredictBatch calls with more items get INVALID_ARGUMENT"})
     verifier_threads: int = field(default=8, metadata={
         "env": "SMALLGUARD_VERIFIER_THREADS", "help": "threads that run verifiers under their time budget"})
     intra_op_threads: int = field(default=1, metadata={

@@ -28,6 +28,7 @@ class BoundVerifier:
 
     spec: VerifierSpec
     verifier: Verifier
+    inline: bool  # the verifier declares ``inline = True``: run on the request's thread (see core.verifier_runner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,8 @@ def load_bundle(folder: Path, registry: VerifierRegistry, intra_op_threads: int)
     verifiers = []
     for entry in spec.verifiers:
         try:
-            verifiers.append(BoundVerifier(entry, registry.build(entry.use, entry.params)))
+            verifier = registry.build(entry.use, entry.params)
+            verifiers.append(BoundVerifier(entry, verifier, getattr(verifier, "inline", False) is True))
         except Exception as exc:  # unknown name, bad params, or a factory that blew up
             raise BundleError(f"verifier {entry.name!r}: {exc}", spec.file) from None
     onnx = OnnxModel(spec, intra_op_threads=intra_op_threads)

@@ -26,6 +26,12 @@ class ExtractorHead:
         self._adapter = adapter
         self._calibration = calibration
 
+    def predict_batch(self, feeds: Mapping[str, np.ndarray]) -> list[HeadResult]:
+        """``predict`` for each text of a batch. Each text has its own candidates, so the model runs once
+        per text: an adapter's outputs need not line up row by row with its inputs."""
+        ((name, texts),) = feeds.items()
+        return [self.predict({name: texts[i:i + 1]}) for i in range(len(texts))]
+
     def predict(self, feeds: Mapping[str, np.ndarray]) -> HeadResult:
         (texts,) = feeds.values()
         text = str(texts[0])

@@ -5,26 +5,28 @@ verifier, applies the decision policy and the drift rule, and records the outcom
 feedback record). The other methods answer the rest of the API: what is loaded, feedback on a past
 prediction, and the rejections the transport made before a request reached the core.
 
-It knows nothing of gRPC. It annotates the current span (the transport's server span, when
-there is one) with the ``smallguard.*`` attributes and opens child spans for the model run
-and the verifiers, so one trace shows where the time and the decision came from.
+It knows nothing of gRPC. When the current span records (the transport's server span, while
+traces are exported), it annotates it with the ``smallguard.*`` attributes and opens child spans
+for the model run and the verifiers, so one trace shows where the time and the decision came
+from; when nothing records, it does no span work at all and the trace id is empty.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
+import numpy as np
 from opentelemetry import trace
 
 from smallguard.server.core.inputs import feeds_for
 from smallguard.server.core.models import LoadedModel, ModelRepository
 from smallguard.server.core.policy import decide, escalate_when_drifted
 from smallguard.server.core.verifier_runner import VerifierRunner
-from smallguard.server.domain.errors import GuardError
-from smallguard.server.domain.predictions import PredictCall, PredictOutcome
+from smallguard.server.domain.errors import GuardError, InvalidInputError
+from smallguard.server.domain.predictions import HeadResult, PredictCall, PredictOutcome, Reason, VerifierOutcome
 from smallguard.server.observability import drift
 from smallguard.server.observability.feedback import Feedback, FeedbackCall, FeedbackResult, FeedbackSummary
 from smallguard.server.observability.instruments import GuardMetrics
@@ -75,42 +77,90 @@ class Guard:
 
     def _predict(self, call: PredictCall, model: LoadedModel) -> PredictOutcome:
         feeds = feeds_for(model.spec.inputs, call)
-        request_id = call.request_id or uuid.uuid4().hex
         span = trace.get_current_span()
+        if not span.is_recording():  # nothing exports traces: no span work at all
+            return self._decide(call, model, feeds, model.head.predict(feeds), None)
         with _tracer.start_as_current_span("smallguard.model.run") as model_span:
             model_span.set_attribute("smallguard.model.name", model.spec.name)
             head = model.head.predict(feeds)
-        prediction, confidence, raw_confidence = head.prediction, head.confidence, head.raw_confidence
-        with _tracer.start_as_current_span("smallguard.verifiers.run") as verify_span:
-            outcomes = self._runner.run(model.verifiers, prediction, call.context,
-                                        model.spec.policy.verifier_timeout_ms)
-            failed = [o.name for o in outcomes if o.status is Status.FAILED]
-            errored = [o.name for o in outcomes if o.status is Status.ERROR]
-            verify_span.set_attribute("smallguard.verifiers.count", len(outcomes))
-            verify_span.set_attribute("smallguard.verifiers.failed", failed)
-            verify_span.set_attribute("smallguard.verifiers.errored", errored)
-        decision, reasons = decide(confidence, model.threshold, model.spec.policy.on_low_confidence,
+        return self._decide(call, model, feeds, head, span)
+
+    def _decide(self, call: PredictCall, model: LoadedModel, feeds: Mapping[str, np.ndarray], head: HeadResult,
+                span: trace.Span | None) -> PredictOutcome:
+        """Verify, decide, watch for drift and annotate the trace: everything after the model run."""
+        prediction, confidence = head.prediction, head.confidence
+        spec = model.spec
+        if span is None:
+            outcomes = self._runner.run(model.verifiers, prediction, call.context, spec.policy.verifier_timeout_ms)
+        else:
+            with _tracer.start_as_current_span("smallguard.verifiers.run") as verify_span:
+                outcomes = self._runner.run(model.verifiers, prediction, call.context,
+                                            spec.policy.verifier_timeout_ms)
+                verify_span.set_attributes({
+                    "smallguard.verifiers.count": len(outcomes),
+                    "smallguard.verifiers.failed": [o.name for o in outcomes if o.status is Status.FAILED],
+                    "smallguard.verifiers.errored": [o.name for o in outcomes if o.status is Status.ERROR],
+                })
+        decision, reasons = decide(confidence, model.threshold, spec.policy.on_low_confidence,
                                    outcomes, calibrated=model.calibration is not None, low_fields=head.low_fields)
         if model.drift is not None:  # observed before the drift rule: its own escalations are not drift
             model.drift.observe(feeds, confidence, decision)
             if model.drift.escalating:
                 decision, reasons = escalate_when_drifted(decision, reasons, model.drift.message)
-        _annotate(span, model, request_id, decision.name, [r.code.value for r in reasons],
-                  confidence, raw_confidence, failed, errored)
-        context = span.get_span_context()
-        return PredictOutcome(
-            request_id=request_id,
-            model=model.spec.name,
-            model_version=model.spec.version,
-            decision=decision,
-            prediction=prediction,
-            confidence=confidence,
-            raw_confidence=raw_confidence,
-            threshold=model.threshold,
-            reasons=reasons,
-            verifiers=outcomes,
-            trace_id=trace.format_trace_id(context.trace_id) if context.is_valid else "",
-        )
+        request_id = call.request_id or uuid.uuid4().hex
+        trace_id = ""
+        if span is not None:
+            _annotate(span, model, request_id, decision.name, reasons, head, outcomes)
+            trace_id = trace.format_trace_id(span.get_span_context().trace_id)
+        return PredictOutcome(request_id, spec.name, spec.version, decision, prediction, confidence,
+                              head.raw_confidence, model.threshold, reasons, outcomes, trace_id)
+
+    def predict_batch(self, model: str, version: str,
+                      calls: Sequence[PredictCall | GuardError]) -> list[PredictOutcome | GuardError]:
+        """Many predictions for one model: one model run for the items whose inputs fit, then one full
+        decision each, in order. An item that cannot be served (given as, or found to be, a GuardError)
+        keeps its error and the others are served. Raises ModelNotFoundError for the batch's model."""
+        started = time.perf_counter()
+        loaded = self._repository.get(model, version)
+        spec = loaded.spec
+        results: list[PredictOutcome | GuardError] = list(calls)
+        served: list[tuple[int, PredictCall, dict[str, np.ndarray]]] = []
+        for i, call in enumerate(calls):
+            if isinstance(call, GuardError):
+                continue
+            if call.model not in ("", spec.name) or call.version not in ("", spec.version):
+                results[i] = InvalidInputError(
+                    f"{call.model!r} version {call.version!r} is not the batch's model, {spec.name!r} version "
+                    f"{spec.version!r}; leave an item's model and version empty, or give the batch's", "model")
+                continue
+            try:
+                served.append((i, call, feeds_for(spec.inputs, call)))
+            except InvalidInputError as error:
+                results[i] = error
+        if served:
+            with self._metrics.in_flight(spec.name, spec.version, len(served)):
+                batch = {item.name: np.concatenate([feeds[item.name] for _, _, feeds in served])
+                         for item in spec.inputs}
+                span = trace.get_current_span()
+                if span.is_recording():
+                    with _tracer.start_as_current_span("smallguard.model.run") as model_span:
+                        model_span.set_attributes({"smallguard.model.name": spec.name,
+                                                   "smallguard.batch.size": len(served)})
+                        heads = loaded.head.predict_batch(batch)
+                    span.set_attributes({"smallguard.model.name": spec.name, "smallguard.model.version": spec.version,
+                                         "smallguard.batch.size": len(calls)})
+                else:
+                    heads = loaded.head.predict_batch(batch)
+                trace_id = trace.format_trace_id(span.get_span_context().trace_id) if span.is_recording() else ""
+                for (i, call, feeds), head in zip(served, heads, strict=True):
+                    results[i] = replace(self._decide(call, loaded, feeds, head, None), trace_id=trace_id)
+        elapsed = (time.perf_counter() - started) / max(len(served), 1)  # each item's share of the call
+        for result in results:
+            if isinstance(result, PredictOutcome):
+                self._metrics.record_prediction(result, elapsed)
+                if self._feedback is not None:
+                    self._feedback.remember(result)
+        return results
 
     def reject(self, status: str) -> None:
         """Count a Predict the transport answered with an error status (``status`` names the code)."""
@@ -149,19 +199,17 @@ class Guard:
         self._runner.close()
 
 
-def _annotate(span: trace.Span, model: LoadedModel, request_id: str, decision: str, reasons: list[str],
-              confidence: float, raw_confidence: float, failed: list[str], errored: list[str]) -> None:
-    if not span.is_recording():
-        return
+def _annotate(span: trace.Span, model: LoadedModel, request_id: str, decision: str, reasons: tuple[Reason, ...],
+              head: HeadResult, outcomes: tuple[VerifierOutcome, ...]) -> None:
     span.set_attributes({
         "smallguard.model.name": model.spec.name,
         "smallguard.model.version": model.spec.version,
         "smallguard.request_id": request_id,
         "smallguard.decision": decision,
-        "smallguard.reasons": reasons,
-        "smallguard.confidence": confidence,
-        "smallguard.confidence.raw": raw_confidence,
+        "smallguard.reasons": [r.code.value for r in reasons],
+        "smallguard.confidence": head.confidence,
+        "smallguard.confidence.raw": head.raw_confidence,
         "smallguard.threshold": model.threshold,
-        "smallguard.verifiers.failed": failed,
-        "smallguard.verifiers.errored": errored,
+        "smallguard.verifiers.failed": [o.name for o in outcomes if o.status is Status.FAILED],
+        "smallguard.verifiers.errored": [o.name for o in outcomes if o.status is Status.ERROR],
     })

@@ -1,14 +1,23 @@
 """Runs a bundle's verifiers on one prediction, each within the bundle's time budget.
 
-Verifiers are operators' code. One that raises, returns nonsense or overruns its budget
-counts as an ERROR (the decision then fails closed) and never takes the request, or the
-server, down with it. They run on a shared pool so that a verifier stuck in a loop costs a
-pool thread, not the caller's request: the request returns when the budget is spent.
+Verifiers are operators' code. One that raises, returns nonsense or overruns its budget counts as
+an ERROR (the decision then fails closed) and never takes the request, or the server, down with it.
+
+Two ways to run, chosen per verifier at start-up by its ``inline`` attribute (see the SDK):
+
+- inline (the built-ins, and plugins that declare ``inline = True``: pure, fast, never blocking):
+  called on the request's own thread, with no hand-off. The budget is checked against the
+  verifier's own CPU time on that thread, less any garbage-collection pause in it, so neither
+  another thread holding the interpreter nor a collection is charged to the verifier. An inline
+  check cannot be cut short: one that overruns is an ERROR once it returns.
+- isolated (every other plugin): submitted to a shared pool, and the request stops waiting when
+  the budget is spent, so a plugin stuck in a loop or on I/O costs a pool thread, not the caller.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +25,7 @@ from concurrent.futures import wait as wait_for
 from types import MappingProxyType
 
 from smallguard.server.bundle.loader import BoundVerifier
+from smallguard.server.core.pauses import GcPauses
 from smallguard.server.domain.predictions import VerifierOutcome
 from smallguard.verifiers import CheckResult, Prediction, Status, Verifier
 
@@ -23,8 +33,11 @@ log = logging.getLogger(__name__)
 
 
 class VerifierRunner:
-    def __init__(self, threads: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="smallguard-verifier")
+    def __init__(self, threads: int, pauses: GcPauses) -> None:
+        self._threads = threads
+        self._pauses = pauses
+        self._pool: ThreadPoolExecutor | None = None  # made on first use: bundles of built-ins never need it
+        self._pool_lock = threading.Lock()
 
     def run(
         self,
@@ -33,17 +46,49 @@ class VerifierRunner:
         context: Mapping[str, str],
         budget_ms: float,
     ) -> tuple[VerifierOutcome, ...]:
-        """Run every verifier (always all of them, so catch rates can be measured)."""
+        """Run every verifier (always all of them, so catch rates can be measured), in order."""
         if not verifiers:
             return ()
-        frozen_context = MappingProxyType(dict(context))
-        futures = [self._pool.submit(_timed_check, bound.verifier, prediction, frozen_context)
-                   for bound in verifiers]
-        wait_for(futures, timeout=budget_ms / 1000.0)
-        return tuple(_outcome(bound, future, budget_ms) for bound, future in zip(verifiers, futures, strict=True))
+        frozen = MappingProxyType(context)
+        submitted = time.perf_counter()
+        futures = {i: self._isolated().submit(_timed_check, bound.verifier, prediction, frozen)
+                   for i, bound in enumerate(verifiers) if not bound.inline}
+        outcomes = [self._inline(bound, prediction, frozen, budget_ms) if bound.inline else None
+                    for bound in verifiers]
+        if futures:
+            wait_for(futures.values(), timeout=max(0.0, budget_ms / 1000.0 - (time.perf_counter() - submitted)))
+            for i, future in futures.items():
+                outcomes[i] = _from_future(verifiers[i], future, budget_ms)
+        return tuple(outcomes)  # type: ignore[arg-type]  # every slot is filled above
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pauses.uninstall()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _isolated(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=self._threads,
+                                                    thread_name_prefix="smallguard-verifier")
+        return self._pool
+
+    def _inline(self, bound: BoundVerifier, prediction: Prediction, context: Mapping[str, str],
+                budget_ms: float) -> VerifierOutcome:
+        paused = self._pauses.in_this_thread_ns()
+        started = time.thread_time_ns()
+        try:
+            result = bound.verifier.check(prediction, context)
+        except Exception as error:
+            return _raised(bound, error)
+        spent_ms = (time.thread_time_ns() - started - (self._pauses.in_this_thread_ns() - paused)) / 1e6
+        if spent_ms > budget_ms:
+            log.warning("verifier %s ran for %.1f ms of CPU, over its budget of %.0f ms", bound.spec.name, spent_ms,
+                        budget_ms)
+            return _outcome(bound, Status.ERROR, f"ran for {spent_ms:.1f} ms, over its time budget of {budget_ms:g} ms",
+                            spent_ms)
+        return _checked(bound, result, spent_ms)
 
 
 def _timed_check(verifier: Verifier, prediction: Prediction, context: Mapping[str, str]) -> tuple[object, float]:
@@ -52,22 +97,30 @@ def _timed_check(verifier: Verifier, prediction: Prediction, context: Mapping[st
     return result, (time.perf_counter() - started) * 1000.0
 
 
-def _outcome(bound: BoundVerifier, future: Future, budget_ms: float) -> VerifierOutcome:
-    spec = bound.spec
-
-    def outcome(status: Status, message: str, duration_ms: float) -> VerifierOutcome:
-        return VerifierOutcome(spec.name, spec.use, status, message, spec.on_fail, duration_ms)
-
+def _from_future(bound: BoundVerifier, future: Future, budget_ms: float) -> VerifierOutcome:
     if not future.done():
         future.cancel()
-        log.warning("verifier %s did not finish within %.0f ms", spec.name, budget_ms)
-        return outcome(Status.ERROR, f"did not finish within its time budget of {budget_ms:g} ms", budget_ms)
+        log.warning("verifier %s did not finish within %.0f ms", bound.spec.name, budget_ms)
+        return _outcome(bound, Status.ERROR, f"did not finish within its time budget of {budget_ms:g} ms", budget_ms)
     error = future.exception()
     if error is not None:
-        log.warning("verifier %s raised %s: %s", spec.name, type(error).__name__, error)
-        return outcome(Status.ERROR, f"raised {type(error).__name__}: {error}", 0.0)
+        return _raised(bound, error)
     result, duration_ms = future.result()
+    return _checked(bound, result, duration_ms)
+
+
+def _raised(bound: BoundVerifier, error: BaseException) -> VerifierOutcome:
+    log.warning("verifier %s raised %s: %s", bound.spec.name, type(error).__name__, error)
+    return _outcome(bound, Status.ERROR, f"raised {type(error).__name__}: {error}", 0.0)
+
+
+def _checked(bound: BoundVerifier, result: object, duration_ms: float) -> VerifierOutcome:
     if not isinstance(result, CheckResult) or result.status is Status.ERROR:
-        return outcome(Status.ERROR, f"returned {result!r}; expected a CheckResult that passed, failed or "
-                                     "skipped", duration_ms)
-    return outcome(result.status, result.message, duration_ms)
+        return _outcome(bound, Status.ERROR, f"returned {result!r}; expected a CheckResult that passed, failed or "
+                                             "skipped", duration_ms)
+    return _outcome(bound, result.status, result.message, duration_ms)
+
+
+def _outcome(bound: BoundVerifier, status: Status, message: str, duration_ms: float) -> VerifierOutcome:
+    spec = bound.spec
+    return VerifierOutcome(spec.name, spec.use, status, message, spec.on_fail, duration_ms)

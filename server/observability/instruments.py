@@ -89,14 +89,14 @@ class GuardMetrics:
         return cls(provider.get_meter("smallguard", _package_version()))
 
     @contextmanager
-    def in_flight(self, model: str, model_version: str) -> Iterator[None]:
-        """Count a prediction as in flight for the duration of the block, however it ends."""
+    def in_flight(self, model: str, model_version: str, count: int = 1) -> Iterator[None]:
+        """Count ``count`` predictions as in flight for the duration of the block, however it ends."""
         attributes = {MODEL: model, VERSION: model_version}
-        self._in_flight.add(1, attributes)
+        self._in_flight.add(count, attributes)
         try:
             yield
         finally:
-            self._in_flight.add(-1, attributes)
+            self._in_flight.add(-count, attributes)
 
     def record_prediction(self, outcome: PredictOutcome, duration_s: float) -> None:
         model = {MODEL: outcome.model, VERSION: outcome.model_version}

@@ -54,15 +54,24 @@ def _resource(environ: Mapping[str, str]) -> Resource:
     return Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", "smallguard")})
 
 
-def configure_tracing(environ: Mapping[str, str] | None = None) -> TracerProvider:
-    """Install the global tracer provider; return it so the caller can flush it at shutdown."""
+def configure_tracing(environ: Mapping[str, str] | None = None) -> TracerProvider | None:
+    """Install the global tracer provider when some exporter is chosen, and return it so the caller can
+    flush it at shutdown. With none, nothing is installed: spans that nobody exports are not built."""
     environ = os.environ if environ is None else environ
+    chosen = chosen_exporters(environ)
+    if not chosen:
+        return None
     provider = TracerProvider(resource=_resource(environ))
-    for name in chosen_exporters(environ):
+    for name in chosen:
         provider.add_span_processor(BatchSpanProcessor(_exporter(name, environ)))
         log.info("tracing: exporting spans with the %s exporter", name)
     trace.set_tracer_provider(provider)
     return provider
+
+
+def tracing_enabled() -> bool:
+    """Whether a real tracer provider is installed (by ``configure_tracing``, or by an embedding program)."""
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
 def _check_otlp_protocol(environ: Mapping[str, str], signal: str) -> None:

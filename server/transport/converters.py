@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -10,7 +10,7 @@ from google.protobuf import struct_pb2
 
 from smallguard.server.core.guard import ModelReport
 from smallguard.server.core.models import LoadedModel
-from smallguard.server.domain.errors import InvalidInputError
+from smallguard.server.domain.errors import GuardError, InvalidInputError, ModelNotFoundError
 from smallguard.server.domain.predictions import Decision, PredictCall, PredictOutcome, TensorInput
 from smallguard.server.observability import drift
 from smallguard.server.transport.feedback_converters import feedback_summary
@@ -34,6 +34,7 @@ _STATUS = {
 }
 _KIND = {ModelKind.CLASSIFIER: pb.ModelInfo.CLASSIFIER, ModelKind.EXTRACTOR: pb.ModelInfo.EXTRACTOR}
 _MAX_ELEMENTS = 1 << 26
+_ITEM_CODES = {InvalidInputError: "INVALID_ARGUMENT", ModelNotFoundError: "NOT_FOUND"}
 
 
 def predict_call(request: pb.PredictRequest) -> PredictCall:
@@ -45,6 +46,29 @@ def predict_call(request: pb.PredictRequest) -> PredictCall:
         text=request.text,
         context=dict(request.context),
     )
+
+
+def batch_item(request: pb.PredictRequest) -> PredictCall | InvalidInputError:
+    """One item of a PredictBatch, or the error that keeps it from being served."""
+    try:
+        return predict_call(request)
+    except InvalidInputError as error:
+        return error
+
+
+def predict_batch_response(results: Sequence[PredictOutcome | GuardError],
+                           on_error: Callable[[str], None]) -> pb.PredictBatchResponse:
+    """One result per item; an error names its item (``items[3].inputs[pixels]: ...``), and ``on_error``
+    hears the status code name of each item that failed."""
+    response = pb.PredictBatchResponse()
+    for index, result in enumerate(results):
+        if isinstance(result, PredictOutcome):
+            response.results.add(response=predict_response(result))
+        else:
+            code = _ITEM_CODES.get(type(result), "INVALID_ARGUMENT")
+            on_error(code)
+            response.results.add(error=pb.ItemError(code=code, message=f"items[{index}].{result}"))
+    return response
 
 
 def _tensor(tensor: pb.Tensor, index: int) -> TensorInput:

@@ -30,16 +30,19 @@ _TRANSPORT_LIMIT = 64 * 1024 * 1024
 class GuardServer:
     """A running smallguard server: ``start()``, ``port``, ``stop(grace)``."""
 
-    def __init__(self, guard: Guard, settings: Settings, metrics_export: MetricsExport | None = None) -> None:
+    def __init__(self, guard: Guard, settings: Settings, metrics_export: MetricsExport | None, tracing: bool) -> None:
         self._settings = settings
         self._guard = guard
         self.metrics_export = metrics_export  # owned: shut down (flushed) by stop()
         self._pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="smallguard-rpc")
-        # Health probes and reflection every few seconds would drown the traces.
-        untraced = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
+        interceptors = []
+        if tracing:  # the server span of each call, continuing the caller's W3C trace context
+            # Health probes and reflection every few seconds would drown the traces.
+            untraced = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
+            interceptors.append(server_interceptor(filter_=filters.negate(untraced)))
         self._server = grpc.server(
             self._pool,
-            interceptors=[server_interceptor(filter_=filters.negate(untraced))],
+            interceptors=interceptors,
             options=[
                 ("grpc.so_reuseport", 1),
                 ("grpc.max_receive_message_length", _TRANSPORT_LIMIT),
@@ -47,7 +50,8 @@ class GuardServer:
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
-        self._server.add_generic_rpc_handlers((GuardService(guard, settings.max_request_bytes).handler(),))
+        service = GuardService(guard, settings.max_request_bytes, settings.max_batch_items)
+        self._server.add_generic_rpc_handlers((service.handler(),))
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),

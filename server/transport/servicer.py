@@ -30,25 +30,41 @@ T = TypeVar("T")
 
 
 class GuardService:
-    def __init__(self, guard: Guard, max_request_bytes: int) -> None:
+    def __init__(self, guard: Guard, max_request_bytes: int, max_batch_items: int) -> None:
         self._guard = guard
         self._max_request_bytes = max_request_bytes
+        self._max_batch_items = max_batch_items
 
     def Predict(self, raw: bytes, context: grpc.ServicerContext) -> pb.PredictResponse:
-        on_error = self._guard.reject
+        request = self._decode(raw, pb.PredictRequest, context)
+        return _answer(context, lambda: converters.predict_response(
+            self._guard.predict(converters.predict_call(request))), self._guard.reject)
+
+    def PredictBatch(self, raw: bytes, context: grpc.ServicerContext) -> pb.PredictBatchResponse:
+        request = self._decode(raw, pb.PredictBatchRequest, context)
+        count = len(request.items)
+        if not 0 < count <= self._max_batch_items:
+            self._guard.reject(grpc.StatusCode.INVALID_ARGUMENT.name)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"items: {count} items; expected 1 to "
+                                                            f"{self._max_batch_items} (--max-batch-items)")
+        calls = [converters.batch_item(item) for item in request.items]
+        return _answer(context, lambda: converters.predict_batch_response(
+            self._guard.predict_batch(request.model, request.version, calls), self._guard.reject), self._guard.reject)
+
+    def _decode(self, raw: bytes, message: type[T], context: grpc.ServicerContext) -> T:
+        """The request, or an INVALID_ARGUMENT that names the size limit or the decoding problem."""
         if len(raw) > self._max_request_bytes:
-            on_error(grpc.StatusCode.INVALID_ARGUMENT.name)
+            self._guard.reject(grpc.StatusCode.INVALID_ARGUMENT.name)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"request: {len(raw)} bytes is over this server's limit of {self._max_request_bytes} "
                           "bytes (--max-request-bytes)")
         try:
-            request = pb.PredictRequest.FromString(raw)
+            return message.FromString(raw)  # type: ignore[attr-defined]
         except DecodeError as exc:
-            on_error(grpc.StatusCode.INVALID_ARGUMENT.name)
+            self._guard.reject(grpc.StatusCode.INVALID_ARGUMENT.name)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"request: not a valid {pb.PredictRequest.DESCRIPTOR.full_name}: {exc}")
-        return _answer(context, lambda: converters.predict_response(
-            self._guard.predict(converters.predict_call(request))), on_error)
+                          f"request: not a valid {message.DESCRIPTOR.full_name}: {exc}")  # type: ignore[attr-defined]
+        raise AssertionError("unreachable: abort raises")
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[converters.model_info(report) for report in self._guard.reports()])
@@ -70,6 +86,7 @@ class GuardService:
 
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {
             "Predict": unary(self.Predict, None, pb.PredictResponse),
+            "PredictBatch": unary(self.PredictBatch, None, pb.PredictBatchResponse),
             "ListModels": unary(self.ListModels, pb.ListModelsRequest, pb.ListModelsResponse),
             "GetModel": unary(self.GetModel, pb.GetModelRequest, pb.ModelInfo),
             "Feedback": unary(self.Feedback, pb.FeedbackRequest, pb.FeedbackResponse),

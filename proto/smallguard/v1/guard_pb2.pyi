@@ -34,6 +34,38 @@ INT32: DataType
 INT64: DataType
 BOOL: DataType
 
+class PredictBatchRequest(_message.Message):
+    __slots__ = ("model", "version", "items")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    items: _containers.RepeatedCompositeFieldContainer[PredictRequest]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PredictRequest, _Mapping]]] = ...) -> None: ...
+
+class PredictBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[PredictBatchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[PredictBatchResult, _Mapping]]] = ...) -> None: ...
+
+class PredictBatchResult(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: PredictResponse
+    error: ItemError
+    def __init__(self, response: _Optional[_Union[PredictResponse, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+
+class ItemError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
 class Tensor(_message.Message):
     __slots__ = ("name", "dtype", "shape", "contents", "raw_contents")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -41,6 +41,11 @@ class GuardStub:
                 request_serializer=smallguard_dot_v1_dot_guard__pb2.PredictRequest.SerializeToString,
                 response_deserializer=smallguard_dot_v1_dot_guard__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.PredictBatch = channel.unary_unary(
+                '/smallguard.v1.Guard/PredictBatch',
+                request_serializer=smallguard_dot_v1_dot_guard__pb2.PredictBatchRequest.SerializeToString,
+                response_deserializer=smallguard_dot_v1_dot_guard__pb2.PredictBatchResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/smallguard.v1.Guard/ListModels',
                 request_serializer=smallguard_dot_v1_dot_guard__pb2.ListModelsRequest.SerializeToString,
@@ -67,6 +72,18 @@ class GuardServicer:
         """One prediction and its decision. Errors: NOT_FOUND for an unknown model or version,
         INVALID_ARGUMENT for inputs that do not match the model's declared inputs,
         RESOURCE_EXHAUSTED when the server sheds load, UNAVAILABLE while it drains.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PredictBatch(self, request, context):
+        """Many predictions for one model in one call: one model run over the batch, then one full
+        decision per item (its own request id, reasons and verifier results), in the order sent.
+        An item that cannot be served (inputs that do not fit, another model named) gets its own
+        error and the other items are served. The call fails as a whole only for the batch:
+        INVALID_ARGUMENT when it has no items, more than the server's --max-batch-items, or more
+        bytes than --max-request-bytes; NOT_FOUND for an unknown model or version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,6 +122,11 @@ def add_GuardServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=smallguard_dot_v1_dot_guard__pb2.PredictRequest.FromString,
                     response_serializer=smallguard_dot_v1_dot_guard__pb2.PredictResponse.SerializeToString,
+            ),
+            'PredictBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PredictBatch,
+                    request_deserializer=smallguard_dot_v1_dot_guard__pb2.PredictBatchRequest.FromString,
+                    response_serializer=smallguard_dot_v1_dot_guard__pb2.PredictBatchResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -151,6 +173,33 @@ class Guard:
             '/smallguard.v1.Guard/Predict',
             smallguard_dot_v1_dot_guard__pb2.PredictRequest.SerializeToString,
             smallguard_dot_v1_dot_guard__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smallguard.v1.Guard/PredictBatch',
+            smallguard_dot_v1_dot_guard__pb2.PredictBatchRequest.SerializeToString,
+            smallguard_dot_v1_dot_guard__pb2.PredictBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

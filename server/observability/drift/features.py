@@ -58,9 +58,17 @@ class Bins:
         # as fast as a sum over the rows, and this runs on every prediction)
         return (values[:, np.newaxis] > self._padded).view(np.int8) @ self._ones
 
+    def indices(self, values: np.ndarray) -> np.ndarray:
+        """[examples, features] values -> the bin of each (``index`` for many examples at once)."""
+        return (values[:, :, np.newaxis] > self._padded).view(np.int8) @ self._ones
+
     def scalar_index(self, value: float) -> int:
         """The bin of one value of a one-feature profile (the same rule, without numpy's overhead)."""
         return bisect.bisect_left(self.edges[0], value)
+
+    def scalar_indices(self, values: np.ndarray) -> np.ndarray:
+        """The bins of many values of a one-feature profile (``scalar_index`` for each)."""
+        return np.searchsorted(self._padded[0], values, side="left")
 
     def one_hot(self, values: np.ndarray) -> np.ndarray:
         """One value per feature -> [features, bins] with a single 1 per row."""

@@ -10,11 +10,12 @@ Signals (the ``smallguard.drift.signal`` attribute of the drift gauges; a small 
 - ``input:NAME.length``, ``input:NAME.chars``: for a text input, PSI of its length and of its
   character-class mix.
 
-The cost on the Predict path is one small numpy update per input (O(features x bins), independent of
-the window): each example's counts go into a ring buffer and a running sum. Scores are computed from
-the sums every ``EVALUATE_EVERY`` predictions (for the health status and ``on_drift``) and whenever
-someone reads them (metric collection, GetModel). No score exists before ``min_samples`` predictions.
-Each server process has its own window.
+The cost on the Predict path is one list append: predictions wait in a small buffer and are binned
+together, vectorised, every ``FLUSH_EVERY`` predictions (or at once when someone reads the scores),
+each batch's counts going into a ring buffer and a running sum (O(features x bins) per prediction,
+independent of the window). Scores are computed from the sums after each such batch (for the health
+status and ``on_drift``) and whenever someone reads them (metric collection, GetModel). No score
+exists before ``min_samples`` predictions. Each server process has its own window.
 """
 
 from __future__ import annotations
@@ -36,11 +37,25 @@ from smallguard.server.observability.drift.reference import Profile, Reference, 
 
 log = logging.getLogger(__name__)
 
-EVALUATE_EVERY = 10
+FLUSH_EVERY = 16
 _DECISIONS = tuple(Decision)  # index i <-> Decision value i + 1
 
-Binned = Callable[[Mapping[str, np.ndarray], float, Decision], int | np.ndarray]
-Counted = Callable[[Mapping[str, np.ndarray], float, Decision], np.ndarray]
+
+@dataclass(slots=True)
+class _Batch:
+    """Predictions waiting to be binned: per input, each example's value (a tensor row or a text)."""
+
+    feeds: dict[str, list]
+    confidences: list[float]
+    decisions: list[int]  # Decision value - 1
+
+    def __len__(self) -> int:
+        return len(self.confidences)
+
+
+# a batch -> each example's bin per row ([n, rows] of ints), or its counts ([n, features, bins])
+Binned = Callable[[_Batch], np.ndarray]
+Counted = Callable[[_Batch], np.ndarray]
 
 
 class State(enum.Enum):
@@ -114,6 +129,7 @@ class DriftMonitor:
         self.version = spec.version
         self.policy = spec.drift
         self.reference = reference
+        self._inputs = spec.inputs
         self._size = self.policy.window
         self._binned: list[tuple[int, int, Binned]] = []  # (first row, rows, how to bin an example)
         self._counted: list[_Counted] = []
@@ -130,7 +146,8 @@ class DriftMonitor:
             self._expected[where, :proportions.shape[1]] = proportions
         self._lock = threading.Lock()
         self._publish_lock = threading.Lock()
-        self._next = self._samples = self._seen = self._taken = self._published = 0
+        self._pending = self._empty_batch()
+        self._next = self._samples = self._taken = self._published = 0
         self._listeners: list[Callable[[DriftSnapshot], None]] = []
         self._snapshot = self._score(0, self._counts, [])
 
@@ -166,8 +183,10 @@ class DriftMonitor:
     def _build(self, reference: Reference, spec: BundleSpec) -> None:
         confidence = reference.confidence.bins
         assert confidence is not None
-        self._psi_binned("confidence", reference.confidence, lambda _f, c, _d: confidence.scalar_index(c))
-        decisions = self._add_binned(1, len(_DECISIONS), lambda _f, _c, d: d.value - 1).start
+        self._psi_binned("confidence", reference.confidence,
+                         lambda batch: confidence.scalar_indices(np.asarray(batch.confidences))[:, np.newaxis])
+        decisions = self._add_binned(1, len(_DECISIONS),
+                                     lambda batch: np.asarray(batch.decisions)[:, np.newaxis]).start
         for decision, signal, limit in ((Decision.ESCALATE, "escalation_rate", self.policy.escalation_rate_limit),
                                         (Decision.ABSTAIN, "abstention_rate", self.policy.abstention_rate_limit)):
             expected, column = reference.rates[decision.name], decision.value - 1
@@ -183,54 +202,80 @@ class DriftMonitor:
                 length = profile.profiles["length"]
                 assert length.bins is not None
                 self._psi_binned(f"input:{item.name}.length", length,
-                                 lambda feeds, _c, _d, name=item.name, bins=length.bins: bins.scalar_index(
-                                     float(len(str(feeds[name][0])))))
+                                 lambda batch, name=item.name, bins=length.bins: bins.scalar_indices(
+                                     np.array([len(str(text)) for text in batch.feeds[name]], dtype=np.float64)
+                                 )[:, np.newaxis])
                 self._psi_counted(f"input:{item.name}.chars", profile.profiles["chars"],
-                                  lambda feeds, _c, _d, name=item.name: char_class_counts(str(feeds[name][0])))
+                                  lambda batch, name=item.name: np.stack(
+                                      [char_class_counts(str(text)) for text in batch.feeds[name]]))
                 continue
             values = profile.profiles["values"]
             assert values.bins is not None
             if profile.pooled:
                 self._psi_counted(f"input:{item.name}", values,
-                                  lambda feeds, _c, _d, name=item.name, bins=values.bins: tensor_counts(
-                                      bins, True, feeds[name][0]))
+                                  lambda batch, name=item.name, bins=values.bins: np.stack(
+                                      [tensor_counts(bins, True, value) for value in batch.feeds[name]]))
             else:
                 self._psi_binned(f"input:{item.name}", values,
-                                 lambda feeds, _c, _d, name=item.name, bins=values.bins: bins.index(
-                                     np.asarray(feeds[name][0], dtype=np.float64).reshape(-1)))
+                                 lambda batch, name=item.name, bins=values.bins: bins.indices(
+                                     np.stack(batch.feeds[name]).astype(np.float64).reshape(len(batch), -1)))
 
     # -------------------------------------------------------------------------------- the hot path
 
     def observe(self, feeds: Mapping[str, np.ndarray], confidence: float, decision: Decision) -> None:
         """Add one prediction (its checked inputs, calibrated confidence and decision before any drift
         override: the monitor must not count its own escalations as drift)."""
-        new = np.empty(len(self._rows), dtype=np.int8)
-        for first, width, binned in self._binned:
-            new[first:first + width] = binned(feeds, confidence, decision)
-        counted = [channel.count(feeds, confidence, decision) for channel in self._counted]
         with self._lock:
-            slot = self._next
-            if self._samples == self._size:  # the slot holds the oldest prediction: take it out
-                self._counts[self._rows, self._bins[slot]] -= 1
-            self._counts[self._rows, new] += 1
-            self._bins[slot] = new
-            for channel, counts in zip(self._counted, counted, strict=True):
-                channel.sums -= channel.buffer[slot]
-                channel.buffer[slot] = counts
-                channel.sums += counts
-            self._next = (slot + 1) % self._size
-            if self._next == 0:  # once per lap, re-add the weights from scratch so rounding cannot accumulate
-                for channel in self._counted:
-                    channel.sums = channel.buffer.sum(axis=0, dtype=np.float64)
-            self._samples = min(self._samples + 1, self._size)
-            self._seen += 1
-            taken = self._take() if self._seen % EVALUATE_EVERY == 0 else None
+            pending = self._pending
+            for name, values in feeds.items():
+                pending.feeds[name].append(values[0])
+            pending.confidences.append(confidence)
+            pending.decisions.append(decision.value - 1)
+            taken = self._flush() if len(pending) >= FLUSH_EVERY else None
         if taken is not None:
             self._publish(*taken)
 
+    def _empty_batch(self) -> _Batch:
+        return _Batch({item.name: [] for item in self._inputs}, [], [])
+
+    def _flush(self) -> tuple[int, int, np.ndarray, list[np.ndarray]]:
+        """Bin the pending predictions into the window (under the lock); return a snapshot's inputs."""
+        batch, self._pending = self._pending, self._empty_batch()
+        if len(batch):
+            new = np.empty((len(batch), len(self._rows)), dtype=np.int8)
+            for first, width, binned in self._binned:
+                new[:, first:first + width] = binned(batch)
+            counted = [channel.count(batch) for channel in self._counted]
+            for start in range(0, len(batch), self._size):  # a batch larger than the window: lap by lap
+                self._add(new[start:start + self._size], [c[start:start + self._size] for c in counted])
+        return self._take()
+
+    def _add(self, new: np.ndarray, counted: list[np.ndarray]) -> None:
+        """Put at most one window of binned predictions into the ring, taking out the ones they replace."""
+        n = len(new)
+        slots = (self._next + np.arange(n)) % self._size
+        replaced = slots[max(0, self._size - self._samples):]  # slots that held a prediction before
+        cells = self._counts.size
+        delta = np.bincount((self._rows * self._widest + new).ravel(), minlength=cells)
+        if len(replaced):
+            old = self._bins[replaced]
+            delta -= np.bincount((self._rows * self._widest + old).ravel(), minlength=cells)
+        self._counts += delta.reshape(self._counts.shape)
+        self._bins[slots] = new
+        for channel, counts in zip(self._counted, counted, strict=True):
+            channel.sums -= channel.buffer[replaced].sum(axis=0, dtype=np.float64)
+            channel.buffer[slots] = counts
+            channel.sums += counts.sum(axis=0, dtype=np.float64)
+        lapped = self._next + n >= self._size
+        self._next = (self._next + n) % self._size
+        if lapped:  # once per lap, re-add the weights from scratch so rounding cannot accumulate
+            for channel in self._counted:
+                channel.sums = channel.buffer.sum(axis=0, dtype=np.float64)
+        self._samples = min(self._samples + n, self._size)
+
     @property
     def drifted(self) -> bool:
-        """As of the last evaluation (at most EVALUATE_EVERY predictions ago, or the last read)."""
+        """As of the last evaluation (at most FLUSH_EVERY predictions ago, or the last read)."""
         return self._snapshot.state is State.DRIFTED
 
     @property
@@ -251,7 +296,7 @@ class DriftMonitor:
     def snapshot(self) -> DriftSnapshot:
         """The scores now (evaluated afresh; listeners hear of a change of state)."""
         with self._lock:
-            taken = self._take()
+            taken = self._flush()
         return self._publish(*taken)
 
     def subscribe(self, listener: Callable[[DriftSnapshot], None]) -> None:
