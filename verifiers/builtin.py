@@ -147,6 +147,8 @@ class Compare:
     it widens what passes for the first five, and for ``!=`` values within it count as equal.
     """
 
+    inline = True  # pure and fast: runs on the request's thread
+
     def __init__(
         self, field: str, op: str, other: str | None = None, value: Number | None = None, tolerance: Number = 0
     ) -> None:
@@ -188,6 +190,8 @@ class SumEquals:
     counts a missing part as 0, for optional lines such as a discount.
     """
 
+    inline = True  # pure and fast: runs on the request's thread
+
     def __init__(
         self, parts: Sequence[str], total: str, tolerance: Number = "0.01", missing_parts: str = "skip"
     ) -> None:
@@ -218,6 +222,8 @@ class SumEquals:
 class InRange:
     """``min <= field <= max``; either bound may be left out, not both."""
 
+    inline = True  # pure and fast: runs on the request's thread
+
     def __init__(self, field: str, min: Number | None = None, max: Number | None = None) -> None:
         self.field = _param_name(field, "field")
         if min is None and max is None:
@@ -242,6 +248,8 @@ class InRange:
 class Required:
     """Every one of ``fields`` is present and not blank."""
 
+    inline = True  # pure and fast: runs on the request's thread
+
     def __init__(self, fields: Sequence[str]) -> None:
         self.fields = _param_names(fields, "fields")
 
@@ -259,6 +267,8 @@ class DateFormat:
     can be replayed, except ``latest: today``: the UTC date when the check runs, for the one rule
     that needs the clock (an invoice is not issued in the future).
     """
+
+    inline = True  # pure and fast: runs on the request's thread
 
     def __init__(
         self, field: str, format: str = "%Y-%m-%d", earliest: str | None = None, latest: str | None = None
@@ -319,6 +329,8 @@ def _param_date(value: object, param: str) -> date | None:
 class CurrencyCode:
     """``field`` is an ISO 4217 currency code (upper case, e.g. ``USD``), optionally one of ``allowed``."""
 
+    inline = True  # pure and fast: runs on the request's thread
+
     def __init__(self, field: str, allowed: Sequence[str] | None = None) -> None:
         self.field = _param_name(field, "field")
         self.known = frozenset(currency.alpha_3 for currency in pycountry.currencies)
@@ -349,6 +361,8 @@ class LabelAllowed:
     ``when_missing`` (``skip`` or ``fail``) says what happens when the context has no such key,
     or the mapping has no entry for its value.
     """
+
+    inline = True  # pure and fast: runs on the request's thread
 
     def __init__(
         self,

@@ -90,6 +90,12 @@ class Verifier(Protocol):
     The entry point in group ``smallguard.verifiers`` names the factory (usually the class).
     The factory raises ``ValueError`` or ``TypeError`` for bad params, so a bundle with a
     mistake in its ``params`` is refused at start-up rather than at the first request.
+
+    Optionally, a class attribute ``inline = True`` promises that ``check`` is pure, takes well
+    under its time budget and never blocks (no I/O, no locks, no sleeping). The server then calls
+    it on the request's own thread, which saves a thread hand-off per check; its CPU time is
+    measured against the budget, but it cannot be cut short. Without it, ``check`` runs on a pool
+    thread and the request stops waiting for it when the budget is spent.
     """
 
     def check(self, prediction: Prediction, context: Mapping[str, str]) -> CheckResult: ...
