@@ -16,6 +16,7 @@ a bundle with a mistake is refused at start-up, not at the first request.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -415,9 +416,15 @@ class LabelAllowed:
         if given is None:
             return None, f"the request context has no {key!r}"
         if self.by_context is None:
-            labels = frozenset(part.strip() for part in given.split(self.separator) if part.strip())
-            return labels, f"context {key!r}"
+            return _label_set(given, self.separator), f"context {key!r}"
         labels_for = self.by_context.get(given)
         if labels_for is None:
             return None, f"the bundle lists no allowed labels for {key} {given!r}"
         return labels_for, f"the bundle for {key} {given!r}"
+
+
+@functools.lru_cache(maxsize=256)
+def _label_set(given: str, separator: str) -> frozenset[str]:
+    """A context's list of labels as a set; callers send the same few lists again and again."""
+    return frozenset(part.strip() for part in given.split(separator) if part.strip())
+

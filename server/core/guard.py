@@ -139,21 +139,7 @@ class Guard:
                 results[i] = error
         if served:
             with self._metrics.in_flight(spec.name, spec.version, len(served)):
-                batch = {item.name: np.concatenate([feeds[item.name] for _, _, feeds in served])
-                         for item in spec.inputs}
-                span = trace.get_current_span()
-                if span.is_recording():
-                    with _tracer.start_as_current_span("smallguard.model.run") as model_span:
-                        model_span.set_attributes({"smallguard.model.name": spec.name,
-                                                   "smallguard.batch.size": len(served)})
-                        heads = loaded.head.predict_batch(batch)
-                    span.set_attributes({"smallguard.model.name": spec.name, "smallguard.model.version": spec.version,
-                                         "smallguard.batch.size": len(calls)})
-                else:
-                    heads = loaded.head.predict_batch(batch)
-                trace_id = trace.format_trace_id(span.get_span_context().trace_id) if span.is_recording() else ""
-                for (i, call, feeds), head in zip(served, heads, strict=True):
-                    results[i] = replace(self._decide(call, loaded, feeds, head, None), trace_id=trace_id)
+                self._serve_batch(loaded, served, len(calls), results)
         elapsed = (time.perf_counter() - started) / max(len(served), 1)  # each item's share of the call
         for result in results:
             if isinstance(result, PredictOutcome):
@@ -161,6 +147,25 @@ class Guard:
                 if self._feedback is not None:
                     self._feedback.remember(result)
         return results
+
+    def _serve_batch(self, loaded: LoadedModel, served: list[tuple[int, PredictCall, dict[str, np.ndarray]]],
+                     size: int, results: list[PredictOutcome | GuardError]) -> None:
+        """One model run over the served items, then each item's decision into its place in ``results``."""
+        spec = loaded.spec
+        batch = {item.name: np.concatenate([feeds[item.name] for _, _, feeds in served]) for item in spec.inputs}
+        span = trace.get_current_span()
+        trace_id = ""
+        if span.is_recording():
+            with _tracer.start_as_current_span("smallguard.model.run") as model_span:
+                model_span.set_attributes({"smallguard.model.name": spec.name, "smallguard.batch.size": len(served)})
+                heads = loaded.head.predict_batch(batch)
+            span.set_attributes({"smallguard.model.name": spec.name, "smallguard.model.version": spec.version,
+                                 "smallguard.batch.size": size})
+            trace_id = trace.format_trace_id(span.get_span_context().trace_id)
+        else:
+            heads = loaded.head.predict_batch(batch)
+        for (i, call, feeds), head in zip(served, heads, strict=True):
+            results[i] = replace(self._decide(call, loaded, feeds, head, None), trace_id=trace_id)
 
     def reject(self, status: str) -> None:
         """Count a Predict the transport answered with an error status (``status`` names the code)."""

@@ -49,19 +49,29 @@ def _checked(spec: InputSpec, tensor: TensorInput) -> np.ndarray:
     ):
         raise InvalidInputError(f"shape {list(tensor.shape)} does not match; expected {_describe(spec)}", where)
     values = tensor.values
-    if values.dtype.kind == "f":
-        finite = np.isfinite(values)
-        if not finite.all():
-            index = int(np.flatnonzero(~finite)[0])
-            raise InvalidInputError(f"value {values.flat[index]} at flat index {index} is not finite; "
-                                    "NaN and infinity are not valid inputs", where)
-    if spec.min is not None and spec.max is not None:
-        outside = (values < spec.min) | (values > spec.max)
-        if outside.any():
-            index = int(np.flatnonzero(outside)[0])
-            raise InvalidInputError(f"value {values.flat[index]} at flat index {index} is outside "
-                                    f"the declared range [{spec.min:g}, {spec.max:g}]", where)
+    if values.size and not _plainly_valid(spec, values):  # the usual case costs two reductions
+        if values.dtype.kind == "f":
+            finite = np.isfinite(values)
+            if not finite.all():
+                index = int(np.flatnonzero(~finite)[0])
+                raise InvalidInputError(f"value {values.flat[index]} at flat index {index} is not finite; "
+                                        "NaN and infinity are not valid inputs", where)
+        if spec.min is not None and spec.max is not None:
+            outside = (values < spec.min) | (values > spec.max)
+            if outside.any():
+                index = int(np.flatnonzero(outside)[0])
+                raise InvalidInputError(f"value {values.flat[index]} at flat index {index} is outside "
+                                        f"the declared range [{spec.min:g}, {spec.max:g}]", where)
     return values.reshape(tensor.shape)
+
+
+def _plainly_valid(spec: InputSpec, values: np.ndarray) -> bool:
+    """True when every value is finite and within the declared range (a NaN fails every comparison)."""
+    if spec.min is not None and spec.max is not None:
+        return bool(values.min() >= spec.min) and bool(values.max() <= spec.max)
+    if values.dtype.kind == "f":
+        return bool(np.isfinite(values).all())
+    return True
 
 
 def _text_feeds(specs: Sequence[InputSpec], call: PredictCall) -> dict[str, np.ndarray]:

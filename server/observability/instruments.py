@@ -6,14 +6,14 @@ span attributes' ``smallguard.*`` keys, and only ever take values from a bounded
 model names and versions, decisions, reason codes, verifier names, statuses): a caller's
 request cannot create a new series.
 
-Without a meter provider the instruments come from OpenTelemetry's no-op meter, so the
-guard runs the same whether or not metrics are exported.
+Without a meter provider nothing is recorded, and the request path skips the metrics entirely.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
@@ -50,20 +50,46 @@ def _package_version() -> str:
         return ""
 
 
+class _Tally:
+    """Counts by attribute values, added to on the request path and read by an observable instrument.
+
+    An increment is a dict update under a lock, far cheaper than a synchronous instrument's
+    ``add``; the SDK reads the totals only when metrics are collected."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.counts: dict[tuple[str, ...], int] = {}
+
+    def observe(self, _options: CallbackOptions) -> list[Observation]:
+        return [Observation(count, dict(zip(self.keys, values, strict=False))) for values, count in
+                list(self.counts.items())]
+
+
 class GuardMetrics:
-    """The guard's instruments. ``GuardMetrics()`` records nothing; pass a meter (or use
-    ``from_provider``) to record into it."""
+    """The guard's instruments. ``GuardMetrics()`` records nothing (and costs next to nothing on the
+    request path); pass a meter (or use ``from_provider``) to record into it.
+
+    Counters are tallied in plain dictionaries and exposed through observable instruments, read at
+    collection time; only the two histograms are recorded per prediction."""
 
     def __init__(self, meter: Meter | None = None) -> None:
+        self.recording = meter is not None
         meter = meter or NoOpMeterProvider().get_meter("smallguard")
-        self._predictions = meter.create_counter(
-            "smallguard.predictions", unit="{prediction}",
+        self._lock = threading.Lock()
+        self._predictions = _Tally((MODEL, VERSION, DECISION, REASON))
+        self._reasons = _Tally((MODEL, VERSION, DECISION, REASON))
+        self._verifier_outcomes = _Tally((MODEL, VERSION, VERIFIER, STATUS))
+        self._in_flight = _Tally((MODEL, VERSION))
+        self._errors = _Tally((ERROR_TYPE,))
+        self._feedback = _Tally((FEEDBACK_OUTCOME, MODEL, VERSION))
+        meter.create_observable_counter(
+            "smallguard.predictions", callbacks=[self._predictions.observe], unit="{prediction}",
             description="Predictions by model, decision and primary (first) reason code, NONE when there was none")
-        self._reasons = meter.create_counter(
-            "smallguard.prediction.reasons", unit="{prediction}",
+        meter.create_observable_counter(
+            "smallguard.prediction.reasons", callbacks=[self._reasons.observe], unit="{prediction}",
             description="Predictions that carried each reason code (counted once per prediction and code)")
-        self._verifier_outcomes = meter.create_counter(
-            "smallguard.verifier.outcomes", unit="{outcome}",
+        meter.create_observable_counter(
+            "smallguard.verifier.outcomes", callbacks=[self._verifier_outcomes.observe], unit="{outcome}",
             description="Verifier results by model, verifier and status (passed, failed, error, skipped)")
         self._confidence = meter.create_histogram(
             "smallguard.confidence", unit="1", description="Calibrated confidence of each prediction",
@@ -72,15 +98,17 @@ class GuardMetrics:
             "smallguard.predict.duration", unit="s",
             description="Time to validate, run, calibrate, verify and decide one prediction",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
-        self._in_flight = meter.create_up_down_counter(
-            "smallguard.predict.active_requests", unit="{request}", description="Predictions being computed now")
-        self._errors = meter.create_counter(
-            "smallguard.predict.errors", unit="{request}",
+        meter.create_observable_up_down_counter(
+            "smallguard.predict.active_requests", callbacks=[self._in_flight.observe], unit="{request}",
+            description="Predictions being computed now")
+        meter.create_observable_counter(
+            "smallguard.predict.errors", callbacks=[self._errors.observe], unit="{request}",
             description="Predict requests rejected with a gRPC status, by status code name")
-        self._feedback = meter.create_counter(
-            "smallguard.feedback.received", unit="{feedback}",
+        meter.create_observable_counter(
+            "smallguard.feedback.received", callbacks=[self._feedback.observe], unit="{feedback}",
             description="Feedback calls by outcome: matched, duplicate, unknown_request, expired, invalid, conflict")
         self._meter = meter
+        self._attributes: dict[tuple[str, ...], dict[str, str]] = {}  # the histograms' attributes, built once
 
     @classmethod
     def from_provider(cls, provider: MeterProvider | None) -> GuardMetrics:
@@ -88,29 +116,37 @@ class GuardMetrics:
             return cls()
         return cls(provider.get_meter("smallguard", _package_version()))
 
-    @contextmanager
-    def in_flight(self, model: str, model_version: str, count: int = 1) -> Iterator[None]:
+    def in_flight(self, model: str, model_version: str, count: int = 1) -> AbstractContextManager[None]:
         """Count ``count`` predictions as in flight for the duration of the block, however it ends."""
-        attributes = {MODEL: model, VERSION: model_version}
-        self._in_flight.add(count, attributes)
-        try:
-            yield
-        finally:
-            self._in_flight.add(-count, attributes)
+        if not self.recording:
+            return _NOTHING
+        return _InFlight(self, (model, model_version), count)
 
     def record_prediction(self, outcome: PredictOutcome, duration_s: float) -> None:
-        model = {MODEL: outcome.model, VERSION: outcome.model_version}
-        decision = outcome.decision.name
+        if not self.recording:
+            return
+        model, version, decision = outcome.model, outcome.model_version, outcome.decision.name
         codes = [reason.code.value for reason in outcome.reasons]
-        self._predictions.add(1, {**model, DECISION: decision, REASON: codes[0] if codes else NO_REASON})
-        # Once per distinct code: two failed verifiers make one VERIFIER_FAILED prediction, so
-        # reasons/predictions is the fraction of predictions that carried the code.
-        for code in dict.fromkeys(codes):
-            self._reasons.add(1, {**model, DECISION: decision, REASON: code})
-        for verifier in outcome.verifiers:
-            self._verifier_outcomes.add(1, {**model, VERIFIER: verifier.name, STATUS: verifier.status.value})
-        self._confidence.record(outcome.confidence, model)
-        self._duration.record(duration_s, {**model, DECISION: decision})
+        with self._lock:
+            _bump(self._predictions.counts, (model, version, decision, codes[0] if codes else NO_REASON))
+            # Once per distinct code: two failed verifiers make one VERIFIER_FAILED prediction, so
+            # reasons/predictions is the fraction of predictions that carried the code.
+            for code in dict.fromkeys(codes):
+                _bump(self._reasons.counts, (model, version, decision, code))
+            for verifier in outcome.verifiers:
+                _bump(self._verifier_outcomes.counts, (model, version, verifier.name, verifier.status.value))
+        self._confidence.record(outcome.confidence, self._attributes_of((model, version)))
+        self._duration.record(duration_s, self._attributes_of((model, version, decision)))
+
+    def _attributes_of(self, values: tuple[str, ...]) -> dict[str, str]:
+        attributes = self._attributes.get(values)
+        if attributes is None:
+            attributes = self._attributes[values] = dict(zip((MODEL, VERSION, DECISION), values, strict=False))
+        return attributes
+
+    def _add(self, tally: _Tally, values: tuple[str, ...], count: int = 1) -> None:
+        with self._lock:
+            tally.counts[values] = tally.counts.get(values, 0) + count
 
     def watch_feedback(self, source: Callable[[], Iterable[FeedbackSummary]]) -> None:
         """Register the feedback gauges: they read ``source()`` (one summary per model) whenever metrics are
@@ -121,10 +157,8 @@ class GuardMetrics:
 
     def record_feedback(self, outcome: str, model: str = "", model_version: str = "") -> None:
         """One Feedback call; the model only when the request id matched a recorded prediction."""
-        attributes = {FEEDBACK_OUTCOME: outcome}
-        if model:
-            attributes.update({MODEL: model, VERSION: model_version})
-        self._feedback.add(1, attributes)
+        if self.recording:
+            self._add(self._feedback, (outcome, model, model_version) if model else (outcome,))
 
     def watch_drift(self, monitors: Iterable[DriftMonitor]) -> None:
         """Register the drift gauges over ``monitors``, read whenever metrics are collected. Called once, by
@@ -150,7 +184,30 @@ class GuardMetrics:
 
     def record_error(self, status_code_name: str) -> None:
         """A Predict the server answered with an error status (INVALID_ARGUMENT, NOT_FOUND, INTERNAL)."""
-        self._errors.add(1, {ERROR_TYPE: status_code_name})
+        if self.recording:
+            self._add(self._errors, (status_code_name,))
+
+
+class _InFlight(AbstractContextManager[None]):
+    """A class rather than a generator-based context manager: this runs on every request."""
+
+    __slots__ = ("_count", "_metrics", "_values")
+
+    def __init__(self, metrics: GuardMetrics, values: tuple[str, ...], count: int) -> None:
+        self._metrics, self._values, self._count = metrics, values, count
+
+    def __enter__(self) -> None:
+        self._metrics._add(self._metrics._in_flight, self._values, self._count)
+
+    def __exit__(self, *_exc: object) -> None:
+        self._metrics._add(self._metrics._in_flight, self._values, -self._count)
+
+
+_NOTHING = nullcontext()
+
+
+def _bump(counts: dict[tuple[str, ...], int], values: tuple[str, ...]) -> None:
+    counts[values] = counts.get(values, 0) + 1
 
 
 def _observe(source: Callable[[], Iterable[FeedbackSummary]],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -81,11 +82,11 @@ def _tensor(tensor: pb.Tensor, index: int) -> TensorInput:
     shape = tuple(tensor.shape)
     if any(d < 0 for d in shape):
         raise InvalidInputError(f"{list(shape)} has a negative size", where + ".shape")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)
     if count > _MAX_ELEMENTS:
         raise InvalidInputError(f"{list(shape)} is {count} elements; at most {_MAX_ELEMENTS}", where + ".shape")
     typed = getattr(tensor.contents, field)
-    others = [name for _, name in _DTYPES.values() if name != field and len(getattr(tensor.contents, name))]
+    others = [descriptor.name for descriptor, _ in tensor.contents.ListFields() if descriptor.name != field]
     if others:
         raise InvalidInputError(f"dtype {dtype.upper()} goes in {field}, not {others[0]}", where + ".contents")
     if tensor.raw_contents and len(typed):

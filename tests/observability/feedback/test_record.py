@@ -118,11 +118,12 @@ def test_concurrent_adds_and_settles_keep_the_bounds_and_settle_each_id_once() -
         """Two judges race for every id of one writer; at most one may win each."""
         start.wait()
         for i in range(per_writer):
-            try:
+            try:  # the id may leave the record at any moment, even between the look-up and the settling
                 found = record.get(f"w{w % writers}-{i}")
+                settled = record.settle(found, Verdict("3", True))
             except RequestNotFoundError:
                 continue
-            if record.settle(found, Verdict("3", True)) is None:
+            if settled is None:
                 with lock:
                     winners.append(found.request_id)
 
