@@ -1,0 +1,107 @@
+"""PredictBatch over gRPC: one call, one model run, and for each item the decision a single Predict gives."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from smallguard.v1 import guard_pb2 as pb
+from tests.conftest import MODELS, Running, digits_request, digits_rows, start_server
+from tests.e2e.test_extractor import invoices
+
+ALL_DIGITS = "0,1,2,3,4,5,6,7,8,9"
+
+
+def comparable(response: pb.PredictResponse) -> tuple:
+    """Everything a caller acts on; trace ids differ by call, and verifier durations are timings."""
+    return (response.request_id, response.model, response.model_version, response.decision,
+            response.classification.SerializeToString(deterministic=True),
+            [(f.name, f.value, f.present, f.confidence, f.raw_confidence) for f in response.extraction.fields],
+            response.confidence, response.raw_confidence, response.threshold,
+            [(r.code, r.verifier, r.message) for r in response.reasons],
+            [(v.name, v.status, v.message, v.on_fail) for v in response.verifiers])
+
+
+def test_each_item_gets_the_decision_of_a_single_predict(shipped: Running) -> None:
+    rows = digits_rows()[:64]
+    items = []
+    for i, row in enumerate(rows):
+        item = digits_request(row["pixels"], request_id=f"batch-{i}",
+                              context={"allowed_labels": "0,1,2,3,4,5,6,7" if i % 5 == 0 else ALL_DIGITS})
+        item.model = ""  # an item may leave the model to the batch
+        items.append(item)
+    batch = shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits", items=items))
+    assert len(batch.results) == 64 and all(result.HasField("response") for result in batch.results)
+    singles = []
+    for item in items:
+        single = pb.PredictRequest()
+        single.CopyFrom(item)
+        single.model = "digits"
+        singles.append(shipped.stub.Predict(single))
+    assert [comparable(r.response) for r in batch.results] == [comparable(s) for s in singles]
+    # the batch covers the decisions that matter: answered, held back, and a verifier that failed
+    decisions = {r.response.decision for r in batch.results}
+    assert {pb.ANSWER, pb.ESCALATE} <= decisions
+    assert any(reason.code == pb.Reason.VERIFIER_FAILED for r in batch.results for reason in r.response.reasons)
+
+
+def test_an_invalid_item_gets_its_own_error_and_the_others_are_served(shipped: Running) -> None:
+    rows = digits_rows()[:4]
+    short = pb.PredictRequest(inputs=[pb.Tensor(name="pixels", dtype=pb.FLOAT32, shape=[63],
+                                                contents=pb.TensorContents(float_contents=rows[1]["pixels"][:63]))])
+    other_model = pb.PredictRequest(model="invoice-extractor", text="Invoice 7 total 1.00")
+    items = [digits_request(rows[0]["pixels"]), short, other_model, digits_request(rows[3]["pixels"])]
+    batch = shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits", items=items))
+    kinds = [result.WhichOneof("result") for result in batch.results]
+    assert kinds == ["response", "error", "error", "response"]
+    assert batch.results[1].error.code == "INVALID_ARGUMENT"
+    assert batch.results[1].error.message == ("items[1].inputs[pixels]: shape [63] does not match; expected float32 "
+                                              "tensor of shape [64] with values in [0, 16]")
+    assert batch.results[2].error.code == "INVALID_ARGUMENT"
+    assert batch.results[2].error.message.startswith("items[2].model: 'invoice-extractor' version '' is not the "
+                                                     "batch's model, 'digits'")
+    assert batch.results[3].response.classification.label == shipped.stub.Predict(items[3]).classification.label
+
+
+def test_the_batch_as_a_whole_is_checked_like_a_predict(shipped: Running) -> None:
+    item = digits_request(digits_rows()[0]["pixels"])
+    with pytest.raises(grpc.RpcError) as empty:
+        shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits"))
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert empty.value.details() == "items: 0 items; expected 1 to 1024 (--max-batch-items)"
+    with pytest.raises(grpc.RpcError) as unknown:
+        shipped.stub.PredictBatch(pb.PredictBatchRequest(model="no-such-model", items=[item]))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND and "no-such-model" in unknown.value.details()
+    with pytest.raises(grpc.RpcError) as version:
+        shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits", version="9.9.9", items=[item]))
+    assert version.value.code() == grpc.StatusCode.NOT_FOUND and "9.9.9" in version.value.details()
+    assert shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits", items=[item])).results[0].HasField(
+        "response")  # the server kept serving
+
+
+def test_batch_limits_come_from_the_settings() -> None:
+    item = digits_request(digits_rows()[0]["pixels"])
+    two = len(pb.PredictBatchRequest(model="digits", items=[item] * 2).SerializeToString())
+    running = start_server(MODELS, max_batch_items=3, max_request_bytes=two)
+    try:
+        with pytest.raises(grpc.RpcError) as many:  # small items, so that the count is what is over
+            tiny = pb.PredictRequest(text="x")
+            running.stub.PredictBatch(pb.PredictBatchRequest(model="digits", items=[tiny] * 4))
+        assert many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert many.value.details() == "items: 4 items; expected 1 to 3 (--max-batch-items)"
+        with pytest.raises(grpc.RpcError) as large:  # three items are over the size of two
+            running.stub.PredictBatch(pb.PredictBatchRequest(model="digits", items=[item] * 3))
+        assert large.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"over this server's limit of {two} bytes (--max-request-bytes)" in large.value.details()
+        assert len(running.stub.PredictBatch(pb.PredictBatchRequest(model="digits", items=[item] * 2)).results) == 2
+    finally:
+        running.stop()
+
+
+def test_an_extractor_batch_gives_each_invoice_its_single_predict_answer(shipped: Running) -> None:
+    texts = [record["text"] for record in invoices("test")[:6] + invoices("shifted")[:6]]
+    items = [pb.PredictRequest(text=text, request_id=f"invoice-{i}") for i, text in enumerate(texts)]
+    batch = shipped.stub.PredictBatch(pb.PredictBatchRequest(model="invoice-extractor", items=items))
+    singles = [shipped.stub.Predict(pb.PredictRequest(model="invoice-extractor", text=text, request_id=f"invoice-{i}"))
+               for i, text in enumerate(texts)]
+    assert [comparable(r.response) for r in batch.results] == [comparable(s) for s in singles]
