@@ -4,6 +4,7 @@ plugins isolated on a pool and cut off at the budget."""
 from __future__ import annotations
 
 import gc
+import itertools
 import time
 from collections.abc import Mapping
 
@@ -72,7 +73,7 @@ def test_an_inline_check_over_its_budget_is_an_error_after_it_returns(runner: Ve
 
 def test_a_garbage_collection_during_an_inline_check_is_not_charged_to_it(runner: VerifierRunner) -> None:
     garbage = [[] for _ in range(300_000)]
-    for a, b in zip(garbage, garbage[1:], strict=False):  # cycles only the collector can free
+    for a, b in itertools.pairwise(garbage):  # cycles only the collector can free
         a.append(b)
         b.append(a)
     del garbage, a, b
