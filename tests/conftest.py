@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,12 +57,29 @@ def serving(*args: str, port: int, metrics_port: int | None = None) -> Iterator[
     with subprocess.Popen([*SMALLGUARD, "serve", *args], env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
         try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                grpc.channel_ready_future(channel).result(timeout=60)
+            _wait_until_serving(process, port)
             yield process
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def _wait_until_serving(process: subprocess.Popen[str], port: int, timeout: float = 60.0) -> None:
+    """Until the port answers; a process that exits first fails at once, with what it printed."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        ready = grpc.channel_ready_future(channel)
+        while True:
+            try:
+                ready.result(timeout=0.25)
+                return
+            except grpc.FutureTimeoutError:
+                if process.poll() is not None:
+                    output = process.stdout.read() if process.stdout else ""
+                    raise AssertionError(f"smallguard serve exited with {process.returncode} before serving:\n"
+                                         f"{output}") from None
+                if time.monotonic() > deadline:
+                    raise
 
 
 @pytest.fixture(scope="session", autouse=True)
