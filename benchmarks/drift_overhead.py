@@ -26,6 +26,7 @@ import numpy as np
 from smallguard.server.assembly import build_guard, create_server
 from smallguard.server.core.guard import Guard
 from smallguard.server.domain.predictions import Decision, PredictCall, TensorInput
+from smallguard.server.observability.drift.monitor import FLUSH_EVERY
 from smallguard.server.settings import Settings
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
@@ -131,8 +132,9 @@ def main() -> None:
     print(f"ratio with/without: median {med_with / med_without:.3f}x, mean {mean_with / mean_without:.3f}x")
     print(f"over loopback gRPC, median: {grpc_without * 1e6:.1f} us without, {grpc_with * 1e6:.1f} us with drift: "
           f"ratio {grpc_with / grpc_without:.3f}x")
-    print(f"DriftMonitor.observe alone: {observe_us:.1f} us per prediction (a score every "
-          f"10 predictions included); a full snapshot (what a scrape or GetModel costs): {snapshot_us:.1f} us")
+    print(f"DriftMonitor.observe alone: {observe_us:.1f} us per prediction (binning and a score every "
+          f"{FLUSH_EVERY} predictions included); a full snapshot (what a scrape or GetModel costs): "
+          f"{snapshot_us:.1f} us")
 
 
 if __name__ == "__main__":
