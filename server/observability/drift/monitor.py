@@ -37,7 +37,7 @@ from smallguard.server.observability.drift.reference import Profile, Reference, 
 
 log = logging.getLogger(__name__)
 
-FLUSH_EVERY = 16
+FLUSH_EVERY = 32
 _DECISIONS = tuple(Decision)  # index i <-> Decision value i + 1
 
 
