@@ -1,123 +1,626 @@
-"""Which server shape serves more Predict calls: sync grpc.server or grpc.aio?
+"""What smallguard's serving path costs, against a bare gRPC server doing only the model run (issue #9).
 
-Each shape serves the shipped `digits` model through the same Guard core in its own process
-pinned to core 0; a grpc.aio client pinned to core 1 keeps a fixed number of calls in flight
-for a fixed time. Prints requests per second and the ratio to the sync server measured in
-the same run (the machines are shared and noisy: compare ratios, not absolute figures).
+The baseline ("bare", written here) is a sync grpc.server with smallguard's pool size and options
+whose Predict only decodes the request, builds the array, runs the digits ONNX model and returns
+label + probability. Against it, `smallguard serve` as a user runs it ("defaults"), with every span
+exported over OTLP and the Prometheus endpoint on ("traced+metrics"), with `--workers 2` (against
+two bare processes on one port), and serving PredictBatch (64 digits per call).
 
-    .venv/bin/python benchmarks/server_shape.py [--seconds 10] [--concurrency 32]
+Why ratios: the machine is shared and noisy, absolute rates move 2-3x from day to day. So every
+figure is compared with the bare server measured in the same run, on the same cores, with the same
+client, and the configurations take turns at each concurrency (all servers of a group stay up,
+idle while another is measured). Each server is a subprocess tree whose CPU time (utime + stime of
+every process in it, from /proc) is read at the start and end of each measurement window; the
+server is pinned to CPU 0, the client processes to CPU 1 (`--workers` and its baseline unpinned).
+Per point: requests/s, p50/p99 latency measured per call in the clients, server CPU per request,
+how busy the server and the client processes were (a client near 100% of its core would be the
+bottleneck), and each ratio to the bare server. The issue's targets are then reported as met or
+not met; nothing is asserted.
+
+The load generator (benchmarks/shape_load.py) is 2 client processes with blocking stubs on threads,
+one thread per call in flight: measured against grpc.aio clients and against 4 or 8 processes, it
+spends the least client CPU per call (about 2/3 of what the bare server spends per request), so one
+load core outruns one server core; the report prints both figures for each run.
+
+    .venv/bin/python benchmarks/server_shape.py [--seconds 10 | --quick] [--json PATH]
+    .venv/bin/python benchmarks/server_shape.py --soak [N]     # N Predict calls (default 100,000)
+
+`--soak` keeps 16 calls in flight against `smallguard serve` (defaults) until N calls are done and
+reports the ESCALATE decisions with reason VERIFIER_ERROR (from the responses), the longest garbage
+collection pauses inside the server (the server runs under `--serve-with-gc-log FILE`, a wrapper
+timing every collection through gc.callbacks) and the server's RSS over time.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import dataclasses
+import datetime
+import json
 import os
-import socket
-import subprocess
+import signal
 import sys
+import tempfile
 import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
+import onnxruntime
+from shape_load import (
+    BATCH_ITEMS,
+    CALL_TIMEOUT_S,
+    CLIENT_KINDS,
+    Job,
+    LoadGenerator,
+    Tally,
+    encoded_requests,
+    shares,
+    split_jobs,
+)
+from shape_servers import (
+    OtlpReceiver,
+    ServerUnderTest,
+    bare_command,
+    busy_share,
+    clean_env,
+    cpu_seconds,
+    cpu_ticks,
+    free_port,
+    gc_logged_command,
+    rss_kib,
+    serve_bare,
+    serve_with_gc_log,
+    smallguard_command,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-SHAPES = ("sync", "aio")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serve(shape: str, port: int) -> None:
-    """Serve digits with the given shape until killed (runs in the child process)."""
-    os.sched_setaffinity(0, {0})
-    from smallguard.server.assembly import build_guard, create_server
-    from smallguard.server.settings import Settings
-
-    settings = Settings(host="127.0.0.1", port=port)
-    if shape == "sync":
-        server = create_server(settings)
-        server.start()
-        print("ready", flush=True)
-        server.wait()
-        return
-    guard = build_guard(settings)  # the same core, behind an aio transport
-    from smallguard.server.transport import converters
-    from smallguard.v1 import guard_pb2 as pb
-
-    async def predict(raw: bytes, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
-        return converters.predict_response(guard.predict(converters.predict_call(pb.PredictRequest.FromString(raw))))
-
-    async def main() -> None:
-        aio = grpc.aio.server()
-        aio.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("smallguard.v1.Guard", {
-            "Predict": grpc.unary_unary_rpc_method_handler(
-                predict, response_serializer=pb.PredictResponse.SerializeToString)}),))
-        aio.add_insecure_port(f"127.0.0.1:{port}")
-        await aio.start()
-        print("ready", flush=True)
-        await aio.wait_for_termination()
-
-    asyncio.run(main())
+IN_FLIGHT = (1, 16, 64)
+BATCH_IN_FLIGHT = 4  # PredictBatch calls in flight, BATCH_ITEMS digits each
+SOAK_IN_FLIGHT = 16
+SERVER_CPU, LOAD_CPU = 0, 1
+CHANNELS_PER_CLIENT = 4  # connections per client process (spread over the workers by SO_REUSEPORT)
+SETUP_S = 0.3  # for the client processes to receive a job and open their channels
 
 
-async def load(port: int, seconds: float, concurrency: int) -> float:
-    from smallguard.v1 import guard_pb2 as pb
-    from smallguard.v1 import guard_pb2_grpc
+@dataclass(slots=True)
+class Point:
+    """One configuration at one concurrency: what the clients saw and what the server spent."""
 
-    request = pb.PredictRequest(model="digits", inputs=[pb.Tensor(name="pixels", dtype=pb.FLOAT32, shape=[64])])
-    request.inputs[0].contents.float_contents.extend([4.0] * 64)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = guard_pb2_grpc.GuardStub(channel)
-        for _ in range(200):  # warm-up
-            await stub.Predict(request)
-        done = 0
-        deadline = time.perf_counter() + seconds
-
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < deadline:
-                await stub.Predict(request)
-                done += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return done / (time.perf_counter() - started)
+    config: str
+    in_flight: int
+    baseline: str | None  # the configuration this one is compared with
+    seconds: float
+    calls: int
+    rate: float  # calls/s (items/s for the batch row)
+    p50_ms: float
+    p99_ms: float
+    server_cpu_us: float  # server CPU per call (per item for the batch row)
+    server_busy: float  # server CPU seconds per second (1.0 = one core)
+    client_busy: float  # the client processes' CPU seconds per second
+    own_busy: float  # this script's (and the OTLP receiver's) CPU seconds per second
+    cores_busy: dict[str, float]  # each core, from /proc/stat, whoever kept it busy
+    errors: dict[str, int]
+    item_errors: int = 0
+    ratios: dict[str, float] = field(default_factory=dict)  # rate, p50, cpu: this / the baseline's
 
 
-def measure(shape: str, seconds: float, concurrency: int) -> float:
-    port = _free_port()
-    child = subprocess.Popen([sys.executable, __file__, "--serve", shape, "--port", str(port)],
-                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
+@dataclass
+class Run:
+    """The benchmark's state: options, the temporary folder for logs, where to pin, and what was measured."""
+
+    args: argparse.Namespace
+    folder: Path
+    pinned: bool
+    points: list[Point] = field(default_factory=list)
+    issued: Counter[str] = field(default_factory=Counter)  # calls sent to each server, warm-ups included
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # the OTLP receiver's counts, the metrics endpoint
+
+    @property
+    def server_cpus(self) -> set[int] | None:
+        return {SERVER_CPU} if self.pinned else None
+
+    @property
+    def load_cpus(self) -> set[int] | None:
+        return {LOAD_CPU} if self.pinned else None
+
+    @property
+    def warmup(self) -> float:
+        return 0.5 if self.args.quick else 1.0
+
+
+# ------------------------------------------------------------------------------------ measuring
+
+
+def measure(run: Run, server: ServerUnderTest, load: LoadGenerator, in_flight: int, baseline: str | None,
+            kind: str = "predict", label: str | None = None) -> Point:
+    """Keep ``in_flight`` calls going for the warm-up and the window; read the CPU times at its edges."""
+    start = time.monotonic() + SETUP_S + run.warmup
+    end = start + run.args.seconds
+
+    def job(index: int, share: int) -> Job:
+        return Job(server.target, kind, share, min(share, CHANNELS_PER_CLIENT), start, end, first_row=index * 97)
+
+    load.submit(split_jobs(in_flight, load.size, job))
+    before = _sample(server, load, start)
+    after = _sample(server, load, end)
+    tally = load.collect(timeout=CALL_TIMEOUT_S + 60)
+    run.issued[server.name] += tally.issued
+    return _point(label or server.name, in_flight, baseline, tally, before, after, run.args.seconds, kind == "batch")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float
+    server_cpu: float
+    client_cpu: float
+    own_cpu: float
+    ticks: dict[str, tuple[int, int]]
+
+
+def _sample(server: ServerUnderTest, load: LoadGenerator, at: float) -> Sample:
+    time.sleep(max(0.0, at - time.monotonic()))
+    return Sample(time.monotonic(), server.cpu_seconds(), cpu_seconds(load.pids()), cpu_seconds([os.getpid()]),
+                  cpu_ticks())
+
+
+def _point(config: str, in_flight: int, baseline: str | None, tally: Tally, before: Sample, after: Sample,
+           window: float, per_item: bool) -> Point:
+    """The figures of one window: calls that ended inside it, CPU time between the two samples at its edges."""
+    seconds = after.at - before.at
+    server_cpu, client_cpu = after.server_cpu - before.server_cpu, after.client_cpu - before.client_cpu
+    served = tally.samples if per_item else tally.calls
+    latencies = sorted(tally.latencies)
+    return Point(
+        config=config, in_flight=in_flight, baseline=baseline, seconds=seconds, calls=tally.calls,
+        rate=served / window,
+        p50_ms=_percentile(latencies, 0.50) * 1000, p99_ms=_percentile(latencies, 0.99) * 1000,
+        server_cpu_us=server_cpu / served * 1e6 if served else float("nan"),
+        server_busy=server_cpu / seconds, client_busy=client_cpu / seconds,
+        own_busy=(after.own_cpu - before.own_cpu) / seconds, cores_busy=busy_share(before.ticks, after.ticks),
+        errors=dict(tally.errors), item_errors=tally.item_errors)
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def set_own_affinity(cpus: set[int] | None) -> None:
+    """The orchestrator's affinity; the client processes it spawns start from it."""
+    os.sched_setaffinity(0, cpus if cpus is not None else ORIGINAL_AFFINITY)
+
+
+@contextlib.contextmanager
+def started(run: Run, servers: list[ServerUnderTest]) -> Iterator[dict[str, ServerUnderTest]]:
+    """Start every server, wait for all of them, stop them all on the way out (whatever happens)."""
+    probe = encoded_requests("predict")[0]
     try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready", "server did not start"
-        return asyncio.run(load(port, seconds, concurrency))
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_ready(probe)
+        yield {server.name: server for server in servers}
     finally:
-        child.terminate()
-        child.wait()
+        for server in servers:
+            server.stop()
 
 
-def main() -> None:
+@contextlib.contextmanager
+def load_generator(run: Run, cpus: set[int] | None) -> Iterator[LoadGenerator]:
+    load = LoadGenerator(run.args.clients, cpus, run.args.client)
+    try:
+        yield load
+    finally:
+        load.close()
+
+
+def take_turns(run: Run, servers: dict[str, ServerUnderTest], load: LoadGenerator, baseline: str) -> None:
+    """At each concurrency every server once, the order reversed at every other level."""
+    names = list(servers)
+    for level, in_flight in enumerate(IN_FLIGHT):
+        for name in names if level % 2 == 0 else names[::-1]:
+            point = measure(run, servers[name], load, in_flight, None if name == baseline else baseline)
+            run.points.append(point)
+            _progress(point)
+
+
+def _progress(point: Point) -> None:
+    print(f"  measured {point.config:<16} {point.in_flight:>3} in flight: {point.rate:8.0f}/s  "
+          f"p50 {point.p50_ms:6.2f} ms  server {point.server_busy:4.0%}  clients {point.client_busy:4.0%}",
+          file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------ the groups
+
+
+def pinned_group(run: Run) -> None:
+    """bare, defaults and traced+metrics, each pinned to CPU 0; the clients (and the receiver) on CPU 1."""
+    set_own_affinity(run.load_cpus)
+    receiver = OtlpReceiver()
+    try:
+        traced_env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+                      "OTEL_TRACES_SAMPLER": "always_on"}
+        metrics_port = free_port()
+        servers = [
+            ServerUnderTest("bare", (p := free_port()), [bare_command(p)], clean_env(), run.folder, run.server_cpus),
+            ServerUnderTest("defaults", (p := free_port()), [smallguard_command(p)], clean_env(), run.folder,
+                            run.server_cpus),
+            ServerUnderTest("traced+metrics", (p := free_port()),
+                            [smallguard_command(p, "--metrics-port", str(metrics_port))], clean_env(traced_env),
+                            run.folder, run.server_cpus),
+        ]
+        with started(run, servers) as by_name, load_generator(run, run.load_cpus) as load:
+            take_turns(run, by_name, load, "bare")
+            batch(run, by_name["defaults"], load)
+            run.extra["metrics_endpoint"] = _scrape(metrics_port)
+        _count_spans(run, receiver)
+    finally:
+        receiver.stop()
+
+
+def unpinned_group(run: Run) -> None:
+    """smallguard --workers 2 against two bare processes on one port; nothing pinned."""
+    set_own_affinity(None)
+    bare_port, workers_port = free_port(), free_port()
+    servers = [
+        ServerUnderTest("bare x2", bare_port, [bare_command(bare_port)] * 2, clean_env(), run.folder, None),
+        ServerUnderTest("workers2", workers_port, [smallguard_command(workers_port, "--workers", "2")], clean_env(),
+                        run.folder, None, ready_lines=2),
+    ]
+    with started(run, servers) as by_name, load_generator(run, None) as load:
+        take_turns(run, by_name, load, "bare x2")
+
+
+def batch(run: Run, server: ServerUnderTest, load: LoadGenerator) -> None:
+    """PredictBatch, BATCH_ITEMS digits a call, if the server serves it."""
+    with grpc.insecure_channel(server.target) as channel:
+        try:
+            channel.unary_unary("/smallguard.v1.Guard/PredictBatch")(encoded_requests("batch")[0], timeout=30)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            run.notes.append("batch: not served" if code == grpc.StatusCode.UNIMPLEMENTED
+                             else f"batch: PredictBatch failed with {code}: {exc}")
+            print(run.notes[-1], file=sys.stderr)
+            return
+    point = measure(run, server, load, BATCH_IN_FLIGHT, "bare", kind="batch", label=f"batch ({BATCH_ITEMS}/call)")
+    run.points.append(point)
+    _progress(point)
+
+
+def _scrape(port: int) -> dict[str, Any]:
+    """One GET of the traced server's Prometheus endpoint: is it on, and does it count predictions?"""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            body = response.read().decode(errors="replace")
+    except OSError as exc:
+        return {"served": False, "error": str(exc)}
+    return {"served": True, "bytes": len(body), "has_smallguard_predictions": "smallguard_predictions" in body}
+
+
+def _count_spans(run: Run, receiver: OtlpReceiver) -> None:
+    """Spans the receiver got (after the server flushed them at shutdown) against 3 per Predict sent."""
+    spans, metric_exports = receiver.counts()
+    sent = run.issued["traced+metrics"] + 1  # + the readiness probe
+    run.extra["otlp"] = {"spans": spans, "expected_spans": 3 * sent, "metric_exports": metric_exports}
+
+
+# ------------------------------------------------------------------------------------ ratios and targets
+
+
+def add_ratios(points: list[Point]) -> None:
+    by_key = {(p.config, p.in_flight): p for p in points}
+    for point in points:
+        if point.baseline is None:
+            continue
+        level = max(IN_FLIGHT) if point.config.startswith("batch") else point.in_flight
+        base = by_key.get((point.baseline, level))
+        if base is None:
+            continue
+        point.ratios = {"rate": _ratio(point.rate, base.rate), "cpu": _ratio(point.server_cpu_us, base.server_cpu_us)}
+        if not point.config.startswith("batch"):
+            point.ratios["p50"] = _ratio(point.p50_ms, base.p50_ms)
+
+
+def _ratio(value: float, base: float) -> float:
+    return value / base if base > 0 else float("nan")  # nan also when either is nan (nothing served)
+
+
+# (what, config, in flight (None: any), ratio, comparison, threshold)
+TARGETS = [
+    ("defaults throughput at 64 in flight >= 0.8x bare", "defaults", 64, "rate", ">=", 0.8),
+    ("defaults p50 latency at 1 in flight <= 1.25x bare", "defaults", 1, "p50", "<=", 1.25),
+    ("traced+metrics throughput at 64 in flight >= 0.5x bare", "traced+metrics", 64, "rate", ">=", 0.5),
+    ("workers2 throughput at 64 in flight >= 0.8x two bare processes", "workers2", 64, "rate", ">=", 0.8),
+    (f"batch samples/s >= 10x bare single-sample req/s at {max(IN_FLIGHT)} in flight", f"batch ({BATCH_ITEMS}/call)",
+     None, "rate", ">=", 10.0),
+]
+
+
+def check_targets(points: list[Point]) -> list[dict[str, Any]]:
+    checked = []
+    for what, config, in_flight, ratio, comparison, threshold in TARGETS:
+        found = [p for p in points if p.config == config and in_flight in (None, p.in_flight) and ratio in p.ratios]
+        value = found[0].ratios[ratio] if found else None
+        if value is None:
+            verdict = "not measured"
+        else:
+            verdict = "met" if (value >= threshold if comparison == ">=" else value <= threshold) else "not met"
+            verdict = "not measured" if value != value else verdict  # nan: nothing was served
+        checked.append({"target": what, "ratio": value, "verdict": verdict})
+    return checked
+
+
+# ------------------------------------------------------------------------------------ the report
+
+
+def header(run: Run) -> list[str]:
+    args = run.args
+    where = (f"server pinned to CPU {SERVER_CPU}, {args.clients} {args.client} client processes pinned to CPU "
+             f"{LOAD_CPU}" if run.pinned else f"nothing pinned (CPUs available: {sorted(ORIGINAL_AFFINITY)})")
+    return [
+        f"smallguard server shape, {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} on {os.uname().nodename}",
+        f"grpcio {grpc.__version__}, onnxruntime {onnxruntime.__version__}, Python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} cores",
+        f"Predict on digits, {args.seconds:g}s per point after {run.warmup:g}s warm-up; {where}; "
+        f"workers2 and bare x2 unpinned (clients too)",
+    ]
+
+
+CONFIG_ORDER = ("bare", "defaults", "traced+metrics", f"batch ({BATCH_ITEMS}/call)", "bare x2", "workers2")
+
+
+def other_busy(point: Point) -> float:
+    """CPU time on the machine's cores that was not the server's, the clients' or this script's (other users,
+    the kernel), in cores: what the measurement shared the machine with."""
+    return max(0.0, sum(point.cores_busy.values()) - point.server_busy - point.client_busy - point.own_busy)
+
+
+def table(points: list[Point]) -> list[str]:
+    def ratio(point: Point, name: str) -> str:
+        if point.baseline is None:
+            return "1.00x" if not point.config.startswith("batch") else "-"
+        return f"{point.ratios[name]:.2f}x" if name in point.ratios else "-"
+
+    lines = [f"{'config':<17}{'in-flight':>9}{'req/s':>9}{'vs bare':>9}{'p50 ms':>8}{'vs bare':>9}{'p99 ms':>8}"
+             f"{'CPU us/req':>11}{'vs bare':>9}{'server':>8}{'clients':>9}{'other':>7}"]
+    for p in sorted(points, key=lambda p: (CONFIG_ORDER.index(p.config), p.in_flight)):
+        in_flight = f"{p.in_flight}x{BATCH_ITEMS}" if p.config.startswith("batch") else str(p.in_flight)
+        lines.append(f"{p.config:<17}{in_flight:>9}{p.rate:>9.0f}{ratio(p, 'rate'):>9}{p.p50_ms:>8.2f}"
+                     f"{ratio(p, 'p50'):>9}{p.p99_ms:>8.2f}{p.server_cpu_us:>11.0f}{ratio(p, 'cpu'):>9}"
+                     f"{p.server_busy:>8.0%}{p.client_busy:>9.0%}{other_busy(p):>7.0%}")
+    return lines
+
+
+def footnotes(run: Run) -> list[str]:
+    lines = ["'vs bare': against bare at the same in-flight count; workers2 against bare x2; the batch row's req/s "
+             f"is items/s, against bare's req/s at {max(IN_FLIGHT)} in flight, and its CPU is per item.",
+             "'server', 'clients': CPU seconds per second of the server's processes and of the client processes "
+             "(100% = one core); 'other': the rest of the busy time on the cores (other users, the kernel).",
+             *client_check(run.points)]
+    errors = [f"{p.config}@{p.in_flight}: {p.errors}" for p in run.points if p.errors]
+    errors += [f"{p.config}: {p.item_errors} items answered with an error" for p in run.points if p.item_errors]
+    if errors:
+        lines.append("errors (not counted as served): " + "; ".join(errors))
+    if (otlp := run.extra.get("otlp")) is not None:
+        lines.append(f"traced+metrics: the OTLP receiver got {otlp['spans']} spans of ~{otlp['expected_spans']} "
+                     f"expected (3 per Predict), and {otlp['metric_exports']} metric exports")
+    if (scrape := run.extra.get("metrics_endpoint")) is not None:
+        lines.append(f"traced+metrics: Prometheus endpoint {'on' if scrape.get('served') else 'NOT answering'}"
+                     + (f", {scrape['bytes']} bytes, smallguard_predictions "
+                        f"{'present' if scrape['has_smallguard_predictions'] else 'absent'}"
+                        if scrape.get("served") else f": {scrape.get('error')}"))
+    return lines + run.notes
+
+
+def client_check(points: list[Point]) -> list[str]:
+    """Was the client the bottleneck? Its CPU per call against the bare server's, and any point where the
+    load core was full while the server still had idle time."""
+    lines = []
+    bare = [p for p in points if p.config == "bare" and p.calls]
+    if bare:
+        client_us = sum(p.client_busy * p.seconds for p in bare) / sum(p.calls for p in bare) * 1e6
+        server_us = sum(p.server_busy * p.seconds for p in bare) / sum(p.calls for p in bare) * 1e6
+        lines.append(f"client check: the clients spent {client_us:.0f} us of CPU per call, the bare server "
+                     f"{server_us:.0f} us per request: one load core drives ~{1e6 / client_us:.0f} calls/s, one "
+                     f"server core answers ~{1e6 / server_us:.0f}/s.")
+    suspect = [f"{p.config}@{p.in_flight}" for p in points if p.server_busy < 0.9 and p.in_flight > 1
+               and p.cores_busy.get(f"cpu{LOAD_CPU}", 0.0) > 0.95 and p.config not in ("bare x2", "workers2")]
+    if suspect:
+        lines.append("client check: the load core was full while the server had idle time at " + ", ".join(suspect)
+                     + " (limited by the load core: the clients or the other load on it)")
+    return lines
+
+
+def target_lines(checked: list[dict[str, Any]]) -> list[str]:
+    lines = ["targets (issue #9):"]
+    for item in checked:
+        value = "-" if item["ratio"] is None else f"{item['ratio']:.2f}x"
+        lines.append(f"  {item['target']:<74}{value:>7}  {item['verdict']}")
+    return lines
+
+
+def write_json(path: Path, run: Run, checked: list[dict[str, Any]], head: list[str]) -> None:
+    document = {
+        "header": head,
+        "options": vars(run.args),
+        "pinned": run.pinned,
+        "points": [dataclasses.asdict(p) for p in run.points],
+        "targets": checked,
+        "footnotes": footnotes(run),
+        "issued": run.issued,
+        **run.extra,
+    }
+    path.write_text(json.dumps(_no_nan(document), indent=1, default=str))
+
+
+def _no_nan(value: Any) -> Any:
+    """NaN (nothing served) as null, so the file is strict JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    return value
+
+
+def benchmark(run: Run) -> None:
+    head = header(run)
+    print("\n".join(head), file=sys.stderr)
+    pinned_group(run)
+    unpinned_group(run)
+    add_ratios(run.points)
+    checked = check_targets(run.points)
+    print("\n".join(["", *head, "", *table(run.points), "", *footnotes(run), "", *target_lines(checked)]))
+    if run.args.json:
+        write_json(run.args.json, run, checked, head)
+
+
+# ------------------------------------------------------------------------------------ the soak
+
+
+def soak(run: Run, count: int) -> None:
+    """``count`` Predict calls at SOAK_IN_FLIGHT in flight against a GC-logged `smallguard serve`."""
+    set_own_affinity(run.load_cpus)
+    gc_log, port = run.folder / "gc.json", free_port()
+    server = ServerUnderTest("soak", port, [gc_logged_command(gc_log, port)], clean_env(), run.folder,
+                             run.server_cpus)
+    limit = 120.0 + count * 0.02  # at least 50 calls/s, or it stops and says how far it got
+    with started(run, [server]), load_generator(run, run.load_cpus) as load:
+        pid = server.processes[0].pid
+        rss = [(0.0, rss_kib(pid))]
+        cpu_before, began = server.cpu_seconds(), time.monotonic()
+        per_process = shares(SOAK_IN_FLIGHT, load.size)
+        calls = [count * share // SOAK_IN_FLIGHT for share in per_process]
+        calls[0] += count - sum(calls)
+
+        def job(index: int, share: int) -> Job:
+            return Job(server.target, "predict", share, min(share, CHANNELS_PER_CLIENT), began, began + limit,
+                       count=calls[index], inspect=True, first_row=index * 97)
+
+        load.submit(split_jobs(SOAK_IN_FLIGHT, load.size, job))
+        while not load.finished() and time.monotonic() < began + limit + CALL_TIMEOUT_S:
+            time.sleep(2.0)
+            rss.append((time.monotonic() - began, rss_kib(pid)))
+        tally = load.collect(timeout=CALL_TIMEOUT_S + 60)
+        took, cpu = time.monotonic() - began, server.cpu_seconds() - cpu_before
+        rss.append((took, rss_kib(pid)))
+    pauses = json.loads(gc_log.read_text()) if gc_log.exists() else None
+    timeouts = sum(1 for line in server.log_text().splitlines()
+                   if "verifier" in line and ("budget" in line or "did not finish" in line))
+    report = soak_report(count, tally, took, cpu, rss, pauses, timeouts)
+    print("\n".join(report))
+    if run.args.json:
+        run.args.json.write_text(json.dumps(_no_nan({
+            "header": report[:1], "count": count, "done": tally.calls, "seconds": took, "errors": dict(tally.errors),
+            "decisions": dict(tally.decisions), "escalated_verifier_error": tally.escalated_verifier_error,
+            "verifier_error_messages": dict(tally.verifier_error_messages.most_common(20)),
+            "server_log_verifier_timeouts": timeouts, "gc": pauses, "rss_kib": rss, "server_cpu_s": cpu,
+            "latency_ms": _latency_summary(tally.latencies)}), indent=1))
+
+
+def _latency_summary(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {"p50": _percentile(ordered, 0.5) * 1000, "p99": _percentile(ordered, 0.99) * 1000,
+            "p999": _percentile(ordered, 0.999) * 1000, "max": (ordered[-1] if ordered else float("nan")) * 1000}
+
+
+def soak_report(count: int, tally: Tally, took: float, cpu: float, rss: list[tuple[float, int]],
+                pauses: dict[str, Any] | None, timeouts: int) -> list[str]:
+    latency = _latency_summary(tally.latencies)
+    decisions = ", ".join(f"{name} {n}" for name, n in tally.decisions.most_common())
+    lines = [
+        f"soak, {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}: {count} digits Predict calls, "
+        f"{SOAK_IN_FLIGHT} in flight, against smallguard serve (defaults), server on CPU {SERVER_CPU}, "
+        f"clients on CPU {LOAD_CPU}; grpcio {grpc.__version__}, onnxruntime {onnxruntime.__version__}",
+        f"  answered: {tally.calls} in {took:.1f}s ({tally.calls / took:.0f}/s), errors: {dict(tally.errors) or 0}; "
+        f"server CPU {cpu / max(tally.calls, 1) * 1e6:.0f} us/req",
+        f"  latency ms: p50 {latency['p50']:.2f}, p99 {latency['p99']:.2f}, p99.9 {latency['p999']:.2f}, "
+        f"max {latency['max']:.1f}",
+        f"  decisions: {decisions}",
+        f"  ESCALATE with reason VERIFIER_ERROR (from the responses): {tally.escalated_verifier_error}",
+    ]
+    lines += [f"    {n} x {message}" for message, n in tally.verifier_error_messages.most_common(3)]
+    lines.append(f"  verifier time-outs logged by the server: {timeouts}")
+    if pauses is None:
+        lines.append("  GC pauses: the server wrote no GC log")
+    else:
+        for generation, entry in sorted(pauses.items()):
+            lines.append(f"  GC generation {generation}: {entry['collections']} collections, longest "
+                         f"{entry['max_ms']:.1f} ms, total {entry['total_ms']:.0f} ms, {entry['over_20ms']} over 20 ms")
+        lines.append(f"  longest full (generation 2) collection: {pauses['2']['max_ms']:.1f} ms")
+    marks = [rss[0], *(rss[i] for i in range(1, len(rss) - 1, max(1, (len(rss) - 2) // 5))), rss[-1]]
+    per_second = tally.calls / took if took > 0 else 0.0
+    lines.append("  server RSS: " + ", ".join(f"{kib / 1024:.0f} MiB at {at:.0f}s (~{at * per_second / 1e3:.0f}k calls)"
+                                             for at, kib in marks))
+    lines.append(f"  server RSS at the end: {rss[-1][1] / 1024:.0f} MiB")
+    return lines
+
+
+# ------------------------------------------------------------------------------------ command line
+
+
+ORIGINAL_AFFINITY = os.sched_getaffinity(0)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--serve", choices=SHAPES, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per point (default 10)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 s per point")
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--clients", type=int, default=2, choices=range(1, 9), metavar="N",
+                        help="client processes (default 2: fewer processes on one core cost less CPU per call)")
+    parser.add_argument("--client", choices=CLIENT_KINDS, default="sync",
+                        help="client kind: blocking stubs on threads, or grpc.aio (default sync: the cheaper)")
+    parser.add_argument("--soak", type=int, nargs="?", const=100_000, metavar="N",
+                        help="instead: N Predict calls (default 100,000) at 16 in flight, then verifier errors, "
+                             "GC pauses and RSS of the server")
+    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve:
-        serve(args.serve, args.port)
-        return
-    if len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(0, {1})
-    results = {shape: measure(shape, args.seconds, args.concurrency) for shape in SHAPES}
-    print(f"Predict on digits, server on one core, {args.concurrency} calls in flight, {args.seconds:g}s each")
-    print(f"{'shape':<6} {'req/s':>9} {'vs sync':>8}")
-    for shape, rate in results.items():
-        print(f"{shape:<6} {rate:>9.0f} {rate / results['sync']:>7.2f}x")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds = 2.0
+    return args
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` stops the servers and clients started."""
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve-with-gc-log"]:  # the soak's server: --serve-with-gc-log FILE serve --port ...
+        return serve_with_gc_log(Path(argv[1]), argv[2:])
+    args = parse_args(argv)
+    if args.serve_bare:
+        serve_bare(args.port)
+        return 0
+    _stop_on_sigterm()
+    pinned = {SERVER_CPU, LOAD_CPU} <= ORIGINAL_AFFINITY
+    with tempfile.TemporaryDirectory(prefix="server_shape-") as folder:
+        run = Run(args, Path(folder), pinned)
+        if not pinned:
+            run.notes.append(f"CPUs {SERVER_CPU} and {LOAD_CPU} are not both available: nothing was pinned")
+        try:
+            if args.soak:
+                soak(run, args.soak)
+            else:
+                benchmark(run)
+        finally:
+            set_own_affinity(None)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
