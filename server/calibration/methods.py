@@ -90,8 +90,8 @@ class TemperatureScaling:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, one row per example (a single 1-D row is accepted too)."""
-        z = np.atleast_2d(np.asarray(logits, dtype=np.float64))
-        return softmax(z / self.temperature)
+        z = np.asarray(logits, dtype=np.float64)
+        return softmax((z if z.ndim == 2 else z.reshape(1, -1)) / self.temperature)
 
     def to_params(self) -> dict[str, Any]:
         return {"temperature": self.temperature}

@@ -3,11 +3,11 @@
 Temperature scaling works on logits; a model that outputs probabilities gets log-probabilities
 as its logits, which leaves the uncalibrated distribution unchanged (softmax(log p) = p).
 
-A batch runs the model once and then takes each row through the same numpy operations, on the
-same [1, classes] shape, as a single request, and the calibration command as well: a threshold is
-one of the calibration data's confidences, so a case at the threshold must get the very same float
-on every path (numpy's vectorised exp and log may round the last bit differently by array length).
-Everything after the calibrated row (top-k, the Prediction) is plain Python on a short list.
+A batch runs the model once and calibrates every row at once; a single request is a batch of one.
+The calibration gives the same floats for a row alone or in a batch (see calibration.probabilities),
+as the calibrate command computed them: a threshold is one of those confidences, so a case at the
+threshold must get the very same number here. What follows (top-k, the Prediction) is plain Python
+on a short list.
 """
 
 from __future__ import annotations
@@ -33,20 +33,20 @@ class ClassifierHead:
 
     def predict(self, feeds: Mapping[str, np.ndarray]) -> HeadResult:
         """The calibrated prediction, its calibrated confidence and the model's raw confidence."""
-        return self._row(np.asarray(self._onnx.run(feeds), dtype=np.float64))
+        (result,) = self.predict_batch(feeds)
+        return result
 
     def predict_batch(self, feeds: Mapping[str, np.ndarray]) -> list[HeadResult]:
-        """``predict`` for every row of a batch, with one model run."""
-        scores = np.asarray(self._onnx.run(feeds), dtype=np.float64)
-        return [self._row(scores[i:i + 1]) for i in range(len(scores))]
-
-    def _row(self, scores: np.ndarray) -> HeadResult:
-        """One example's [1, classes] scores -> its prediction."""
+        """The prediction for every row of the feeds, with one model run."""
+        scores = self._onnx.run(feeds).astype(np.float64)
         if self._probabilities:
             raw, logits = scores, logits_from_probabilities(scores)
         else:
             raw, logits = softmax(scores), scores
-        calibrated = (raw if self._calibrator is None else self._calibrator.probabilities(logits))[0].tolist()
+        calibrated = raw if self._calibrator is None else self._calibrator.probabilities(logits)
+        return [self._result(row, raw_row) for row, raw_row in zip(calibrated.tolist(), raw.tolist(), strict=True)]
+
+    def _result(self, calibrated: list[float], raw: list[float]) -> HeadResult:
         order = sorted(range(len(calibrated)), key=calibrated.__getitem__, reverse=True)[: self._top_k]
         best = order[0]
         labels = self._labels
@@ -56,4 +56,4 @@ class ClassifierHead:
             probability=calibrated[best],
             top_k=tuple(LabelScore(labels[i], calibrated[i]) for i in order),
         )
-        return HeadResult(prediction, calibrated[best], float(raw[0, best]))
+        return HeadResult(prediction, calibrated[best], raw[best])
