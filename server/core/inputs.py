@@ -27,10 +27,11 @@ def feeds_for(specs: Sequence[InputSpec], call: PredictCall) -> dict[str, np.nda
         if tensor.name in given:
             raise InvalidInputError("given more than once", f"inputs[{tensor.name}]")
         given[tensor.name] = tensor
-    expected = [spec.name for spec in specs]
-    unknown = sorted(set(given) - set(expected))
-    if unknown:
-        raise InvalidInputError(f"not an input of this model; expected {expected}", f"inputs[{unknown[0]}]")
+    if len(given) != len(specs) or any(spec.name not in given for spec in specs):
+        expected = [spec.name for spec in specs]
+        unknown = sorted(set(given) - set(expected))
+        if unknown:
+            raise InvalidInputError(f"not an input of this model; expected {expected}", f"inputs[{unknown[0]}]")
     feeds = {}
     for spec in specs:
         tensor = given.get(spec.name)

@@ -12,7 +12,7 @@ from google.protobuf import struct_pb2
 from smallguard.server.core.guard import ModelReport
 from smallguard.server.core.models import LoadedModel
 from smallguard.server.domain.errors import GuardError, InvalidInputError, ModelNotFoundError
-from smallguard.server.domain.predictions import Decision, PredictCall, PredictOutcome, TensorInput
+from smallguard.server.domain.predictions import Decision, PredictCall, PredictOutcome, ReasonCode, TensorInput
 from smallguard.server.observability import drift
 from smallguard.server.transport.feedback_converters import feedback_summary
 from smallguard.v1 import guard_pb2 as pb
@@ -33,6 +33,8 @@ _STATUS = {
     Status.ERROR: pb.VerifierResult.ERROR,
     Status.SKIPPED: pb.VerifierResult.SKIPPED,
 }
+_DECISION = {decision: pb.Decision.Value(decision.name) for decision in Decision}
+_REASON = {code: pb.Reason.Code.Value(code.value) for code in ReasonCode}
 _KIND = {ModelKind.CLASSIFIER: pb.ModelInfo.CLASSIFIER, ModelKind.EXTRACTOR: pb.ModelInfo.EXTRACTOR}
 _MAX_ELEMENTS = 1 << 26
 _ITEM_CODES = {InvalidInputError: "INVALID_ARGUMENT", ModelNotFoundError: "NOT_FOUND"}
@@ -106,35 +108,31 @@ def _tensor(tensor: pb.Tensor, index: int) -> TensorInput:
 
 
 def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
+    """The response message, built from plain mappings (protobuf's fastest way to fill nested fields)."""
     prediction = outcome.prediction
-    response = pb.PredictResponse(
+    answer: dict[str, Any]
+    if prediction.kind is ModelKind.CLASSIFIER:
+        answer = {"classification": {
+            "label": prediction.label or "", "probability": prediction.probability,
+            "top_k": [{"label": s.label, "probability": s.probability} for s in prediction.top_k]}}
+    else:
+        answer = {"extraction": {"fields": [
+            {"name": f.name, "value": f.value or "", "present": f.value is not None, "confidence": f.confidence,
+             "raw_confidence": f.raw_confidence} for f in prediction.fields.values()]}}
+    return pb.PredictResponse(
         request_id=outcome.request_id,
         model=outcome.model,
         model_version=outcome.model_version,
-        decision=_decision(outcome.decision),
+        decision=_DECISION[outcome.decision],
         confidence=outcome.confidence,
         raw_confidence=outcome.raw_confidence,
         threshold=outcome.threshold,
         trace_id=outcome.trace_id,
-        reasons=[pb.Reason(code=pb.Reason.Code.Value(r.code.value), verifier=r.verifier, message=r.message)
-                 for r in outcome.reasons],
-        verifiers=[pb.VerifierResult(name=o.name, use=o.use, status=_STATUS[o.status], message=o.message,
-                                     on_fail=_decision(o.on_fail), duration_ms=o.duration_ms)
-                   for o in outcome.verifiers],
+        reasons=[{"code": _REASON[r.code], "verifier": r.verifier, "message": r.message} for r in outcome.reasons],
+        verifiers=[{"name": o.name, "use": o.use, "status": _STATUS[o.status], "message": o.message,
+                    "on_fail": _DECISION[o.on_fail], "duration_ms": o.duration_ms} for o in outcome.verifiers],
+        **answer,
     )
-    if prediction.kind is ModelKind.CLASSIFIER:
-        response.classification.CopyFrom(pb.Classification(
-            label=prediction.label or "",
-            probability=prediction.probability,
-            top_k=[pb.LabelScore(label=s.label, probability=s.probability) for s in prediction.top_k],
-        ))
-    else:
-        response.extraction.CopyFrom(pb.Extraction(fields=[
-            pb.ExtractedField(name=f.name, value=f.value or "", present=f.value is not None,
-                              confidence=f.confidence, raw_confidence=f.raw_confidence)
-            for f in prediction.fields.values()
-        ]))
-    return response
 
 
 def model_info(report: ModelReport) -> pb.ModelInfo:
