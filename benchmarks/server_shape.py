@@ -553,9 +553,10 @@ def soak_report(count: int, tally: Tally, took: float, cpu: float, rss: list[tup
         lines.append("  GC pauses: the server wrote no GC log")
     else:
         for generation, entry in sorted(pauses.items()):
-            lines.append(f"  GC generation {generation}: {entry['collections']} collections, longest "
+            label = "start-up (before serving)" if generation == "startup" else f"generation {generation}"
+            lines.append(f"  GC {label}: {entry['collections']} collections, longest "
                          f"{entry['max_ms']:.1f} ms, total {entry['total_ms']:.0f} ms, {entry['over_20ms']} over 20 ms")
-        lines.append(f"  longest full (generation 2) collection: {pauses['2']['max_ms']:.1f} ms")
+        lines.append(f"  longest full (generation 2) collection while serving: {pauses['2']['max_ms']:.1f} ms")
     marks = [rss[0], *(rss[i] for i in range(1, len(rss) - 1, max(1, (len(rss) - 2) // 5))), rss[-1]]
     per_second = tally.calls / took if took > 0 else 0.0
     lines.append("  server RSS: " + ", ".join(f"{kib / 1024:.0f} MiB at {at:.0f}s (~{at * per_second / 1e3:.0f}k calls)"

@@ -155,8 +155,8 @@ def _example(line: int, record: Mapping[str, Any] | _RecordError, spec: BundleSp
              label_index: Mapping[str, int]) -> Example:
     if isinstance(record, _RecordError):
         raise record
-    fields = _fields(record, spec) if spec.fields else None
-    label = -1 if spec.fields else _label(record, spec, label_index)
+    fields = _fields(record, spec) if spec.is_extractor else None
+    label = -1 if spec.is_extractor else _label(record, spec, label_index)
     call = _call(record, spec)
     try:
         feeds = feeds_for(spec.inputs, call)

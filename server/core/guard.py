@@ -13,7 +13,6 @@ from; when nothing records, it does no span work at all and the trace id is empt
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -24,6 +23,7 @@ from opentelemetry import trace
 from smallguard.server.core.inputs import feeds_for
 from smallguard.server.core.models import LoadedModel, ModelRepository
 from smallguard.server.core.policy import decide, escalate_when_drifted
+from smallguard.server.core.request_ids import new_request_id
 from smallguard.server.core.verifier_runner import VerifierRunner
 from smallguard.server.domain.errors import GuardError, InvalidInputError
 from smallguard.server.domain.predictions import HeadResult, PredictCall, PredictOutcome, Reason, VerifierOutcome
@@ -107,7 +107,7 @@ class Guard:
             model.drift.observe(feeds, confidence, decision)
             if model.drift.escalating:
                 decision, reasons = escalate_when_drifted(decision, reasons, model.drift.message)
-        request_id = call.request_id or os.urandom(16).hex()  # 32 hex digits, as uuid4().hex, at a third of its cost
+        request_id = call.request_id or new_request_id()
         trace_id = ""
         if span is not None:
             _annotate(span, model, request_id, decision.name, reasons, head, outcomes)

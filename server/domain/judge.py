@@ -3,8 +3,8 @@
 A classifier is right when its label is the true label. An extractor's field is right when its
 value equals the true value exactly; ``None`` is a field the document does not have, so a
 missing field is right only when the truth is missing too. The document is right when every
-field is. (The Feedback RPC carries an absent field as an empty string; its converter turns
-that into ``None`` before anything is judged.)
+field is. (The Feedback RPC carries an absent field as an empty string; the feedback collector
+turns that into ``None`` before it judges.)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from smallguard.server.domain.bundle_spec import BundleSpec
-from smallguard.verifiers import Prediction
+from smallguard.verifiers import ModelKind, Prediction
 
 Fields = Mapping[str, str | None]
 Answer = str | None | Fields  # a classifier's label, or an extractor's field values
@@ -27,7 +27,7 @@ class Judgement:
 
 def answer_of(prediction: Prediction) -> Answer:
     """What a prediction claims, in the form ``judge`` compares with the truth."""
-    if prediction.fields:
+    if prediction.kind is ModelKind.EXTRACTOR:
         return {name: field.value for name, field in prediction.fields.items()}
     return prediction.label
 

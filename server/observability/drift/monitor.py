@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,7 @@ class DriftMonitor:
             self._expected[where, :proportions.shape[1]] = proportions
         self._lock = threading.Lock()
         self._publish_lock = threading.Lock()
-        self._pending = self._empty_batch()
+        self._pending: deque[tuple[tuple[object, ...], float, int]] = deque()
         self._next = self._samples = self._taken = self._published = 0
         self._listeners: list[Callable[[DriftSnapshot], None]] = []
         self._snapshot = self._score(0, self._counts, [])
@@ -224,23 +225,25 @@ class DriftMonitor:
 
     def observe(self, feeds: Mapping[str, np.ndarray], confidence: float, decision: Decision) -> None:
         """Add one prediction (its checked inputs, calibrated confidence and decision before any drift
-        override: the monitor must not count its own escalations as drift)."""
-        with self._lock:
-            pending = self._pending
-            for name, values in feeds.items():
-                pending.feeds[name].append(values[0])
-            pending.confidences.append(confidence)
-            pending.decisions.append(decision.value - 1)
-            taken = self._flush() if len(pending) >= FLUSH_EVERY else None
-        if taken is not None:
-            self._publish(*taken)
+        override: the monitor must not count its own escalations as drift).
 
-    def _empty_batch(self) -> _Batch:
-        return _Batch({item.name: [] for item in self._inputs}, [], [])
+        Appending to the pending queue needs no lock (a deque's append is atomic); the thread that
+        finds a full batch bins it, unless another thread is already binning, so request threads never
+        wait on each other here."""
+        self._pending.append((tuple(feeds[item.name][0] for item in self._inputs), confidence, decision.value - 1))
+        if len(self._pending) >= FLUSH_EVERY and self._lock.acquire(blocking=False):
+            try:
+                taken = self._flush()
+            finally:
+                self._lock.release()
+            self._publish(*taken)
 
     def _flush(self) -> tuple[int, int, np.ndarray, list[np.ndarray]]:
         """Bin the pending predictions into the window (under the lock); return a snapshot's inputs."""
-        batch, self._pending = self._pending, self._empty_batch()
+        pending = self._pending
+        entries = [pending.popleft() for _ in range(len(pending))]  # appends meanwhile wait for the next batch
+        batch = _Batch({item.name: [values[i] for values, _, _ in entries] for i, item in enumerate(self._inputs)},
+                       [confidence for _, confidence, _ in entries], [decision for _, _, decision in entries])
         if len(batch):
             new = np.empty((len(batch), len(self._rows)), dtype=np.int8)
             for first, width, binned in self._binned:
