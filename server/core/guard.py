@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from opentelemetry import trace
@@ -86,8 +86,9 @@ class Guard:
         return self._decide(call, model, feeds, head, span)
 
     def _decide(self, call: PredictCall, model: LoadedModel, feeds: Mapping[str, np.ndarray], head: HeadResult,
-                span: trace.Span | None) -> PredictOutcome:
-        """Verify, decide, watch for drift and annotate the trace: everything after the model run."""
+                span: trace.Span | None, trace_id: str = "") -> PredictOutcome:
+        """Verify, decide, watch for drift and annotate ``span``: everything after the model run. A batch's
+        items pass no span of their own but the batch's ``trace_id``."""
         prediction, confidence = head.prediction, head.confidence
         spec = model.spec
         if span is None:
@@ -108,7 +109,6 @@ class Guard:
             if model.drift.escalating:
                 decision, reasons = escalate_when_drifted(decision, reasons, model.drift.message)
         request_id = call.request_id or new_request_id()
-        trace_id = ""
         if span is not None:
             _annotate(span, model, request_id, decision.name, reasons, head, outcomes)
             trace_id = trace.format_trace_id(span.get_span_context().trace_id)
@@ -165,7 +165,7 @@ class Guard:
         else:
             heads = loaded.head.predict_batch(batch)
         for (i, call, feeds), head in zip(served, heads, strict=True):
-            results[i] = replace(self._decide(call, loaded, feeds, head, None), trace_id=trace_id)
+            results[i] = self._decide(call, loaded, feeds, head, None, trace_id)
 
     def reject(self, status: str) -> None:
         """Count a Predict the transport answered with an error status (``status`` names the code)."""

@@ -73,3 +73,20 @@ def test_health_probes_are_kept_out_of_traces(shipped: Running, spans: InMemoryS
     shipped.stub.ListModels(pb.ListModelsRequest())
     names = [s.name for s in finished(spans, 1)]
     assert names == ["/smallguard.v1.Guard/ListModels"]
+
+
+def test_a_batch_has_one_server_span_and_one_model_run_and_every_item_carries_the_trace(
+    shipped: Running, spans: InMemorySpanExporter
+) -> None:
+    metadata = (("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"),)
+    items = [digits_request(row["pixels"]) for row in digits_rows()[:5]]
+    batch = shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits", items=items), metadata=metadata)
+    assert [result.response.trace_id for result in batch.results] == [CALLER_TRACE] * 5
+
+    by_name = {span.name: span for span in finished(spans, 2)}
+    server, run = by_name["/smallguard.v1.Guard/PredictBatch"], by_name["smallguard.model.run"]
+    assert server.kind is SpanKind.SERVER and format(server.context.trace_id, "032x") == CALLER_TRACE
+    assert run.parent is not None and run.parent.span_id == server.context.span_id
+    assert server.attributes["smallguard.batch.size"] == 5 and run.attributes["smallguard.batch.size"] == 5
+    assert server.attributes["smallguard.model.name"] == "digits"
+    assert len(spans.get_finished_spans()) == 2  # no span per item: the batch is one model run
