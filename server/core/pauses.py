@@ -14,11 +14,10 @@ from typing import Any
 
 
 class GcPauses:
-    """Time spent in garbage collection by each thread, and the longest pause by generation."""
+    """Time spent in garbage collection by each thread."""
 
     def __init__(self) -> None:
         self._local = threading.local()
-        self.longest_ms = [0.0, 0.0, 0.0]  # by generation
 
     def install(self) -> None:
         if self._callback not in gc.callbacks:
@@ -40,7 +39,4 @@ class GcPauses:
         started = getattr(self._local, "started", None)
         if started is None:
             return
-        pause = now - started
-        self._local.total = getattr(self._local, "total", 0) + pause
-        generation = info.get("generation", 2)
-        self.longest_ms[generation] = max(self.longest_ms[generation], pause / 1e6)
+        self._local.total = getattr(self._local, "total", 0) + now - started

@@ -145,7 +145,7 @@ def model_info(report: ModelReport) -> pb.ModelInfo:
         description=spec.description,
         labels=list(spec.labels),
         fields=list(spec.fields),
-        on_low_confidence=_decision(spec.policy.on_low_confidence),
+        on_low_confidence=_DECISION[spec.policy.on_low_confidence],
     )
     for item in spec.inputs:
         if item.kind == "text":
@@ -158,7 +158,7 @@ def model_info(report: ModelReport) -> pb.ModelInfo:
         params = struct_pb2.Struct()
         params.update(_jsonable(bound.spec.params))
         info.verifiers.add(name=bound.spec.name, use=bound.spec.use, params=params,
-                           on_fail=_decision(bound.spec.on_fail),
+                           on_fail=_DECISION[bound.spec.on_fail],
                            distribution=model.distributions.get(bound.spec.name, ""))
     info.calibration.CopyFrom(_calibration(model))
     info.drift.CopyFrom(drift_status(report.drift))
@@ -214,10 +214,6 @@ def _guarantee(guarantee: Mapping[str, Any]) -> pb.Guarantee:
         procedure=str(guarantee.get("procedure", "")),
         statement=str(guarantee.get("statement", "")),
     )
-
-
-def _decision(decision: Decision) -> int:
-    return pb.Decision.Value(decision.name)
 
 
 def _floats(values: dict) -> dict[str, float]:
