@@ -88,9 +88,11 @@ def create_server(settings: Settings, *, registry: VerifierRegistry | None = Non
     and nothing is shut down); otherwise to the exporters that ``--metrics-port`` and the OTEL_*
     environment ask for, owned by the server, or nowhere when they ask for none.
     """
-    if settings.max_batch_items < 1 or settings.max_request_bytes < 1:
-        raise ValueError(f"--max-batch-items and --max-request-bytes must be >= 1, got {settings.max_batch_items} "
-                         f"and {settings.max_request_bytes}")
+    small = [f"--{name.replace('_', '-')}={getattr(settings, name)}" for name in
+             ("threads", "verifier_threads", "max_batch_items", "max_request_bytes", "max_concurrent_rpcs")
+             if getattr(settings, name) < 1]
+    if small:
+        raise ValueError(f"{', '.join(small)}: expected a whole number of at least 1")
     export = configure_metrics(settings) if meter_provider is None else None
     provider = export.provider if export is not None else meter_provider
     try:

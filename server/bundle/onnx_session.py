@@ -45,6 +45,9 @@ class OnnxModel:
             raise BundleError(f"onnxruntime cannot load it: {exc}", spec.model_path) from None
         self._path = spec.model_path
         self.input_names = tuple(node.name for node in self._session.get_inputs())
+        # A model exported with a fixed batch size takes at most that many rows per run (None: any number).
+        first = [node.shape[0] for node in self._session.get_inputs() if node.shape]
+        self.batch_limit = first[0] if first and isinstance(first[0], int) and first[0] > 0 else None
         self.output_names = tuple(node.name for node in self._session.get_outputs())
         self.output_width = -1
         if not spec.is_extractor:  # an extractor's adapter checks its own feeds and outputs
@@ -60,9 +63,9 @@ class OnnxModel:
         """Run the model; return every output by name (what an extractor's adapter decodes)."""
         return dict(zip(self.output_names, self._session.run(list(self.output_names), dict(feeds)), strict=True))
 
-    def warm_up(self, specs: Sequence[InputSpec]) -> None:
-        """Run once on a valid input so the first real request does not pay for lazy set-up."""
-        self.run({spec.name: _example(spec) for spec in specs})
+    def example(self, specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
+        """Valid feeds of one example, for the warm-up run that spares the first request the lazy set-up."""
+        return {spec.name: _example(spec) for spec in specs}
 
     def _check_inputs(self, specs: Sequence[InputSpec]) -> None:
         actual = {node.name: node for node in self._session.get_inputs()}

@@ -38,7 +38,8 @@ class ClassifierHead:
 
     def predict_batch(self, feeds: Mapping[str, np.ndarray]) -> list[HeadResult]:
         """The prediction for every row of the feeds, with one model run."""
-        scores = self._onnx.run(feeds).astype(np.float64)
+        rows = len(next(iter(feeds.values())))
+        scores = np.asarray(self._onnx.run(feeds), dtype=np.float64).reshape(rows, -1)
         if self._probabilities:
             raw, logits = scores, logits_from_probabilities(scores)
         else:

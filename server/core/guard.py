@@ -13,6 +13,7 @@ from; when nothing records, it does no span work at all and the trace id is empt
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,11 +33,16 @@ from smallguard.server.observability.feedback import Feedback, FeedbackCall, Fee
 from smallguard.server.observability.instruments import GuardMetrics
 from smallguard.verifiers import Status
 
+log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("smallguard")
 
 
 class FeedbackOffError(GuardError):
     """This guard keeps no record of its predictions (an offline replay), so feedback has nothing to match."""
+
+
+class ItemFailedError(GuardError):
+    """One item of a batch could not be served for a reason of the server's (logged); the others were."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +84,8 @@ class Guard:
     def _predict(self, call: PredictCall, model: LoadedModel) -> PredictOutcome:
         feeds = feeds_for(model.spec.inputs, call)
         span = trace.get_current_span()
-        if not span.is_recording():  # nothing exports traces: no span work at all
-            return self._decide(call, model, feeds, model.head.predict(feeds), None)
+        if not span.is_recording():  # nothing exports this trace: no span work, only the caller's trace id
+            return self._decide(call, model, feeds, model.head.predict(feeds), None, _trace_id(span))
         with _tracer.start_as_current_span("smallguard.model.run") as model_span:
             model_span.set_attribute("smallguard.model.name", model.spec.name)
             head = model.head.predict(feeds)
@@ -111,7 +117,7 @@ class Guard:
         request_id = call.request_id or new_request_id()
         if span is not None:
             _annotate(span, model, request_id, decision.name, reasons, head, outcomes)
-            trace_id = trace.format_trace_id(span.get_span_context().trace_id)
+            trace_id = _trace_id(span)
         return PredictOutcome(request_id, spec.name, spec.version, decision, prediction, confidence,
                               head.raw_confidence, model.threshold, reasons, outcomes, trace_id)
 
@@ -150,22 +156,55 @@ class Guard:
 
     def _serve_batch(self, loaded: LoadedModel, served: list[tuple[int, PredictCall, dict[str, np.ndarray]]],
                      size: int, results: list[PredictOutcome | GuardError]) -> None:
-        """One model run over the served items, then each item's decision into its place in ``results``."""
+        """The model over the served items, then each item's decision into its place in ``results``."""
         spec = loaded.spec
-        batch = {item.name: np.concatenate([feeds[item.name] for _, _, feeds in served]) for item in spec.inputs}
         span = trace.get_current_span()
-        trace_id = ""
         if span.is_recording():
-            with _tracer.start_as_current_span("smallguard.model.run") as model_span:
-                model_span.set_attributes({"smallguard.model.name": spec.name, "smallguard.batch.size": len(served)})
-                heads = loaded.head.predict_batch(batch)
             span.set_attributes({"smallguard.model.name": spec.name, "smallguard.model.version": spec.version,
                                  "smallguard.batch.size": size})
-            trace_id = trace.format_trace_id(span.get_span_context().trace_id)
+            with _tracer.start_as_current_span("smallguard.model.run") as model_span:
+                model_span.set_attributes({"smallguard.model.name": spec.name, "smallguard.batch.size": len(served)})
+                heads = self._heads(loaded, [feeds for _, _, feeds in served])
         else:
-            heads = loaded.head.predict_batch(batch)
+            heads = self._heads(loaded, [feeds for _, _, feeds in served])
+        trace_id = _trace_id(span)
         for (i, call, feeds), head in zip(served, heads, strict=True):
-            results[i] = self._decide(call, loaded, feeds, head, None, trace_id)
+            try:
+                results[i] = head if isinstance(head, GuardError) else self._decide(call, loaded, feeds, head, None,
+                                                                                   trace_id)
+            except Exception:
+                log.exception("batch item %d of model %s failed", i, spec.name)
+                results[i] = ItemFailedError("internal error while serving this item; the server log has the details")
+
+    def _heads(self, loaded: LoadedModel, items: list[dict[str, np.ndarray]]) -> list[HeadResult | GuardError]:
+        """The head's result for each item: one model run per group of items whose inputs have the same
+        shapes (at most the model's fixed batch size, when it has one). A run that fails is retried item by
+        item, so that one item's failure stays its own."""
+        names = [item.name for item in loaded.spec.inputs]
+        groups: dict[tuple, list[int]] = {}
+        for position, feeds in enumerate(items):
+            groups.setdefault(tuple(feeds[name].shape for name in names), []).append(position)
+        limit = loaded.onnx.batch_limit or len(items)
+        heads: list[HeadResult | GuardError] = [ItemFailedError("not run")] * len(items)
+        for positions in groups.values():
+            for start in range(0, len(positions), limit):
+                chunk = positions[start:start + limit]
+                try:
+                    batch = {name: np.concatenate([items[p][name] for p in chunk]) for name in names}
+                    for position, head in zip(chunk, loaded.head.predict_batch(batch), strict=True):
+                        heads[position] = head
+                except Exception:
+                    for position in chunk:
+                        heads[position] = self._one_head(loaded, items[position])
+        return heads
+
+    def _one_head(self, loaded: LoadedModel, feeds: dict[str, np.ndarray]) -> HeadResult | GuardError:
+        try:
+            return loaded.head.predict(feeds)
+        except Exception:
+            log.exception("model %s failed on one item of a batch", loaded.spec.name)
+            return ItemFailedError("internal error while running the model on this item; the server log has the "
+                                   "details")
 
     def reject(self, status: str) -> None:
         """Count a Predict the transport answered with an error status (``status`` names the code)."""
@@ -202,6 +241,12 @@ class Guard:
 
     def close(self) -> None:
         self._runner.close()
+
+
+def _trace_id(span: trace.Span) -> str:
+    """The trace this call belongs to (the caller's, sampled or not); empty when there is none."""
+    context = span.get_span_context()
+    return trace.format_trace_id(context.trace_id) if context.is_valid else ""
 
 
 def _annotate(span: trace.Span, model: LoadedModel, request_id: str, decision: str, reasons: tuple[Reason, ...],

@@ -38,14 +38,16 @@ class LoadedModel:
         spec = bundle.spec
         head: ClassifierHead | ExtractorHead
         if bundle.adapter is None:
-            bundle.onnx.warm_up(spec.inputs)
             head = ClassifierHead(bundle.onnx, spec.labels, spec.output_type, bundle.calibration, spec.policy.top_k)
+            example, where = bundle.onnx.example(spec.inputs), spec.model_path
         else:
             head = ExtractorHead(bundle.onnx, bundle.adapter, bundle.calibration)
-            try:
-                head.predict({spec.inputs[0].name: np.array(["Invoice 1 total 1.00"], dtype=object)})
-            except Exception as exc:  # the adapter is the bundle's own code: any failure refuses the bundle
-                raise BundleError(f"warm-up run failed: {type(exc).__name__}: {exc}", bundle.adapter.path) from None
+            example = {spec.inputs[0].name: np.array(["Invoice 1 total 1.00"], dtype=object)}
+            where = bundle.adapter.path
+        try:  # through the head, so an output it cannot read refuses the bundle here, not on every request
+            head.predict(example)
+        except Exception as exc:  # an adapter is the bundle's own code: any failure refuses the bundle
+            raise BundleError(f"warm-up run failed: {type(exc).__name__}: {exc}", where) from None
         return cls(spec, bundle.onnx, head, bundle.calibration, bundle.verifiers, bundle.distributions, bundle.drift)
 
     @property

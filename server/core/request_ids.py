@@ -1,4 +1,4 @@
-"""Request ids for calls that bring none: 32 random hex digits, as ``uuid4().hex`` gives.
+"""Request ids for calls that bring none: 32 random hex digits (128 random bits, no version field).
 
 ``os.urandom`` is a system call that lets go of the interpreter lock, and on a busy server every
 such hand-off is a thread switch; so each thread draws random bytes for many ids at once and

@@ -82,7 +82,7 @@ class VerifierRunner:
             result = bound.verifier.check(prediction, context)
         except Exception as error:
             return _raised(bound, error)
-        spent_ms = (time.thread_time_ns() - started - (self._pauses.in_this_thread_ns() - paused)) / 1e6
+        spent_ms = max(0.0, (time.thread_time_ns() - started - (self._pauses.in_this_thread_ns() - paused)) / 1e6)
         if spent_ms > budget_ms:
             log.warning("verifier %s ran for %.1f ms of CPU, over its budget of %.0f ms", bound.spec.name, spent_ms,
                         budget_ms)

@@ -48,7 +48,7 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class FeedbackPolicy:
-    """How ground-truth feedback is judged (``feedback:`` in bundle.yaml; see server/feedback_stats.py)."""
+    """How ground-truth feedback is judged (``feedback:`` in bundle.yaml; see observability/feedback/stats.py)."""
 
     tolerance: float = 0.05  # the |observed - estimated| accuracy gap the bundle tolerates
     alpha: float = 0.05  # level of the test; the observed accuracy's interval is 1 - alpha
@@ -58,7 +58,7 @@ class FeedbackPolicy:
 
 @dataclass(frozen=True, slots=True)
 class DriftPolicy:
-    """Live drift against the reference profile (``drift:`` in bundle.yaml; see server/drift/)."""
+    """Live drift against the reference profile (``drift:`` in bundle.yaml; see server/observability/drift/)."""
 
     reference: str = "reference.json"  # in the bundle folder; missing: no drift monitoring
     window: int = 500  # the most recent predictions compared with the reference

@@ -1,8 +1,8 @@
 """Was a prediction right? The one answer, used by Feedback, ``evaluate`` and ``calibrate``.
 
 A classifier is right when its label is the true label. An extractor's field is right when its
-value equals the true value exactly; ``None`` is a field the document does not have, so a
-missing field is right only when the truth is missing too. The document is right when every
+value equals the true value exactly; ``None`` (or an empty value) is a field the document does not
+have, so a missing field is right only when the truth is missing too. The document is right when every
 field is. (The Feedback RPC carries an absent field as an empty string; the feedback collector
 turns that into ``None`` before it judges.)
 """
@@ -37,5 +37,5 @@ def judge(spec: BundleSpec, predicted: Answer, truth: Answer) -> Judgement:
     if not spec.is_extractor:
         return Judgement(predicted == truth)
     assert isinstance(predicted, Mapping) and isinstance(truth, Mapping)
-    wrong = tuple(name for name in spec.fields if predicted.get(name) != truth[name])
+    wrong = tuple(name for name in spec.fields if (predicted.get(name) or None) != (truth[name] or None))
     return Judgement(not wrong, wrong)

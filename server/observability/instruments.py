@@ -56,13 +56,15 @@ class _Tally:
     An increment is a dict update under a lock, far cheaper than a synchronous instrument's
     ``add``; the SDK reads the totals only when metrics are collected."""
 
-    def __init__(self, keys: tuple[str, ...]) -> None:
+    def __init__(self, keys: tuple[str, ...], lock: threading.Lock) -> None:
         self.keys = keys
         self.counts: dict[tuple[str, ...], int] = {}
+        self._lock = lock  # the writers' lock: a read must not see the dictionary grow under it
 
     def observe(self, _options: CallbackOptions) -> list[Observation]:
-        return [Observation(count, dict(zip(self.keys, values, strict=False))) for values, count in
-                list(self.counts.items())]
+        with self._lock:
+            counts = list(self.counts.items())
+        return [Observation(count, dict(zip(self.keys, values, strict=False))) for values, count in counts]
 
 
 class GuardMetrics:
@@ -76,12 +78,13 @@ class GuardMetrics:
         self.recording = meter is not None
         meter = meter or NoOpMeterProvider().get_meter("smallguard")
         self._lock = threading.Lock()
-        self._predictions = _Tally((MODEL, VERSION, DECISION, REASON))
-        self._reasons = _Tally((MODEL, VERSION, DECISION, REASON))
-        self._verifier_outcomes = _Tally((MODEL, VERSION, VERIFIER, STATUS))
-        self._in_flight = _Tally((MODEL, VERSION))
-        self._errors = _Tally((ERROR_TYPE,))
-        self._feedback = _Tally((FEEDBACK_OUTCOME, MODEL, VERSION))
+        lock = self._lock
+        self._predictions = _Tally((MODEL, VERSION, DECISION, REASON), lock)
+        self._reasons = _Tally((MODEL, VERSION, DECISION, REASON), lock)
+        self._verifier_outcomes = _Tally((MODEL, VERSION, VERIFIER, STATUS), lock)
+        self._in_flight = _Tally((MODEL, VERSION), lock)
+        self._errors = _Tally((ERROR_TYPE,), lock)
+        self._feedback = _Tally((FEEDBACK_OUTCOME, MODEL, VERSION), lock)
         meter.create_observable_counter(
             "smallguard.predictions", callbacks=[self._predictions.observe], unit="{prediction}",
             description="Predictions by model, decision and primary (first) reason code, NONE when there was none")
@@ -96,14 +99,16 @@ class GuardMetrics:
             explicit_bucket_boundaries_advisory=CONFIDENCE_BUCKETS)
         self._duration = meter.create_histogram(
             "smallguard.predict.duration", unit="s",
-            description="Time to validate, run, calibrate, verify and decide one prediction",
+            description="Time to validate, run, calibrate, verify and decide one prediction (a PredictBatch item: "
+                        "its share of the call)",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
         meter.create_observable_up_down_counter(
             "smallguard.predict.active_requests", callbacks=[self._in_flight.observe], unit="{request}",
             description="Predictions being computed now")
         meter.create_observable_counter(
             "smallguard.predict.errors", callbacks=[self._errors.observe], unit="{request}",
-            description="Predict requests rejected with a gRPC status, by status code name")
+            description="Predict requests, and PredictBatch calls and items, rejected with a gRPC status, by status "
+                        "code name")
         meter.create_observable_counter(
             "smallguard.feedback.received", callbacks=[self._feedback.observe], unit="{feedback}",
             description="Feedback calls by outcome: matched, duplicate, unknown_request, expired, invalid, conflict")

@@ -11,7 +11,7 @@ Metrics follow the same rule with OTEL_METRICS_EXPORTER (otlp, prometheus, conso
 and OTEL_EXPORTER_OTLP_METRICS_ENDPOINT; the SDK reads OTEL_METRIC_EXPORT_INTERVAL and the
 OTLP exporter's own variables. ``--metrics-port`` (SMALLGUARD_METRICS_PORT) adds a Prometheus
 scrape endpoint on the gRPC server's host. The meter provider is not installed globally:
-``serving.create_server`` hands it to the guard's instruments, and tests inject their own.
+``assembly.create_server`` hands it to the guard's instruments, and tests inject their own.
 """
 
 from __future__ import annotations

@@ -6,12 +6,19 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import grpc
 import numpy as np
 from google.protobuf import struct_pb2
 
-from smallguard.server.core.guard import ModelReport
+from smallguard.server.core.guard import FeedbackOffError, ModelReport
 from smallguard.server.core.models import LoadedModel
-from smallguard.server.domain.errors import GuardError, InvalidInputError, ModelNotFoundError
+from smallguard.server.domain.errors import (
+    FeedbackConflictError,
+    GuardError,
+    InvalidInputError,
+    ModelNotFoundError,
+    RequestNotFoundError,
+)
 from smallguard.server.domain.predictions import Decision, PredictCall, PredictOutcome, ReasonCode, TensorInput
 from smallguard.server.observability import drift
 from smallguard.server.transport.feedback_converters import feedback_summary
@@ -37,7 +44,22 @@ _DECISION = {decision: pb.Decision.Value(decision.name) for decision in Decision
 _REASON = {code: pb.Reason.Code.Value(code.value) for code in ReasonCode}
 _KIND = {ModelKind.CLASSIFIER: pb.ModelInfo.CLASSIFIER, ModelKind.EXTRACTOR: pb.ModelInfo.EXTRACTOR}
 _MAX_ELEMENTS = 1 << 26
-_ITEM_CODES = {InvalidInputError: "INVALID_ARGUMENT", ModelNotFoundError: "NOT_FOUND"}
+# The status code for each of the core's errors; any other error is INTERNAL.
+_STATUS_OF: tuple[tuple[type[GuardError], grpc.StatusCode], ...] = (
+    (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ModelNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (RequestNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (FeedbackConflictError, grpc.StatusCode.ALREADY_EXISTS),
+    (FeedbackOffError, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+
+def status_of(error: GuardError) -> grpc.StatusCode:
+    """The gRPC status code a request that failed with ``error`` gets (a batch item: its name)."""
+    for kind, code in _STATUS_OF:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
 
 
 def predict_call(request: pb.PredictRequest) -> PredictCall:
@@ -68,7 +90,7 @@ def predict_batch_response(results: Sequence[PredictOutcome | GuardError],
         if isinstance(result, PredictOutcome):
             response.results.add(response=predict_response(result))
         else:
-            code = _ITEM_CODES.get(type(result), "INVALID_ARGUMENT")
+            code = status_of(result).name
             on_error(code)
             response.results.add(error=pb.ItemError(code=code, message=f"items[{index}].{result}"))
     return response

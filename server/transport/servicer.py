@@ -13,13 +13,8 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 
-from smallguard.server.core.guard import FeedbackOffError, Guard
-from smallguard.server.domain.errors import (
-    FeedbackConflictError,
-    InvalidInputError,
-    ModelNotFoundError,
-    RequestNotFoundError,
-)
+from smallguard.server.core.guard import Guard
+from smallguard.server.domain.errors import GuardError
 from smallguard.server.transport import converters
 from smallguard.server.transport.feedback_converters import feedback_call, feedback_response
 from smallguard.v1 import guard_pb2 as pb
@@ -47,9 +42,9 @@ class GuardService:
             self._guard.reject(grpc.StatusCode.INVALID_ARGUMENT.name)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"items: {count} items; expected 1 to "
                                                             f"{self._max_batch_items} (--max-batch-items)")
-        calls = [converters.batch_item(item) for item in request.items]
-        return _answer(context, lambda: converters.predict_batch_response(
-            self._guard.predict_batch(request.model, request.version, calls), self._guard.reject), self._guard.reject)
+        return _answer(context, lambda: converters.predict_batch_response(self._guard.predict_batch(
+            request.model, request.version, [converters.batch_item(item) for item in request.items]),
+            self._guard.reject), self._guard.reject)
 
     def _decode(self, raw: bytes, message: type[T], context: grpc.ServicerContext) -> T:
         """The request, or an INVALID_ARGUMENT that names the size limit or the decoding problem."""
@@ -100,18 +95,14 @@ def _answer(context: grpc.ServicerContext, work: Callable[[], T],
     ``on_error`` hears the status code's name before the call is aborted with it."""
     try:
         return work()
-    except InvalidInputError as exc:
-        on_error(grpc.StatusCode.INVALID_ARGUMENT.name)
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    except (ModelNotFoundError, RequestNotFoundError) as exc:
-        on_error(grpc.StatusCode.NOT_FOUND.name)
-        context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-    except FeedbackConflictError as exc:
-        on_error(grpc.StatusCode.ALREADY_EXISTS.name)
-        context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
-    except FeedbackOffError as exc:
-        on_error(grpc.StatusCode.FAILED_PRECONDITION.name)
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    except GuardError as exc:
+        code = converters.status_of(exc)
+        if code is not grpc.StatusCode.INTERNAL:
+            on_error(code.name)
+            context.abort(code, str(exc))
+        log.exception("unexpected error")
+        on_error(code.name)
+        context.abort(code, "internal error while serving the request; the server log has the details")
     except Exception:
         log.exception("unexpected error")
         on_error(grpc.StatusCode.INTERNAL.name)

@@ -12,7 +12,6 @@ One example becomes a matrix of shape [features, bins]:
 
 from __future__ import annotations
 
-import bisect
 import math
 import unicodedata
 from collections.abc import Sequence
@@ -62,12 +61,8 @@ class Bins:
         """[examples, features] values -> the bin of each (``index`` for many examples at once)."""
         return (values[:, :, np.newaxis] > self._padded).view(np.int8) @ self._ones
 
-    def scalar_index(self, value: float) -> int:
-        """The bin of one value of a one-feature profile (the same rule, without numpy's overhead)."""
-        return bisect.bisect_left(self.edges[0], value)
-
     def scalar_indices(self, values: np.ndarray) -> np.ndarray:
-        """The bins of many values of a one-feature profile (``scalar_index`` for each)."""
+        """The bins of many values of a one-feature profile (how many of its edges lie below each)."""
         return np.searchsorted(self._padded[0], values, side="left")
 
     def one_hot(self, values: np.ndarray) -> np.ndarray:

@@ -120,9 +120,9 @@ class DriftMonitor:
 
     Most signals put each example into exactly one bin per feature (confidence, decision, a tensor's
     features, a text's length). Those keep, per prediction in the window, one small integer per
-    feature row (``_bins``, a ring buffer) and a table of counts per row and bin (``_counts``), so a
-    prediction costs one fancy-indexed increment and one decrement. The others (``_counted``) keep
-    their per-example counts and a running sum.
+    feature row (``_bins``, a ring buffer) and a table of counts per row and bin (``_counts``); a batch
+    of predictions adds its bins to the table and takes out those of the predictions it replaces, in
+    one ``bincount`` each. The others (``_counted``) keep their per-example counts and a running sum.
     """
 
     def __init__(self, reference: Reference, spec: BundleSpec) -> None:
@@ -132,7 +132,7 @@ class DriftMonitor:
         self.reference = reference
         self._inputs = spec.inputs
         self._size = self.policy.window
-        self._binned: list[tuple[int, int, Binned]] = []  # (first row, rows, how to bin an example)
+        self._binned: list[tuple[int, int, Binned]] = []  # (first row, rows, how to bin a batch)
         self._counted: list[_Counted] = []
         self._signals: list[_Signal] = []
         self._widest = 0  # bins of the widest binned profile

@@ -192,7 +192,7 @@ def _judge(entry: Recorded, call: FeedbackCall, spec: BundleSpec) -> Verdict:
         raise InvalidInputError(f"missing {', '.join(missing)}: give every field of model "
                                 f"{entry.model!r} (an empty value for one the document does not have)", "fields")
     predicted = {name: value for name, (value, _confidence) in entry.fields.items()}
-    judgement = judge(spec, predicted, {name: truth[name] or None for name in spec.fields})  # "" is absent
+    judgement = judge(spec, predicted, {name: truth[name] for name in spec.fields})
     return Verdict(tuple((name, truth[name]) for name in spec.fields), judgement.correct, judgement.wrong_fields)
 
 
