@@ -15,15 +15,20 @@ from pathlib import Path
 from opentelemetry.metrics import MeterProvider
 
 from smallguard.server.bundle.loader import bundle_folders, load_bundle
+from smallguard.server.core.bundle_tier import BundleTier
+from smallguard.server.core.cascade import Cascade
 from smallguard.server.core.guard import Guard
 from smallguard.server.core.models import LoadedModel, ModelRepository
 from smallguard.server.core.pauses import GcPauses
+from smallguard.server.core.tiers import Tier
 from smallguard.server.core.verifier_runner import VerifierRunner
 from smallguard.server.domain.errors import BundleError
+from smallguard.server.domain.tier_spec import BundleTarget, TierSpec
 from smallguard.server.observability.feedback import Feedback, PredictionRecord
 from smallguard.server.observability.instruments import GuardMetrics
 from smallguard.server.observability.telemetry import configure_metrics, tracing_enabled
 from smallguard.server.settings import Settings
+from smallguard.server.transport.guard_tier import GuardTier
 from smallguard.server.transport.server import GuardServer
 from smallguard.verifiers import VerifierRegistry
 
@@ -76,7 +81,81 @@ def build_guard(settings: Settings, *, registry: VerifierRegistry | None = None,
         metrics.watch_feedback(feedback.summaries)
     pauses = GcPauses()
     pauses.install()
-    return Guard(repository, VerifierRunner(settings.verifier_threads, pauses), metrics, feedback)
+    runner = VerifierRunner(settings.verifier_threads, pauses)
+    cascades = build_cascades(repository, runner, metrics)
+    return Guard(repository, runner, metrics, feedback, cascades)
+
+
+def build_cascades(repository: ModelRepository, runner: VerifierRunner, metrics: GuardMetrics) -> dict[str, Cascade]:
+    """Every bundle's escalation tiers, checked: a bundle tier must name another loaded bundle that takes the
+    same inputs and gives what this bundle gives, and bundles must not escalate to each other in a cycle."""
+    _refuse_cycles(repository)
+    cascades: dict[str, Cascade] = {}
+    made: list[Tier] = []  # closed (their connections) if a later tier is refused
+    try:
+        for model in repository:
+            tiers: list[Tier] = []
+            for spec in model.spec.escalation:
+                tiers.append(_tier(spec, model, repository))
+                made.append(tiers[-1])
+            if tiers:
+                cascades[model.spec.name] = Cascade(model, tiers, runner, metrics)
+    except BaseException:
+        for tier in made:
+            tier.close()
+        raise
+    metrics.watch_circuits((cascade.model.spec.name, cascade.model.spec.version, slot.tier.spec.name,
+                            lambda breaker=slot.breaker: breaker.state)
+                           for cascade in cascades.values() for slot in cascade.slots)
+    return cascades
+
+
+def _tier(spec: TierSpec, model: LoadedModel, repository: ModelRepository) -> Tier:
+    bundle = model.spec
+    if spec.kind == "guard":
+        return GuardTier(spec, bundle)
+    if spec.kind == "openai":
+        from smallguard.server.transport.openai_tier import OpenAITier  # httpx, only for bundles that use it
+        return OpenAITier(spec, bundle)
+    assert isinstance(spec.target, BundleTarget)
+    where = f"escalation tier {spec.name!r}"
+    try:
+        other = repository.get(spec.target.bundle, spec.target.version)
+    except Exception as error:
+        raise BundleError(f"{where}: {error}", bundle.file) from None
+    theirs = other.spec
+    if theirs.kind is not bundle.kind:
+        raise BundleError(f"{where}: bundle {theirs.name} is a {theirs.kind.value}, this one a {bundle.kind.value}",
+                          bundle.file)
+    if [(i.name, i.kind, i.dtype, i.shape) for i in theirs.inputs] != [(i.name, i.kind, i.dtype, i.shape)
+                                                                         for i in bundle.inputs]:
+        raise BundleError(f"{where}: bundle {theirs.name} takes other inputs than this bundle; a tier is given "
+                          "the request as it came", bundle.file)
+    if not set(theirs.labels) <= set(bundle.labels):
+        raise BundleError(f"{where}: bundle {theirs.name} has labels this bundle does not have: "
+                          f"{sorted(set(theirs.labels) - set(bundle.labels))}", bundle.file)
+    if not set(bundle.fields) <= set(theirs.fields):
+        raise BundleError(f"{where}: bundle {theirs.name} does not extract the fields "
+                          f"{[f for f in bundle.fields if f not in theirs.fields]}", bundle.file)
+    return BundleTier(spec, other, bundle.fields)
+
+
+def _refuse_cycles(repository: ModelRepository) -> None:
+    """BundleError when bundles escalate to each other in a cycle (each would wait on the other for ever)."""
+    edges = {m.spec.name: [t.target.bundle for t in m.spec.escalation if isinstance(t.target, BundleTarget)]
+             for m in repository}
+    files = {m.spec.name: m.spec.file for m in repository}
+
+    def visit(name: str, path: list[str]) -> None:
+        for nxt in edges.get(name, ()):
+            if nxt in path:
+                cycle = [*path[path.index(nxt):], nxt]
+                raise BundleError(f"escalation: the bundles escalate in a cycle, {' -> '.join(cycle)}; a tier must "
+                                  "be a stronger model that does not escalate back", files[cycle[0]])
+            visit(nxt, [*path, nxt])
+
+    for name in edges:
+        visit(name, [name])
 
 
 def create_server(settings: Settings, *, registry: VerifierRegistry | None = None,

@@ -23,6 +23,14 @@ from smallguard.server.domain.bundle_spec import (
 )
 from smallguard.server.domain.errors import BundleError
 from smallguard.server.domain.predictions import Decision
+from smallguard.server.domain.tier_spec import (
+    TIER_KINDS,
+    BundleTarget,
+    CircuitPolicy,
+    GuardTarget,
+    OpenAITarget,
+    TierSpec,
+)
 from smallguard.verifiers import ModelKind
 
 DTYPES = ("float32", "float64", "int32", "int64", "bool")
@@ -48,7 +56,7 @@ def read_bundle(folder: Path, require_calibration: bool = True) -> BundleSpec:
 def _parse(folder: Path, doc: _Reader, require_calibration: bool) -> BundleSpec:
     doc.only({"name", "version", "kind", "description", "model", "inputs", "output", "labels",
               "calibration", "uncalibrated", "policy", "verifiers", "adapter", "fields",
-              "feedback", "drift"})
+              "feedback", "drift", "escalation"})
     name = doc.text("name")
     if not NAME_PATTERN.match(name):
         doc.fail("name", f"{name!r} is not a valid model name; use lower-case letters, digits, '.', '_', '-'")
@@ -101,6 +109,7 @@ def _parse(folder: Path, doc: _Reader, require_calibration: bool) -> BundleSpec:
         verifiers=_verifiers(doc),
         feedback=_feedback(doc.section("feedback", required=False)),
         drift=_drift(doc.section("drift", required=False)),
+        escalation=_escalation(doc, name),
         adapter_path=adapter_path,
         fields=fields,
     )
@@ -239,6 +248,77 @@ def _verifiers(doc: _Reader) -> tuple[VerifierSpec, ...]:
     if duplicates:
         doc.fail("verifiers", f"names must be unique, {duplicates} repeat: give each entry a distinct 'name'")
     return tuple(specs)
+
+
+def _escalation(doc: _Reader, bundle: str) -> tuple[TierSpec, ...]:
+    tiers = tuple(_tier(item, bundle) for item in doc.items("escalation", required=False))
+    names = [tier.name for tier in tiers]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        doc.fail("escalation", f"tier names must be unique, {repeated} repeat: give each tier a distinct 'name'")
+    return tiers
+
+
+def _tier(item: _Reader, bundle: str) -> TierSpec:
+    common = {"name", "kind", "cost", "timeout_ms", "max_concurrency", "retries", "answer_uncalibrated", "circuit"}
+    kind = item.choice("kind", TIER_KINDS)
+    target: BundleTarget | GuardTarget | OpenAITarget
+    if kind == "bundle":
+        item.only(common | {"bundle", "version"})
+        target = BundleTarget(item.text("bundle"), item.text("version", default="") if item.get("version") else "")
+        if target.bundle == bundle:
+            item.fail("bundle", f"{bundle!r} is this bundle: a tier must be another, stronger model")
+    elif kind == "guard":
+        item.only(common | {"address", "model", "version"})
+        address = item.text("address")
+        if ":" not in address:
+            item.fail("address", f"{address!r}: expected host:port")
+        target = GuardTarget(address, item.text("model", default=bundle),
+                             item.text("version") if item.get("version") else "")
+    else:
+        item.only(common | {"endpoint", "model", "api_key_env", "prompt", "system", "response_format", "max_tokens"})
+        endpoint = item.text("endpoint").rstrip("/")
+        if not endpoint.startswith(("http://", "https://")):
+            item.fail("endpoint", f"{endpoint!r}: expected an http:// or https:// base URL such as "
+                                  "http://127.0.0.1:8000/v1")
+        max_tokens = item.get("max_tokens", 512)
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            item.fail("max_tokens", f"expected a whole number >= 1, got {max_tokens!r}")
+        target = OpenAITarget(
+            endpoint=endpoint, model=item.text("model"),
+            api_key_env=item.text("api_key_env") if item.get("api_key_env") else "",
+            prompt=item.text("prompt") if item.get("prompt") else "",
+            system=item.text("system") if item.get("system") else "",
+            response_format=item.choice("response_format", ("json_schema", "json_object"), default="json_schema"),
+            max_tokens=max_tokens)
+    default = TierSpec("", kind, target)
+    numbers = {}
+    for key, low, whole in (("cost", 0.0, False), ("timeout_ms", 1.0, False), ("max_concurrency", 1, True),
+                            ("retries", 0, True)):
+        value = item.get(key, getattr(default, key))
+        if (not isinstance(value, int | float) or isinstance(value, bool) or (whole and not isinstance(value, int))
+                or not low <= value < float("inf")):
+            item.fail(key, f"expected a {'whole ' if whole else ''}number >= {low:g}, got {value!r}")
+        numbers[key] = value if whole else float(value)
+    answer_uncalibrated = item.get("answer_uncalibrated", False)
+    if not isinstance(answer_uncalibrated, bool):
+        item.fail("answer_uncalibrated", "expected true or false")
+    circuit = item.section("circuit", required=False)
+    circuit.only({"failures", "open_seconds"})
+    failures = circuit.get("failures", CircuitPolicy.failures)
+    open_seconds = circuit.get("open_seconds", CircuitPolicy.open_seconds)
+    if not isinstance(failures, int) or isinstance(failures, bool) or failures < 1:
+        circuit.fail("failures", f"expected a whole number >= 1, got {failures!r}")
+    if not isinstance(open_seconds, int | float) or isinstance(open_seconds, bool) or not 0 < open_seconds < 86400:
+        circuit.fail("open_seconds", f"expected a positive number of seconds, got {open_seconds!r}")
+    name = item.text("name", default=kind)
+    if not NAME_PATTERN.match(name):
+        item.fail("name", f"{name!r} is not a valid tier name; use lower-case letters, digits, '.', '_', '-'")
+    if name == bundle:
+        item.fail("name", f"{name!r} is the bundle's own name, which the responses use for the small model; "
+                          "give the tier another")
+    return TierSpec(name=name, kind=kind, target=target, answer_uncalibrated=answer_uncalibrated,
+                    circuit=CircuitPolicy(failures, float(open_seconds)), **numbers)
 
 
 class _Reader:

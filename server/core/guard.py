@@ -21,13 +21,22 @@ from dataclasses import dataclass
 import numpy as np
 from opentelemetry import trace
 
+from smallguard.server.core.cascade import Cascade
 from smallguard.server.core.inputs import feeds_for
 from smallguard.server.core.models import LoadedModel, ModelRepository
 from smallguard.server.core.policy import decide, escalate_when_drifted
 from smallguard.server.core.request_ids import new_request_id
 from smallguard.server.core.verifier_runner import VerifierRunner
 from smallguard.server.domain.errors import GuardError, InvalidInputError
-from smallguard.server.domain.predictions import HeadResult, PredictCall, PredictOutcome, Reason, VerifierOutcome
+from smallguard.server.domain.predictions import (
+    Decision,
+    HeadResult,
+    PredictCall,
+    PredictOutcome,
+    Reason,
+    VerifierOutcome,
+)
+from smallguard.server.domain.tier_spec import TierSpec
 from smallguard.server.observability import drift
 from smallguard.server.observability.feedback import Feedback, FeedbackCall, FeedbackResult, FeedbackSummary
 from smallguard.server.observability.instruments import GuardMetrics
@@ -52,6 +61,7 @@ class ModelReport:
     model: LoadedModel
     drift: drift.DriftSnapshot
     feedback: FeedbackSummary | None  # None: this guard keeps no feedback record
+    tiers: tuple[tuple[TierSpec, str], ...] = ()  # each escalation tier and its circuit's state now
 
 
 class Guard:
@@ -62,11 +72,12 @@ class Guard:
     """
 
     def __init__(self, repository: ModelRepository, runner: VerifierRunner, metrics: GuardMetrics,
-                 feedback: Feedback | None) -> None:
+                 feedback: Feedback | None, cascades: Mapping[str, Cascade] | None = None) -> None:
         self._repository = repository
         self._runner = runner
         self._metrics = metrics
         self._feedback = feedback
+        self._cascades = dict(cascades or {})  # model name -> its escalation tiers (bundles that have some)
 
     # ------------------------------------------------------------------------------ Predict
 
@@ -76,6 +87,8 @@ class Guard:
         model = self._repository.get(call.model, call.version)
         with self._metrics.in_flight(model.spec.name, model.spec.version):
             outcome = self._predict(call, model)
+            if outcome.decision is Decision.ESCALATE and model.spec.escalation:
+                outcome = self._escalate(call, model, outcome)
         self._metrics.record_prediction(outcome, time.perf_counter() - started)
         if self._feedback is not None:
             self._feedback.remember(outcome)
@@ -90,6 +103,14 @@ class Guard:
             model_span.set_attribute("smallguard.model.name", model.spec.name)
             head = model.head.predict(feeds)
         return self._decide(call, model, feeds, head, span)
+
+    def _escalate(self, call: PredictCall, model: LoadedModel, outcome: PredictOutcome) -> PredictOutcome:
+        """The bundle's escalation tiers, in turn, for a request the small model escalated."""
+        cascade = self._cascades.get(model.spec.name)
+        if cascade is None:  # a guard assembled without tiers (an offline replay that does not call them)
+            return outcome
+        span = trace.get_current_span()
+        return cascade.run(call, outcome, span if span.is_recording() else None)
 
     def _decide(self, call: PredictCall, model: LoadedModel, feeds: Mapping[str, np.ndarray], head: HeadResult,
                 span: trace.Span | None, trace_id: str = "") -> PredictOutcome:
@@ -170,8 +191,13 @@ class Guard:
         trace_id = _trace_id(span)
         for (i, call, feeds), head in zip(served, heads, strict=True):
             try:
-                results[i] = head if isinstance(head, GuardError) else self._decide(call, loaded, feeds, head, None,
-                                                                                   trace_id)
+                if isinstance(head, GuardError):
+                    results[i] = head
+                    continue
+                outcome = self._decide(call, loaded, feeds, head, None, trace_id)
+                if outcome.decision is Decision.ESCALATE and spec.escalation:  # item by item, within the deadline
+                    outcome = self._escalate(call, loaded, outcome)
+                results[i] = outcome
             except Exception:
                 log.exception("batch item %d of model %s failed", i, spec.name)
                 results[i] = ItemFailedError("internal error while serving this item; the server log has the details")
@@ -220,7 +246,9 @@ class Guard:
         model = self._repository.get(name)
         snapshot = model.drift.snapshot() if model.drift is not None else drift.off(model.spec)
         summary = self._feedback.summary(name) if self._feedback is not None else None
-        return ModelReport(model, snapshot, summary)
+        cascade = self._cascades.get(name)
+        tiers = () if cascade is None else tuple((slot.tier.spec, slot.breaker.state) for slot in cascade.slots)
+        return ModelReport(model, snapshot, summary, tiers)
 
     def reports(self) -> list[ModelReport]:
         return [self.report(name) for name in self.model_names()]
@@ -239,7 +267,13 @@ class Guard:
             raise FeedbackOffError("this guard keeps no record of its predictions")
         return self._feedback.submit(call)
 
+    def cascade(self, name: str) -> Cascade | None:
+        """The escalation tiers of model ``name`` (None when it has none, or this guard calls none)."""
+        return self._cascades.get(name)
+
     def close(self) -> None:
+        for cascade in self._cascades.values():
+            cascade.close()
         self._runner.close()
 
 

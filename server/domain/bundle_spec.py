@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from smallguard.server.domain.predictions import Decision
+from smallguard.server.domain.tier_spec import TierSpec
 from smallguard.verifiers import ModelKind
 
 BUNDLE_FILE = "bundle.yaml"
@@ -88,6 +89,7 @@ class BundleSpec:
     fields: tuple[str, ...] = ()  # extractor only
     feedback: FeedbackPolicy = field(default_factory=FeedbackPolicy)
     drift: DriftPolicy = field(default_factory=DriftPolicy)
+    escalation: tuple[TierSpec, ...] = ()  # tried in order while the decision is ESCALATE
 
     @property
     def file(self) -> Path:

@@ -29,6 +29,7 @@ class ReasonCode(enum.Enum):
     VERIFIER_ERROR = "VERIFIER_ERROR"
     UNCALIBRATED = "UNCALIBRATED"
     DRIFT = "DRIFT"
+    TIER_ERROR = "TIER_ERROR"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,31 @@ class PredictCall:
     tensors: tuple[TensorInput, ...] = ()
     text: str = ""
     context: Mapping[str, str] = field(default_factory=dict)
+    deadline: float | None = None  # time.monotonic() by which the caller wants the answer; None: no deadline
+    max_tier: int | None = None  # escalation tiers the request may reach (0: the small model only); None: all
+    max_cost: float | None = None  # the request's budget in the operators' cost unit; None: no budget
+
+
+@dataclass(frozen=True, slots=True)
+class TierOutcome:
+    """What one tier of the cascade said about a request: the small model (kind "model") or an escalation tier.
+
+    ``prediction`` is None when the tier gave none (it failed, or was not called); ``calls`` counts the
+    requests sent to it, retries included, and ``cost`` is what they cost."""
+
+    name: str
+    kind: str
+    decision: Decision
+    prediction: Prediction | None
+    calibrated: bool
+    confidence: float
+    raw_confidence: float
+    threshold: float
+    reasons: tuple[Reason, ...]
+    verifiers: tuple[VerifierOutcome, ...]
+    latency_ms: float
+    cost: float
+    calls: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +109,11 @@ class PredictOutcome:
     reasons: tuple[Reason, ...]
     verifiers: tuple[VerifierOutcome, ...]
     trace_id: str = ""
+    # The cascade, when the request went past the small model (empty when it did not): one entry per
+    # tier tried, the small model first. The fields above are then those of the tier named by answered_by.
+    tiers: tuple[TierOutcome, ...] = ()
+    answered_by: str = ""
+    cost: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

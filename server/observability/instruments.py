@@ -34,11 +34,15 @@ STATUS = "smallguard.verifier.status"
 ERROR_TYPE = "error.type"
 FEEDBACK_OUTCOME = "smallguard.feedback.outcome"
 DRIFT_SIGNAL = "smallguard.drift.signal"
+TIER = "smallguard.tier.name"
+TIER_OUTCOME = "smallguard.tier.outcome"
 NO_REASON = "NONE"
 
 # A classifier's top-1 calibrated probability is at least 1/K, mostly above 0.5; the
 # interesting part (is it at the threshold, is it drifting towards it) is near 1.
 CONFIDENCE_BUCKETS = (0.1, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+# A tier is a larger model, a remote server or an LLM: milliseconds to tens of seconds.
+TIER_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # A Predict on a small ONNX model takes a few milliseconds; the tail reaches the verifier budget.
 DURATION_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -85,6 +89,9 @@ class GuardMetrics:
         self._in_flight = _Tally((MODEL, VERSION), lock)
         self._errors = _Tally((ERROR_TYPE,), lock)
         self._feedback = _Tally((FEEDBACK_OUTCOME, MODEL, VERSION), lock)
+        self._tier_outcomes = _Tally((MODEL, VERSION, TIER, TIER_OUTCOME), lock)
+        self._tier_calls = _Tally((MODEL, VERSION, TIER), lock)
+        self._tier_cost = _Tally((MODEL, VERSION, TIER), lock)
         meter.create_observable_counter(
             "smallguard.predictions", callbacks=[self._predictions.observe], unit="{prediction}",
             description="Predictions by model, decision and primary (first) reason code, NONE when there was none")
@@ -112,6 +119,21 @@ class GuardMetrics:
         meter.create_observable_counter(
             "smallguard.feedback.received", callbacks=[self._feedback.observe], unit="{feedback}",
             description="Feedback calls by outcome: matched, duplicate, unknown_request, expired, invalid, conflict")
+        meter.create_observable_counter(
+            "smallguard.tier.outcomes", callbacks=[self._tier_outcomes.observe], unit="{request}",
+            description="Requests the cascade sent on to each escalation tier, by outcome: answer, declined (the "
+                        "tier's answer did not stand), error, circuit_open, busy (at its concurrency limit), no_time")
+        meter.create_observable_counter(
+            "smallguard.tier.calls", callbacks=[self._tier_calls.observe], unit="{call}",
+            description="Calls made to each escalation tier, retries included (what the tier bills)")
+        meter.create_observable_counter(
+            "smallguard.tier.cost", callbacks=[self._tier_cost.observe], unit="{cost}",
+            description="Cost of the calls made to each escalation tier, in the operators' unit (calls x the "
+                        "tier's cost)")
+        self._tier_duration = meter.create_histogram(
+            "smallguard.tier.duration", unit="s", description="Time each escalation tier took per request, retries "
+                                                              "and waits included",
+            explicit_bucket_boundaries_advisory=TIER_DURATION_BUCKETS)
         self._meter = meter
         self._attributes: dict[tuple[str, ...], dict[str, str]] = {}  # the histograms' attributes, built once
 
@@ -140,7 +162,9 @@ class GuardMetrics:
                 _bump(self._reasons.counts, (model, version, decision, code))
             for verifier in outcome.verifiers:
                 _bump(self._verifier_outcomes.counts, (model, version, verifier.name, verifier.status.value))
-        self._confidence.record(outcome.confidence, self._attributes_of((model, version)))
+        # The model's own confidence, also when an escalation tier answered: the histogram watches this model.
+        confidence = outcome.tiers[0].confidence if outcome.tiers else outcome.confidence
+        self._confidence.record(confidence, self._attributes_of((model, version)))
         self._duration.record(duration_s, self._attributes_of((model, version, decision)))
 
     def _attributes_of(self, values: tuple[str, ...]) -> dict[str, str]:
@@ -186,6 +210,34 @@ class GuardMetrics:
         self._meter.create_observable_gauge(
             "smallguard.drift.limit", callbacks=[limits], unit="1",
             description="The bundle's limit for each drift signal; a score past it marks the model drifted")
+
+    def record_tier(self, model: str, model_version: str, tier: str, outcome: str, calls: int, cost: float,
+                    duration_s: float | None) -> None:
+        """One request's turn at an escalation tier: its outcome, the calls it made, what they cost and how long
+        it took (None when the tier was not called)."""
+        if not self.recording:
+            return
+        values = (model, model_version, tier)
+        with self._lock:
+            _bump(self._tier_outcomes.counts, (*values, outcome))
+            if calls:
+                self._tier_calls.counts[values] = self._tier_calls.counts.get(values, 0) + calls
+                self._tier_cost.counts[values] = self._tier_cost.counts.get(values, 0) + cost
+        if duration_s is not None:
+            self._tier_duration.record(duration_s, {MODEL: model, VERSION: model_version, TIER: tier})
+
+    def watch_circuits(self, circuits: Iterable[tuple[str, str, str, Callable[[], str]]]) -> None:
+        """Register the circuit gauge over (model, version, tier, state()) for every escalation tier. Called once,
+        by whoever assembles the guard."""
+        circuits = tuple(circuits)
+
+        def states(_options: CallbackOptions) -> list[Observation]:
+            return [Observation(1.0 if state() == "open" else 0.0, {MODEL: model, VERSION: version, TIER: tier})
+                    for model, version, tier, state in circuits]
+
+        self._meter.create_observable_gauge(
+            "smallguard.tier.circuit_open", callbacks=[states], unit="1",
+            description="1 while a tier's circuit breaker is open (the tier is not called), else 0")
 
     def record_error(self, status_code_name: str) -> None:
         """A Predict the server answered with an error status (INVALID_ARGUMENT, NOT_FOUND, INTERNAL)."""

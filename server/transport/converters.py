@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2
 
 from smallguard.server.core.guard import FeedbackOffError, ModelReport
 from smallguard.server.core.models import LoadedModel
+from smallguard.server.domain.bundle_spec import BundleSpec
 from smallguard.server.domain.errors import (
     FeedbackConflictError,
     GuardError,
@@ -19,11 +20,19 @@ from smallguard.server.domain.errors import (
     ModelNotFoundError,
     RequestNotFoundError,
 )
-from smallguard.server.domain.predictions import Decision, PredictCall, PredictOutcome, ReasonCode, TensorInput
+from smallguard.server.domain.predictions import (
+    Decision,
+    PredictCall,
+    PredictOutcome,
+    Reason,
+    ReasonCode,
+    TensorInput,
+    TierOutcome,
+)
 from smallguard.server.observability import drift
 from smallguard.server.transport.feedback_converters import feedback_summary
 from smallguard.v1 import guard_pb2 as pb
-from smallguard.verifiers import ModelKind, Status
+from smallguard.verifiers import ExtractedField, LabelScore, ModelKind, Prediction, Status
 
 # dtype enum -> (numpy dtype name, the TensorContents field that carries it)
 _DTYPES = {
@@ -42,6 +51,7 @@ _STATUS = {
 }
 _DECISION = {decision: pb.Decision.Value(decision.name) for decision in Decision}
 _REASON = {code: pb.Reason.Code.Value(code.value) for code in ReasonCode}
+_REASON_CODE = {value: code for code, value in _REASON.items()}
 _KIND = {ModelKind.CLASSIFIER: pb.ModelInfo.CLASSIFIER, ModelKind.EXTRACTOR: pb.ModelInfo.EXTRACTOR}
 _MAX_ELEMENTS = 1 << 26
 # The status code for each of the core's errors; any other error is INTERNAL.
@@ -62,7 +72,8 @@ def status_of(error: GuardError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def predict_call(request: pb.PredictRequest) -> PredictCall:
+def predict_call(request: pb.PredictRequest, deadline: float | None = None) -> PredictCall:
+    """The core's call; ``deadline`` (time.monotonic) is when the caller stops waiting, if it said."""
     return PredictCall(
         model=request.model,
         version=request.version,
@@ -70,13 +81,61 @@ def predict_call(request: pb.PredictRequest) -> PredictCall:
         tensors=tuple(_tensor(t, i) for i, t in enumerate(request.inputs)),
         text=request.text,
         context=dict(request.context),
+        deadline=deadline,
+        max_tier=request.max_tier if request.HasField("max_tier") else None,
+        max_cost=_max_cost(request) if request.HasField("max_cost") else None,
     )
 
 
-def batch_item(request: pb.PredictRequest) -> PredictCall | InvalidInputError:
+def _max_cost(request: pb.PredictRequest) -> float:
+    if not math.isfinite(request.max_cost) or request.max_cost < 0:
+        raise InvalidInputError(f"{request.max_cost} is not a budget; expected a finite number >= 0", "max_cost")
+    return request.max_cost
+
+
+def predict_request(call: PredictCall, model: str, version: str, request_id: str) -> pb.PredictRequest:
+    """``call`` as a request to another guard (an escalation tier) for ``model``: tensors travel as raw bytes."""
+    return pb.PredictRequest(
+        model=model, version=version, request_id=request_id, text=call.text, context=dict(call.context),
+        inputs=[pb.Tensor(name=t.name, dtype=_DTYPE_ENUM[t.dtype], shape=list(t.shape),
+                          raw_contents=np.ascontiguousarray(t.values, dtype=np.dtype(t.dtype).newbyteorder("<"))
+                          .tobytes()) for t in call.tensors])
+
+
+def prediction_of(response: pb.PredictResponse, bundle: BundleSpec) -> Prediction:
+    """The prediction in another guard's response, as ``bundle`` knows it; ValueError when it is not one of
+    the bundle's: another kind, a label it does not have, or a field missing."""
+    which = response.WhichOneof("prediction")
+    if bundle.is_extractor:
+        if which != "extraction":
+            raise ValueError(f"expected an extraction with the fields {list(bundle.fields)}, got {which or 'none'}")
+        given = {f.name: f for f in response.extraction.fields}
+        missing = [name for name in bundle.fields if name not in given]
+        if missing:
+            raise ValueError(f"the fields {missing} are missing; expected {list(bundle.fields)}")
+        fields = {name: ExtractedField(name, given[name].value if given[name].present else None,
+                                       given[name].confidence, given[name].raw_confidence) for name in bundle.fields}
+        return Prediction(kind=ModelKind.EXTRACTOR, probability=response.confidence, fields=fields)
+    if which != "classification":
+        raise ValueError(f"expected a classification with one of the labels {list(bundle.labels)}, got "
+                         f"{which or 'none'}")
+    answer = response.classification
+    if answer.label not in bundle.labels:
+        raise ValueError(f"label {answer.label[:100]!r} is not one of {list(bundle.labels)}")
+    return Prediction(kind=ModelKind.CLASSIFIER, label=answer.label, probability=answer.probability,
+                      top_k=tuple(LabelScore(s.label, s.probability) for s in answer.top_k if s.label in bundle.labels))
+
+
+def reason_of(reason: pb.Reason, tier: str) -> Reason:
+    """A remote guard's reason, named after the tier that gave it."""
+    code = _REASON_CODE.get(reason.code, ReasonCode.TIER_ERROR)
+    return Reason(code, f"tier {tier}: {reason.message}", reason.verifier or tier)
+
+
+def batch_item(request: pb.PredictRequest, deadline: float | None = None) -> PredictCall | InvalidInputError:
     """One item of a PredictBatch, or the error that keeps it from being served."""
     try:
-        return predict_call(request)
+        return predict_call(request, deadline)
     except InvalidInputError as error:
         return error
 
@@ -131,17 +190,7 @@ def _tensor(tensor: pb.Tensor, index: int) -> TensorInput:
 
 def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
     """The response message, built from plain mappings (protobuf's fastest way to fill nested fields)."""
-    prediction = outcome.prediction
-    answer: dict[str, Any]
-    if prediction.kind is ModelKind.CLASSIFIER:
-        answer = {"classification": {
-            "label": prediction.label or "", "probability": prediction.probability,
-            "top_k": [{"label": s.label, "probability": s.probability} for s in prediction.top_k]}}
-    else:
-        answer = {"extraction": {"fields": [
-            {"name": f.name, "value": f.value or "", "present": f.value is not None, "confidence": f.confidence,
-             "raw_confidence": f.raw_confidence} for f in prediction.fields.values()]}}
-    return pb.PredictResponse(
+    response = pb.PredictResponse(
         request_id=outcome.request_id,
         model=outcome.model,
         model_version=outcome.model_version,
@@ -150,11 +199,42 @@ def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
         raw_confidence=outcome.raw_confidence,
         threshold=outcome.threshold,
         trace_id=outcome.trace_id,
-        reasons=[{"code": _REASON[r.code], "verifier": r.verifier, "message": r.message} for r in outcome.reasons],
-        verifiers=[{"name": o.name, "use": o.use, "status": _STATUS[o.status], "message": o.message,
-                    "on_fail": _DECISION[o.on_fail], "duration_ms": o.duration_ms} for o in outcome.verifiers],
-        **answer,
+        reasons=_reasons(outcome.reasons),
+        verifiers=_verifiers(outcome.verifiers),
+        answered_by=outcome.answered_by or outcome.model,
+        **_answer(outcome.prediction),
     )
+    if outcome.tiers:
+        response.cost = outcome.cost
+        response.tiers.extend(_tier_result(entry) for entry in outcome.tiers)
+    return response
+
+
+def _answer(prediction: Prediction) -> dict[str, Any]:
+    if prediction.kind is ModelKind.CLASSIFIER:
+        return {"classification": {
+            "label": prediction.label or "", "probability": prediction.probability,
+            "top_k": [{"label": s.label, "probability": s.probability} for s in prediction.top_k]}}
+    return {"extraction": {"fields": [
+        {"name": f.name, "value": f.value or "", "present": f.value is not None, "confidence": f.confidence,
+         "raw_confidence": f.raw_confidence} for f in prediction.fields.values()]}}
+
+
+def _reasons(reasons: Sequence[Reason]) -> list[dict[str, Any]]:
+    return [{"code": _REASON[r.code], "verifier": r.verifier, "message": r.message} for r in reasons]
+
+
+def _verifiers(outcomes: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"name": o.name, "use": o.use, "status": _STATUS[o.status], "message": o.message,
+             "on_fail": _DECISION[o.on_fail], "duration_ms": o.duration_ms} for o in outcomes]
+
+
+def _tier_result(entry: TierOutcome) -> pb.TierResult:
+    return pb.TierResult(
+        name=entry.name, kind=entry.kind, decision=_DECISION[entry.decision], calibrated=entry.calibrated,
+        confidence=entry.confidence, threshold=entry.threshold, reasons=_reasons(entry.reasons),
+        verifiers=_verifiers(entry.verifiers), latency_ms=entry.latency_ms, cost=entry.cost, calls=entry.calls,
+        **({} if entry.prediction is None else _answer(entry.prediction)))
 
 
 def model_info(report: ModelReport) -> pb.ModelInfo:
@@ -186,6 +266,10 @@ def model_info(report: ModelReport) -> pb.ModelInfo:
     info.drift.CopyFrom(drift_status(report.drift))
     if report.feedback is not None:
         info.feedback.CopyFrom(feedback_summary(report.feedback))
+    for tier, circuit in report.tiers:
+        info.tiers.add(name=tier.name, kind=tier.kind, target=tier.target.describe(), cost=tier.cost,
+                       timeout_ms=tier.timeout_ms, max_concurrency=tier.max_concurrency,
+                       answer_uncalibrated=tier.answer_uncalibrated, circuit=circuit)
     return info
 
 

@@ -7,6 +7,7 @@ INVALID_ARGUMENT naming the limit, instead of grpc's bare RESOURCE_EXHAUSTED.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -20,6 +21,8 @@ from smallguard.server.transport.feedback_converters import feedback_call, feedb
 from smallguard.v1 import guard_pb2 as pb
 
 log = logging.getLogger(__name__)
+# grpc reports a call without a deadline as one far in the future.
+_NO_DEADLINE = 365 * 24 * 3600.0
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Guard"].full_name
 T = TypeVar("T")
 
@@ -33,7 +36,7 @@ class GuardService:
     def Predict(self, raw: bytes, context: grpc.ServicerContext) -> pb.PredictResponse:
         request = self._decode(raw, pb.PredictRequest, context)
         return _answer(context, lambda: converters.predict_response(
-            self._guard.predict(converters.predict_call(request))), self._guard.reject)
+            self._guard.predict(converters.predict_call(request, _deadline(context)))), self._guard.reject)
 
     def PredictBatch(self, raw: bytes, context: grpc.ServicerContext) -> pb.PredictBatchResponse:
         request = self._decode(raw, pb.PredictBatchRequest, context)
@@ -42,8 +45,9 @@ class GuardService:
             self._guard.reject(grpc.StatusCode.INVALID_ARGUMENT.name)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"items: {count} items; expected 1 to "
                                                             f"{self._max_batch_items} (--max-batch-items)")
+        deadline = _deadline(context)
         return _answer(context, lambda: converters.predict_batch_response(self._guard.predict_batch(
-            request.model, request.version, [converters.batch_item(item) for item in request.items]),
+            request.model, request.version, [converters.batch_item(item, deadline) for item in request.items]),
             self._guard.reject), self._guard.reject)
 
     def _decode(self, raw: bytes, message: type[T], context: grpc.ServicerContext) -> T:
@@ -86,6 +90,12 @@ class GuardService:
             "GetModel": unary(self.GetModel, pb.GetModelRequest, pb.ModelInfo),
             "Feedback": unary(self.Feedback, pb.FeedbackRequest, pb.FeedbackResponse),
         })
+
+
+def _deadline(context: grpc.ServicerContext) -> float | None:
+    """When the caller stops waiting, on the time.monotonic() clock; None when it set no deadline."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > _NO_DEADLINE else time.monotonic() + remaining
 
 
 def _answer(context: grpc.ServicerContext, work: Callable[[], T],

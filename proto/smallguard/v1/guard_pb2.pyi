@@ -95,7 +95,7 @@ class TensorContents(_message.Message):
     def __init__(self, float_contents: _Optional[_Iterable[float]] = ..., double_contents: _Optional[_Iterable[float]] = ..., int32_contents: _Optional[_Iterable[int]] = ..., int64_contents: _Optional[_Iterable[int]] = ..., bool_contents: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("model", "version", "request_id", "inputs", "text", "context")
+    __slots__ = ("model", "version", "request_id", "inputs", "text", "context", "max_tier", "max_cost")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -109,13 +109,17 @@ class PredictRequest(_message.Message):
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    MAX_TIER_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     request_id: str
     inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     text: str
     context: _containers.ScalarMap[str, str]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., request_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., text: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    max_tier: int
+    max_cost: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., request_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., text: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., max_tier: _Optional[int] = ..., max_cost: _Optional[float] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "probability")
@@ -166,6 +170,7 @@ class Reason(_message.Message):
         OUT_OF_DISTRIBUTION: _ClassVar[Reason.Code]
         UNCALIBRATED: _ClassVar[Reason.Code]
         DRIFT: _ClassVar[Reason.Code]
+        TIER_ERROR: _ClassVar[Reason.Code]
     CODE_UNSPECIFIED: Reason.Code
     LOW_CONFIDENCE: Reason.Code
     VERIFIER_FAILED: Reason.Code
@@ -173,6 +178,7 @@ class Reason(_message.Message):
     OUT_OF_DISTRIBUTION: Reason.Code
     UNCALIBRATED: Reason.Code
     DRIFT: Reason.Code
+    TIER_ERROR: Reason.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     VERIFIER_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -210,7 +216,7 @@ class VerifierResult(_message.Message):
     def __init__(self, name: _Optional[str] = ..., use: _Optional[str] = ..., status: _Optional[_Union[VerifierResult.Status, str]] = ..., message: _Optional[str] = ..., on_fail: _Optional[_Union[Decision, str]] = ..., duration_ms: _Optional[float] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("request_id", "model", "model_version", "decision", "classification", "extraction", "confidence", "raw_confidence", "threshold", "reasons", "verifiers", "trace_id")
+    __slots__ = ("request_id", "model", "model_version", "decision", "classification", "extraction", "confidence", "raw_confidence", "threshold", "reasons", "verifiers", "trace_id", "answered_by", "tiers", "cost")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +229,9 @@ class PredictResponse(_message.Message):
     REASONS_FIELD_NUMBER: _ClassVar[int]
     VERIFIERS_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     model_version: str
@@ -235,7 +244,40 @@ class PredictResponse(_message.Message):
     reasons: _containers.RepeatedCompositeFieldContainer[Reason]
     verifiers: _containers.RepeatedCompositeFieldContainer[VerifierResult]
     trace_id: str
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., extraction: _Optional[_Union[Extraction, _Mapping]] = ..., confidence: _Optional[float] = ..., raw_confidence: _Optional[float] = ..., threshold: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., verifiers: _Optional[_Iterable[_Union[VerifierResult, _Mapping]]] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    answered_by: str
+    tiers: _containers.RepeatedCompositeFieldContainer[TierResult]
+    cost: float
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., extraction: _Optional[_Union[Extraction, _Mapping]] = ..., confidence: _Optional[float] = ..., raw_confidence: _Optional[float] = ..., threshold: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., verifiers: _Optional[_Iterable[_Union[VerifierResult, _Mapping]]] = ..., trace_id: _Optional[str] = ..., answered_by: _Optional[str] = ..., tiers: _Optional[_Iterable[_Union[TierResult, _Mapping]]] = ..., cost: _Optional[float] = ...) -> None: ...
+
+class TierResult(_message.Message):
+    __slots__ = ("name", "kind", "decision", "classification", "extraction", "calibrated", "confidence", "threshold", "reasons", "verifiers", "latency_ms", "cost", "calls")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    EXTRACTION_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIERS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    decision: Decision
+    classification: Classification
+    extraction: Extraction
+    calibrated: bool
+    confidence: float
+    threshold: float
+    reasons: _containers.RepeatedCompositeFieldContainer[Reason]
+    verifiers: _containers.RepeatedCompositeFieldContainer[VerifierResult]
+    latency_ms: float
+    cost: float
+    calls: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., extraction: _Optional[_Union[Extraction, _Mapping]] = ..., calibrated: _Optional[bool] = ..., confidence: _Optional[float] = ..., threshold: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., verifiers: _Optional[_Iterable[_Union[VerifierResult, _Mapping]]] = ..., latency_ms: _Optional[float] = ..., cost: _Optional[float] = ..., calls: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -387,7 +429,7 @@ class Guarantee(_message.Message):
     def __init__(self, target_risk: _Optional[float] = ..., delta: _Optional[float] = ..., expected_coverage: _Optional[float] = ..., samples: _Optional[int] = ..., procedure: _Optional[str] = ..., statement: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "kind", "description", "inputs", "labels", "fields", "verifiers", "calibration", "on_low_confidence", "feedback", "drift")
+    __slots__ = ("name", "version", "kind", "description", "inputs", "labels", "fields", "verifiers", "calibration", "on_low_confidence", "feedback", "drift", "tiers")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[ModelInfo.Kind]
@@ -408,6 +450,7 @@ class ModelInfo(_message.Message):
     ON_LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     DRIFT_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     kind: ModelInfo.Kind
@@ -420,7 +463,28 @@ class ModelInfo(_message.Message):
     on_low_confidence: Decision
     feedback: FeedbackSummary
     drift: DriftStatus
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[_Union[ModelInfo.Kind, str]] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., fields: _Optional[_Iterable[str]] = ..., verifiers: _Optional[_Iterable[_Union[VerifierInfo, _Mapping]]] = ..., calibration: _Optional[_Union[CalibrationSummary, _Mapping]] = ..., on_low_confidence: _Optional[_Union[Decision, str]] = ..., feedback: _Optional[_Union[FeedbackSummary, _Mapping]] = ..., drift: _Optional[_Union[DriftStatus, _Mapping]] = ...) -> None: ...
+    tiers: _containers.RepeatedCompositeFieldContainer[TierInfo]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[_Union[ModelInfo.Kind, str]] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., fields: _Optional[_Iterable[str]] = ..., verifiers: _Optional[_Iterable[_Union[VerifierInfo, _Mapping]]] = ..., calibration: _Optional[_Union[CalibrationSummary, _Mapping]] = ..., on_low_confidence: _Optional[_Union[Decision, str]] = ..., feedback: _Optional[_Union[FeedbackSummary, _Mapping]] = ..., drift: _Optional[_Union[DriftStatus, _Mapping]] = ..., tiers: _Optional[_Iterable[_Union[TierInfo, _Mapping]]] = ...) -> None: ...
+
+class TierInfo(_message.Message):
+    __slots__ = ("name", "kind", "target", "cost", "timeout_ms", "max_concurrency", "answer_uncalibrated", "circuit")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_UNCALIBRATED_FIELD_NUMBER: _ClassVar[int]
+    CIRCUIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    target: str
+    cost: float
+    timeout_ms: float
+    max_concurrency: int
+    answer_uncalibrated: bool
+    circuit: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., target: _Optional[str] = ..., cost: _Optional[float] = ..., timeout_ms: _Optional[float] = ..., max_concurrency: _Optional[int] = ..., answer_uncalibrated: _Optional[bool] = ..., circuit: _Optional[str] = ...) -> None: ...
 
 class DriftStatus(_message.Message):
     __slots__ = ("state", "message", "reference", "samples", "window", "min_samples", "scores", "escalate_when_drifted")

@@ -7,9 +7,11 @@ Feedback is idempotent per request id: the same truth sent again (a retry) is an
 before, marked a duplicate and not counted twice; a different truth for a request that already
 has feedback is a conflict (ALREADY_EXISTS) and the first truth stands.
 
-Only ANSWERed predictions enter the accuracy tally: the calibrated confidence is a promise about
-what the caller was allowed to use. Feedback on abstained or escalated predictions is matched
-and judged all the same (the response says whether the model was right).
+Only the model's own ANSWERed predictions enter the accuracy tally: the calibrated confidence is a
+promise about what the caller was allowed to use. An answer from an escalation tier is another
+model's (with another calibration, or none), so it is judged but not tallied against this one's.
+Feedback on abstained or escalated predictions is matched and judged all the same (the response
+says whether the model was right).
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ class Feedback:
             kind=prediction.kind, decision=outcome.decision, confidence=outcome.confidence,
             label=prediction.label,
             fields={name: (f.value, f.confidence) for name, f in prediction.fields.items()},
-            at=self.record.now()))
+            at=self.record.now(), tier=outcome.answered_by if outcome.tiers and outcome.answered_by != outcome.model
+            else ""))
 
     def submit(self, call: FeedbackCall) -> FeedbackResult:
         """Judge ``call`` against its prediction. Raises RequestNotFoundError, InvalidInputError or
@@ -127,7 +130,7 @@ class Feedback:
             self._metrics.record_feedback("conflict", entry.model, entry.version)
             raise FeedbackConflictError(f"request_id {call.request_id!r}: feedback was already recorded with "
                                         f"{_describe(earlier.truth)}; the first truth stands")
-        counted = earlier is None and entry.decision is Decision.ANSWER
+        counted = earlier is None and entry.decision is Decision.ANSWER and not entry.tier
         if earlier is None:
             self._count(entry, verdict, counted)
         self._metrics.record_feedback("matched" if earlier is None else "duplicate", entry.model, entry.version)

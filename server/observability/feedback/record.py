@@ -56,6 +56,7 @@ class Recorded:
     fields: PredictedFields
     at: float  # the record's clock when the prediction was made
     verdict: Verdict | None = None
+    tier: str = ""  # the escalation tier whose prediction the caller got; "": the model's own
 
 
 class PredictionRecord:
@@ -135,10 +136,10 @@ class PredictionRecord:
                                     "PredictResponse", request_id, expired=False)
 
 
-# A packed entry: request_id, model, version, kind, decision, confidence, label, fields, at, verdict; with
+# A packed entry: request_id, model, version, kind, decision, confidence, label, fields, at, tier, verdict; with
 # kind and decision as their values, fields as (name, value, confidence) triples, and the verdict as
 # (truth, correct, wrong_fields) or None. Strings, numbers and tuples of them only.
-_AT, _VERDICT = 8, 9
+_AT, _VERDICT = 8, 10
 _FULL, _OLD = 1, 2  # why an id left the record
 
 
@@ -146,14 +147,14 @@ def _pack(entry: Recorded) -> tuple:
     verdict = entry.verdict
     return (entry.request_id, entry.model, entry.version, entry.kind.value, entry.decision.value, entry.confidence,
             entry.label, tuple((name, value, confidence) for name, (value, confidence) in entry.fields.items()),
-            entry.at, None if verdict is None else (verdict.truth, verdict.correct, verdict.wrong_fields))
+            entry.at, entry.tier, None if verdict is None else (verdict.truth, verdict.correct, verdict.wrong_fields))
 
 
 def _unpack(packed: tuple) -> Recorded:
-    request_id, model, version, kind, decision, confidence, label, fields, at, verdict = packed
+    request_id, model, version, kind, decision, confidence, label, fields, at, tier, verdict = packed
     return Recorded(request_id, model, version, ModelKind(kind), Decision(decision), confidence, label,
                     {name: (value, field_confidence) for name, value, field_confidence in fields}, at,
-                    None if verdict is None else _unpack_verdict(verdict))
+                    None if verdict is None else _unpack_verdict(verdict), tier)
 
 
 def _unpack_verdict(packed: tuple) -> Verdict:
