@@ -98,7 +98,7 @@ def _parse(folder: Path, doc: _Reader, require_calibration: bool) -> BundleSpec:
         name=name,
         version=doc.text("version"),
         kind=kind,
-        description=doc.text("description", default=""),
+        description=doc.text("description") if doc.get("description") is not None else "",
         model_path=model_path,
         inputs=inputs,
         output_name=output_name,
@@ -305,8 +305,9 @@ def _tier(item: _Reader, bundle: str) -> TierSpec:
         item.fail("answer_uncalibrated", "expected true or false")
     circuit = item.section("circuit", required=False)
     circuit.only({"failures", "open_seconds"})
-    failures = circuit.get("failures", CircuitPolicy.failures)
-    open_seconds = circuit.get("open_seconds", CircuitPolicy.open_seconds)
+    defaults = CircuitPolicy()
+    failures = circuit.get("failures", defaults.failures)
+    open_seconds = circuit.get("open_seconds", defaults.open_seconds)
     if not isinstance(failures, int) or isinstance(failures, bool) or failures < 1:
         circuit.fail("failures", f"expected a whole number >= 1, got {failures!r}")
     if not isinstance(open_seconds, int | float) or isinstance(open_seconds, bool) or not 0 < open_seconds < 86400:

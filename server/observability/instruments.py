@@ -92,15 +92,29 @@ class GuardMetrics:
         self._tier_outcomes = _Tally((MODEL, VERSION, TIER, TIER_OUTCOME), lock)
         self._tier_calls = _Tally((MODEL, VERSION, TIER), lock)
         self._tier_cost = _Tally((MODEL, VERSION, TIER), lock)
-        meter.create_observable_counter(
-            "smallguard.predictions", callbacks=[self._predictions.observe], unit="{prediction}",
-            description="Predictions by model, decision and primary (first) reason code, NONE when there was none")
-        meter.create_observable_counter(
-            "smallguard.prediction.reasons", callbacks=[self._reasons.observe], unit="{prediction}",
-            description="Predictions that carried each reason code (counted once per prediction and code)")
-        meter.create_observable_counter(
-            "smallguard.verifier.outcomes", callbacks=[self._verifier_outcomes.observe], unit="{outcome}",
-            description="Verifier results by model, verifier and status (passed, failed, error, skipped)")
+        for name, tally, unit, description in (
+            ("smallguard.predictions", self._predictions, "{prediction}",
+             "Predictions by model, decision and primary (first) reason code, NONE when there was none"),
+            ("smallguard.prediction.reasons", self._reasons, "{prediction}",
+             "Predictions that carried each reason code (counted once per prediction and code)"),
+            ("smallguard.verifier.outcomes", self._verifier_outcomes, "{outcome}",
+             "Verifier results by model, verifier and status (passed, failed, error, skipped)"),
+            ("smallguard.predict.errors", self._errors, "{request}",
+             "Predict requests, and PredictBatch calls and items, rejected with a gRPC status, by status code name"),
+            ("smallguard.feedback.received", self._feedback, "{feedback}",
+             "Feedback calls by outcome: matched, duplicate, unknown_request, expired, invalid, conflict"),
+            ("smallguard.tier.outcomes", self._tier_outcomes, "{request}",
+             "Requests the cascade sent on to each escalation tier, by outcome: answer, declined (the tier's answer "
+             "did not stand), error, circuit_open, busy (at its concurrency limit), no_time"),
+            ("smallguard.tier.calls", self._tier_calls, "{call}",
+             "Calls made to each escalation tier, retries included (what the tier bills)"),
+            ("smallguard.tier.cost", self._tier_cost, "{cost}",
+             "Cost of the calls made to each escalation tier, in the operators' unit (calls x the tier's cost)"),
+        ):
+            meter.create_observable_counter(name, callbacks=[tally.observe], unit=unit, description=description)
+        meter.create_observable_up_down_counter(
+            "smallguard.predict.active_requests", callbacks=[self._in_flight.observe], unit="{request}",
+            description="Predictions being computed now")
         self._confidence = meter.create_histogram(
             "smallguard.confidence", unit="1", description="Calibrated confidence of each prediction",
             explicit_bucket_boundaries_advisory=CONFIDENCE_BUCKETS)
@@ -109,30 +123,9 @@ class GuardMetrics:
             description="Time to validate, run, calibrate, verify and decide one prediction (a PredictBatch item: "
                         "its share of the call)",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
-        meter.create_observable_up_down_counter(
-            "smallguard.predict.active_requests", callbacks=[self._in_flight.observe], unit="{request}",
-            description="Predictions being computed now")
-        meter.create_observable_counter(
-            "smallguard.predict.errors", callbacks=[self._errors.observe], unit="{request}",
-            description="Predict requests, and PredictBatch calls and items, rejected with a gRPC status, by status "
-                        "code name")
-        meter.create_observable_counter(
-            "smallguard.feedback.received", callbacks=[self._feedback.observe], unit="{feedback}",
-            description="Feedback calls by outcome: matched, duplicate, unknown_request, expired, invalid, conflict")
-        meter.create_observable_counter(
-            "smallguard.tier.outcomes", callbacks=[self._tier_outcomes.observe], unit="{request}",
-            description="Requests the cascade sent on to each escalation tier, by outcome: answer, declined (the "
-                        "tier's answer did not stand), error, circuit_open, busy (at its concurrency limit), no_time")
-        meter.create_observable_counter(
-            "smallguard.tier.calls", callbacks=[self._tier_calls.observe], unit="{call}",
-            description="Calls made to each escalation tier, retries included (what the tier bills)")
-        meter.create_observable_counter(
-            "smallguard.tier.cost", callbacks=[self._tier_cost.observe], unit="{cost}",
-            description="Cost of the calls made to each escalation tier, in the operators' unit (calls x the "
-                        "tier's cost)")
         self._tier_duration = meter.create_histogram(
-            "smallguard.tier.duration", unit="s", description="Time each escalation tier took per request, retries "
-                                                              "and waits included",
+            "smallguard.tier.duration", unit="s",
+            description="Time each escalation tier took per request, retries and waits included",
             explicit_bucket_boundaries_advisory=TIER_DURATION_BUCKETS)
         self._meter = meter
         self._attributes: dict[tuple[str, ...], dict[str, str]] = {}  # the histograms' attributes, built once
