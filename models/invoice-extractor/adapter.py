@@ -23,7 +23,9 @@ The model never sees arithmetic between amounts (whether subtotal + tax == total
 the bundle's verifiers check, so they have something to catch.
 
 Normalisation choices (documented limits): ``a/b/yyyy`` and ``a.b.yyyy`` are read day first
-unless only month first makes a real date (US ``03/05/2024`` is therefore read as 3 May);
+unless only month first makes a real date, or another numeric date of the same document does
+(dates in one document share a format: with ``12/25/2024`` beside it, ``03/05/2024`` is 5 March;
+alone, it is read as 3 May);
 two-digit years are 20xx; ``$`` alone is USD, ``kr`` alone SEK and ``kr.`` DKK.
 """
 
@@ -133,8 +135,25 @@ def normalize_amount(text: str) -> str | None:
     return f"{-value if negative and value else value:.2f}"
 
 
-def normalize_date(text: str) -> str | None:
-    """``"05/03/2024"``, ``"March 5th, 2024"``, ``"5. März 2024"`` -> ``"2024-03-05"``; None if no real date."""
+_NUMERIC_DATE = re.compile(r"(\d{1,2})[-/.](\d{1,2})[-/.](?:\d{4}|\d{2})")
+
+
+def month_first(dates: Sequence[str]) -> bool:
+    """Do a document's numeric dates show month first (some ``a/b/yyyy`` with b > 12, and none with a > 12)?"""
+    orders = set()
+    for text in dates:
+        if m := _NUMERIC_DATE.fullmatch(text.strip()):
+            first, second = int(m[1]), int(m[2])
+            if first <= 12 < second:
+                orders.add("month")
+            elif second <= 12 < first:
+                orders.add("day")
+    return orders == {"month"}
+
+
+def normalize_date(text: str, month_first: bool = False) -> str | None:
+    """``"05/03/2024"``, ``"March 5th, 2024"``, ``"5. März 2024"`` -> ``"2024-03-05"``; None if no real date.
+    ``month_first``: read an ambiguous ``a/b/yyyy`` as month first (the document's other dates say so)."""
     s = re.sub(r"(\d)(?:st|nd|rd|th)\b", r"\1", text.strip().lower())
     s = re.sub(r"\bde\b", " ", s)
     found: tuple[int, int, int] | None = None
@@ -143,7 +162,7 @@ def normalize_date(text: str) -> str | None:
     elif m := re.fullmatch(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4}|\d{2})", s):
         first, second, year = int(m[1]), int(m[2]), int(m[3])
         year += 2000 if len(m[3]) == 2 else 0
-        day, month = (second, first) if first <= 12 < second else (first, second)
+        day, month = (second, first) if first <= 12 < second or (month_first and second <= 12) else (first, second)
         found = year, month, day
     elif m := re.fullmatch(r"(\d{1,2})\.?[\s-]*([^\W\d_]+)\.?,?[\s-]+(\d{4})", s):
         if m[2] in MONTHS:
@@ -197,8 +216,10 @@ def _candidates(text: str) -> tuple[Candidate, ...]:
             found.append(Candidate(kind, start, end, text[start:end], value))
             taken.append((start, end))
 
-    for m in DATE_RE.finditer(text):
-        add("date", m.start(), m.end(), normalize_date(m.group()))
+    dates = list(DATE_RE.finditer(text))
+    order = month_first([m.group() for m in dates])
+    for m in dates:
+        add("date", m.start(), m.end(), normalize_date(m.group(), order))
     for m in AMOUNT_RE.finditer(text):
         start = m.start()
         if start >= 1 and text[start - 1] == "-" and (start == 1 or text[start - 2] in " \t\n:=("):

@@ -732,9 +732,10 @@ SHIFTED_RENDERERS: dict[str, Callable[[Renderer], list[str]]] = {
 }
 
 
-def generate_one(rng: random.Random, shifted: bool = False) -> Sample:
-    """One document; a template that would exceed MAX_CHARS is redrawn with fewer line items."""
-    template = rng.choice(SHIFTED_TEMPLATES if shifted else NORMAL_TEMPLATES)
+def generate_one(rng: random.Random, shifted: bool = False, templates: tuple[str, ...] | None = None) -> Sample:
+    """One document; a template that would exceed MAX_CHARS is redrawn with fewer line items.
+    ``templates``: draw from these layouts of the mode only (default: all of them)."""
+    template = rng.choice(templates or (SHIFTED_TEMPLATES if shifted else NORMAL_TEMPLATES))
     language = "en"
     if template == "multilingual":
         language = rng.choice(tuple(LANGUAGE_COUNTRIES))
@@ -757,16 +758,18 @@ def generate_one(rng: random.Random, shifted: bool = False) -> Sample:
     return Sample(text=text, fields=invoice.fields(), template=template)
 
 
-def iter_samples(seed: int, count: int, split: str = "train", shifted: bool = False) -> Iterator[Sample]:
+def iter_samples(seed: int, count: int, split: str = "train", shifted: bool = False,
+                 templates: tuple[str, ...] | None = None) -> Iterator[Sample]:
     """Samples ``0..count-1`` of (seed, split, mode); sample ``i`` does not depend on ``count``."""
     mode = "shifted" if shifted else "normal"
     for index in range(count):
-        yield generate_one(random.Random(f"smallguard-invoice:{seed}:{split}:{mode}:{index}"), shifted)
+        yield generate_one(random.Random(f"smallguard-invoice:{seed}:{split}:{mode}:{index}"), shifted, templates)
 
 
-def generate(seed: int, count: int, split: str = "train", shifted: bool = False) -> list[dict[str, object]]:
+def generate(seed: int, count: int, split: str = "train", shifted: bool = False,
+             templates: tuple[str, ...] | None = None) -> list[dict[str, object]]:
     """The records (``{"text", "fields"}``) that ``generate.py`` would write."""
-    return [sample.record() for sample in iter_samples(seed, count, split, shifted)]
+    return [sample.record() for sample in iter_samples(seed, count, split, shifted, templates)]
 
 
 def write_jsonl(path: Path, records: list[dict[str, object]]) -> None:
@@ -782,9 +785,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--split", default="train", help="names an independent stream for the same seed")
     parser.add_argument("--shifted", action="store_true", help="templates and formats the normal mode never uses")
+    parser.add_argument("--templates", help="comma-separated layouts to draw from (default: every layout of the mode)")
     parser.add_argument("--out", type=Path, help="JSON-lines file to write (default: standard output)")
     args = parser.parse_args(argv)
-    records = generate(args.seed, args.count, args.split, args.shifted)
+    templates = tuple(args.templates.split(",")) if args.templates else None
+    known = SHIFTED_TEMPLATES if args.shifted else NORMAL_TEMPLATES
+    if templates and set(templates) - set(known):
+        parser.error(f"--templates: {sorted(set(templates) - set(known))} are not layouts of this mode; expected "
+                     f"some of {', '.join(known)}")
+    records = generate(args.seed, args.count, args.split, args.shifted, templates)
     if args.out:
         write_jsonl(args.out, records)
     else:

@@ -36,7 +36,7 @@ from smallguard.server.calibration.checks import CalibrationError
 from smallguard.server.calibration.measures import DEFAULT_BINS, binary_summary, reliability
 from smallguard.server.calibration.methods import METHODS
 from smallguard.server.calibration.procedure import AUTO, CalibrationRun, Evaluation, Split, coverage_and_risk
-from smallguard.server.calibration.threshold import choose_threshold
+from smallguard.server.calibration.threshold import choose_threshold, coverage_steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +107,10 @@ def run_field_calibration(
     delta: float,
     test: FieldScores,
     seed: int = 0,
+    threshold_steps: int | None = None,
 ) -> ExtractorRun:
-    """Fit on ``split.fit``, certify thresholds on the two halves of ``split.threshold``, measure on ``test``."""
+    """Fit on ``split.fit``, certify thresholds on the two halves of ``split.threshold``, measure on ``test``.
+    ``threshold_steps``: as for ``run_calibration``, for every field and the document."""
     half = len(split.threshold) // 2
     fields_part, document_part = split.threshold[:half], split.threshold[half:]
     field_delta, document_delta = delta / (2 * len(data.names)), delta / 2
@@ -120,7 +122,8 @@ def run_field_calibration(
         calibrator, method_scores = fit_binary_method(method, s[split.fit], hit[split.fit], seed)
         calibrated[name] = calibrator.confidence(s)  # type: ignore[attr-defined]
         calibrated_test[name] = calibrator.confidence(test.scores[name])  # type: ignore[attr-defined]
-        choice = choose_threshold(calibrated[name][fields_part], hit[fields_part], target_risk, field_delta)
+        choice = choose_threshold(calibrated[name][fields_part], hit[fields_part], target_risk, field_delta,
+                                  _grid(calibrated[name][fields_part], threshold_steps))
         runs[name] = CalibrationRun(calibrator, choice, len(split.fit),  # type: ignore[arg-type]
                                     binary_evaluation(test.scores[name], test.correct[name]),
                                     binary_evaluation(calibrated_test[name], test.correct[name]), method_scores)
@@ -129,7 +132,8 @@ def run_field_calibration(
     calibrator, method_scores = fit_binary_method(method, product[split.fit], right[split.fit], seed)
     passes = _fields_pass(calibrated, runs)
     served = np.where(passes, calibrator.confidence(product), 0.0)  # type: ignore[attr-defined]
-    choice = choose_threshold(served[document_part], right[document_part], target_risk, document_delta)
+    choice = choose_threshold(served[document_part], right[document_part], target_risk, document_delta,
+                              _grid(served[document_part], threshold_steps))
     document_test = calibrator.confidence(product_test)  # type: ignore[attr-defined]
     document = CalibrationRun(calibrator, choice, len(split.fit),  # type: ignore[arg-type]
                               binary_evaluation(_product(test.scores), right_test),
@@ -146,3 +150,7 @@ def _product(confidences: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def _fields_pass(confidences: Mapping[str, np.ndarray], runs: Mapping[str, CalibrationRun]) -> np.ndarray:
     return np.logical_and.reduce([confidences[name] >= runs[name].choice.threshold for name in runs])
+
+
+def _grid(confidences: np.ndarray, steps: int | None) -> np.ndarray | None:
+    return None if steps is None else coverage_steps(confidences, steps)

@@ -22,7 +22,7 @@ from smallguard.server.calibration.checks import CalibrationError
 from smallguard.server.calibration.measures import DEFAULT_BINS, ReliabilityBin, reliability, summary, top1
 from smallguard.server.calibration.methods import METHODS, Calibrator
 from smallguard.server.calibration.probabilities import softmax
-from smallguard.server.calibration.threshold import ThresholdChoice, choose_threshold
+from smallguard.server.calibration.threshold import ThresholdChoice, choose_threshold, coverage_steps
 
 AUTO = "auto"
 
@@ -112,10 +112,13 @@ def run_calibration(
     test_logits: np.ndarray | None = None,
     test_labels: np.ndarray | None = None,
     seed: int = 0,
+    threshold_steps: int | None = None,
 ) -> CalibrationRun:
     """Fit on ``split.fit``, choose the threshold on ``split.threshold``, measure on the test part.
 
     The test part is ``split.test`` or, when given, ``test_logits``/``test_labels`` (a separate file).
+    ``threshold_steps``: test the thresholds of that many coverage steps (see ``coverage_steps``) instead of
+    every observed confidence.
     """
     z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels)
     if test_logits is None or test_labels is None:
@@ -126,7 +129,8 @@ def run_calibration(
         raise CalibrationError("the test part is empty; give --test FILE or a test fraction above 0")
     calibrator, scores = fit_method(method, z[split.fit], y[split.fit], seed)
     held_conf, held_pred = top1(calibrator.probabilities(z[split.threshold]))
-    choice = choose_threshold(held_conf, held_pred == y[split.threshold], target_risk, delta)
+    choice = choose_threshold(held_conf, held_pred == y[split.threshold], target_risk, delta,
+                              None if threshold_steps is None else coverage_steps(held_conf, threshold_steps))
     return CalibrationRun(
         calibrator=calibrator,
         choice=choice,

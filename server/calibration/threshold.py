@@ -17,7 +17,8 @@ testing from the very top would end the sequence at its first step, every time.
 
 The price of fixed-sequence testing over every observed confidence is that one early error can end
 the sequence while a lower threshold would have passed; a coarser ``candidates`` grid trades
-resolution for fewer such stops.
+resolution for fewer such stops. ``coverage_steps`` makes one from the confidences alone: the
+thresholds that answer 1/N, 2/N, ... of the cases (the usual grid of Learn-then-Test).
 """
 
 from __future__ import annotations
@@ -68,6 +69,16 @@ class ThresholdChoice:
             "risk_upper_bound": self.risk_upper_bound,
             "statement": self.statement,
         }
+
+
+def coverage_steps(confidences: np.ndarray, steps: int) -> np.ndarray:
+    """Candidate thresholds that answer 1/steps, 2/steps, ... of the cases: observed confidences, chosen by
+    rank only (never by which cases were right), so the fixed-sequence test stays valid."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    ordered = np.sort(np.asarray(confidences, dtype=np.float64))[::-1]
+    ranks = np.unique(np.ceil(np.arange(1, steps + 1) / steps * len(ordered)).astype(int) - 1)
+    return ordered[ranks]
 
 
 def choose_threshold(

@@ -45,6 +45,9 @@ def add_calibrate_command(commands: Any) -> None:
     parser.add_argument("--fit-fraction", type=float, default=0.5,
                         help="share of the rest used to fit; the remainder chooses the threshold (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random split (default %(default)s)")
+    parser.add_argument("--threshold-steps", type=int, default=None, metavar="N",
+                        help="test thresholds at N coverage steps (1/N of the cases each) instead of at every "
+                             "observed confidence: one early confident error then ends the search less often")
     parser.add_argument("--report", type=Path, default=None,
                         help="write reliability.png, risk_coverage.png and REPORT.md into this folder")
     parser.add_argument("--output", type=Path, default=None,
@@ -105,7 +108,8 @@ def _calibrate_classifier(args: argparse.Namespace, spec: Any, examples: list[An
     split = split_indices(len(labels), 0.0 if tests else args.test_fraction, args.fit_fraction, args.seed)
     _check_enough(len(split.threshold), args.target_risk, args.delta)
     run = run_calibration(logits, labels, split, method=args.method, target_risk=args.target_risk,
-                          delta=args.delta, test_logits=test_logits, test_labels=test_labels, seed=args.seed)
+                          delta=args.delta, test_logits=test_logits, test_labels=test_labels, seed=args.seed,
+                          threshold_steps=args.threshold_steps)
     document = write_calibration(output, run.calibrator, run.choice, fit_samples=run.fit_samples,
                                  before=run.before.metrics, after=run.after.metrics,
                                  evaluated_samples=len(run.after.correct), test=run.test,
@@ -130,7 +134,7 @@ def _calibrate_extractor(args: argparse.Namespace, spec: Any, examples: list[Any
     half = len(split.threshold) // 2
     _check_enough(half, args.target_risk, args.delta / (2 * len(spec.fields)))
     run = run_field_calibration(data, split, method=args.method, target_risk=args.target_risk, delta=args.delta,
-                                test=test, seed=args.seed)
+                                test=test, seed=args.seed, threshold_steps=args.threshold_steps)
     document_run = run.document
     guarantee = {**document_run.choice.guarantee(),
                  "rule": "answer when the document confidence and every field's confidence reach their thresholds",
@@ -171,7 +175,7 @@ def _procedure(args: argparse.Namespace, run: Any) -> dict[str, Any]:
     procedure: dict[str, Any] = {
         "command": "smallguard calibrate", "data": args.data.name, "test": args.test.name if args.test else None,
         "requested_method": args.method, "seed": args.seed, "fit_fraction": args.fit_fraction,
-        "test_fraction": None if args.test else args.test_fraction}
+        "test_fraction": None if args.test else args.test_fraction, "threshold_steps": args.threshold_steps}
     if run.method_scores:
         procedure["method_selection"] = {"criterion": "cross-validated NLL on the fit part (lower is better)",
                                          "scores": dict(run.method_scores)}
@@ -189,6 +193,9 @@ def _check_options(args: argparse.Namespace, spec: Any) -> None:
         raise ValueError(f"--target-risk={args.target_risk}: expected a number between 0 and 1, e.g. 0.03")
     if not 0 < args.delta < 1:
         raise ValueError(f"--delta={args.delta}: expected a number between 0 and 1, e.g. 0.05")
+    if args.threshold_steps is not None and not 2 <= args.threshold_steps <= 100_000:
+        raise ValueError(f"--threshold-steps={args.threshold_steps}: expected a whole number from 2 to 100000, "
+                         "e.g. 100")
     if args.test is None and not 0 < args.test_fraction < 1:
         raise ValueError(f"--test-fraction={args.test_fraction}: expected a number between 0 and 1")
     if not 0 < args.fit_fraction < 1:

@@ -154,3 +154,28 @@ def test_clopper_pearson_upper_bound() -> None:
 def test_bad_input_is_refused(conf: np.ndarray, correct: np.ndarray, target: float, delta: float) -> None:
     with pytest.raises(ValueError):
         choose_threshold(conf, correct, target, delta)
+
+
+def test_coverage_steps_are_observed_confidences_at_equal_shares_of_the_cases() -> None:
+    from smallguard.server.calibration.threshold import coverage_steps
+
+    conf = np.arange(1, 101) / 100.0  # 0.01 .. 1.00
+    assert list(coverage_steps(conf, 4)) == [0.76, 0.51, 0.26, 0.01]  # answer 25, 50, 75, 100 cases
+    assert list(coverage_steps(conf, 1)) == [0.01]
+    assert len(coverage_steps(np.array([0.5, 0.5, 0.9]), 10)) == 3  # never more steps than cases
+    with pytest.raises(ValueError):
+        coverage_steps(conf, 0)
+
+
+def test_one_early_confident_error_ends_the_fine_sequence_but_not_a_coarse_one() -> None:
+    """3,000 cases, all right but the 218th most confident: tested at every confidence the sequence stops near
+    the top; tested at 5% coverage steps its first testable step already absorbs the error."""
+    from smallguard.server.calibration.threshold import coverage_steps
+
+    conf = np.linspace(1.0, 0.5, 3000)
+    correct = np.ones(3000, dtype=bool)
+    correct[217] = False
+    fine = choose_threshold(conf, correct, 0.02, 0.025)
+    coarse = choose_threshold(conf, correct, 0.02, 0.025, coverage_steps(conf, 20))
+    assert fine.answered < 220
+    assert coarse.answered == 3000 and coarse.empirical_risk == 1 / 3000

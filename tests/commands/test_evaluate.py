@@ -91,3 +91,43 @@ def test_bad_data_is_named_by_line_and_field(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "line 1, field 'fields.invoice_number': missing" in result.stderr
     assert not (tmp_path / "out.json").exists()
+
+
+def test_the_cascade_answers_unseen_layouts_that_the_small_model_escalates(tmp_path: Path) -> None:
+    """The shipped invoice extractor escalates to invoice-extractor-large, really called by evaluate. On 1,000
+    invoices in a layout neither model trained on, the small model alone answers almost nothing; the cascade
+    answers most of them and lets at most 1% through wrong."""
+    result = evaluate(INVOICES, INVOICES / "data" / "unseen.jsonl", tmp_path / "unseen.json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads((tmp_path / "unseen.json").read_text())
+    cascade = figures["cascade"]
+    small = next(row for row in figures["policies"] if row["policy"] == "both")  # the small model's own decisions
+    assert small["coverage"] < 0.1
+    assert cascade["coverage"] >= 0.70 and cascade["silent_error_rate"] <= 0.01
+    model, large = cascade["tiers"]
+    assert (model["tier"], large["tier"]) == ("model", "large")
+    assert large["reached"] == figures["samples"] - model["answered"]  # every escalation went on to the tier
+    assert large["calls"] == large["reached"] and large["cost"] == large["calls"] * 1.0  # cost: 1 per call
+    assert cascade["mean_cost"] == large["cost"] / figures["samples"]
+    assert "the cascade: who answered" in result.stdout and "system: answered" in result.stdout
+
+
+def test_in_distribution_most_requests_never_leave_the_small_model(tmp_path: Path) -> None:
+    result = evaluate(INVOICES, INVOICES / "data" / "test.jsonl", tmp_path / "test.json")
+    assert result.returncode == 0, result.stderr
+    cascade = json.loads((tmp_path / "test.json").read_text())["cascade"]
+    model, large = cascade["tiers"]
+    assert model["answered"] / model["reached"] > 0.75 and large["reached"] == model["reached"] - model["answered"]
+    assert cascade["mean_cost"] < 0.25  # against 1.0 for calling the large model on every request
+    assert cascade["coverage"] > 0.95 and cascade["silent_error_rate"] <= 0.01
+
+
+def test_max_tier_0_replays_the_small_model_alone(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "smallguard.server.cli", "evaluate", str(INVOICES), "--data",
+                             str(INVOICES / "data" / "unseen.jsonl"), "--max-tier", "0", "--json",
+                             str(tmp_path / "alone.json")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads((tmp_path / "alone.json").read_text())
+    assert figures["cascade"] is None and "the cascade" not in result.stdout
+    both = next(row for row in figures["policies"] if row["policy"] == "both")
+    assert figures["decisions"]["ANSWER"]["right"] + figures["decisions"]["ANSWER"]["wrong"] == both["answered"]

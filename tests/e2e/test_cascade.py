@@ -336,7 +336,8 @@ def test_a_bad_escalation_list_refuses_start_up(tmp_path: Path, bundles: dict[st
     for name, escalation in bundles.items():
         _bundle(tmp_path, name, escalation)
     if "invoice-extractor" in str(bundles):
-        shutil.copytree(MODELS / "invoice-extractor", tmp_path / "invoice-extractor")
+        for name in ("invoice-extractor", "invoice-extractor-large"):
+            shutil.copytree(MODELS / name, tmp_path / name)
     with pytest.raises(BundleError) as caught:
         build_guard(Settings(model_repository=tmp_path)).close()
     assert problem in str(caught.value)

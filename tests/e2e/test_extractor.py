@@ -22,7 +22,9 @@ def invoices(split: str) -> list[dict]:
 
 
 def predict(running: Running, text: str) -> pb.PredictResponse:
-    return running.stub.Predict(pb.PredictRequest(model="invoice-extractor", text=text))
+    """The small model's own decision: max_tier 0 keeps the request from its escalation tier (test_cascade and
+    test_invoice_cascade cover the tier)."""
+    return running.stub.Predict(pb.PredictRequest(model="invoice-extractor", text=text, max_tier=0))
 
 
 def fields_of(response: pb.PredictResponse) -> dict[str, pb.ExtractedField]:

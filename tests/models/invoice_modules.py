@@ -14,13 +14,14 @@ from types import ModuleType
 from tests.conftest import MODELS
 
 INVOICE = MODELS / "invoice-extractor"
+LARGE = MODELS / "invoice-extractor-large"
 
 
 @functools.cache
-def load(name: str) -> ModuleType:
-    """``models/invoice-extractor/<name>.py`` as a module (registered in sys.modules, as dataclasses need)."""
-    path = INVOICE / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"tests_invoice_extractor_{name}", path)
+def load(name: str, folder: str = "invoice-extractor") -> ModuleType:
+    """``models/<folder>/<name>.py`` as a module (registered in sys.modules, as dataclasses need)."""
+    path = MODELS / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"tests_{folder.replace('-', '_')}_{name}", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"{path} cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)

@@ -172,7 +172,9 @@ def test_every_month_name_is_found_in_text(language: str) -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("Date: 05/03/24  Due: 12/25/2024\n", ["2024-03-05", "2024-12-25"]),
+    ("Date: 05/03/24  Due: 12/25/2024\n", ["2024-05-03", "2024-12-25"]),  # the due date shows month first
+    ("Date: 05/03/24  Due: 25/12/2024\n", ["2024-03-05", "2024-12-25"]),  # ... or day first
+    ("Date: 05/03/2024  Due: 06/04/2024\n", ["2024-03-05", "2024-04-06"]),  # nothing settles it: day first
     ("Rechnungsdatum: 5. März 2024\n", ["2024-03-05"]),
     ("Fecha: 5 de marzo de 2024\n", ["2024-03-05"]),
     ("Issued 2024-03-05, paid 2024-04-01.\n", ["2024-03-05", "2024-04-01"]),
