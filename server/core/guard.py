@@ -110,7 +110,16 @@ class Guard:
         if cascade is None:  # a guard assembled without tiers (an offline replay that does not call them)
             return outcome
         span = trace.get_current_span()
-        return cascade.run(call, outcome, span if span.is_recording() else None)
+        if not span.is_recording():
+            return cascade.run(call, outcome, None)
+        final = cascade.run(call, outcome, span)
+        span.set_attributes({  # the decision the caller got; the model's own stays in its tier entry
+            "smallguard.decision": final.decision.name,
+            "smallguard.reasons": [r.code.value for r in final.reasons],
+            "smallguard.answered_by": final.answered_by or final.model,
+            "smallguard.cost": final.cost,
+        })
+        return final
 
     def _decide(self, call: PredictCall, model: LoadedModel, feeds: Mapping[str, np.ndarray], head: HeadResult,
                 span: trace.Span | None, trace_id: str = "") -> PredictOutcome:

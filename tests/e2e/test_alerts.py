@@ -16,7 +16,7 @@ import yaml
 
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
-from tests.conftest import digits_request, digits_rows, free_port, serving
+from tests.conftest import MODELS, digits_request, digits_rows, free_port, serving
 from tests.e2e import prometheus_backend as backend
 from tests.e2e.conftest import scrape, traffic
 from tests.e2e.prometheus_backend import Prometheus, running_prometheus, tool, wait_until
@@ -27,8 +27,8 @@ PLANNED = {"smallguard_drift_score", "smallguard_drift_limit", "smallguard_feedb
            "smallguard_feedback_accuracy_estimated", "smallguard_feedback_accuracy_gap",
            "smallguard_feedback_received_total"}
 BY_PROMETHEUS = {"up", "ALERTS"}  # series Prometheus makes itself
-# Grafana's variables, as Grafana would fill them in with the model that served the traffic selected.
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$model": "digits"}
+# Grafana's variables, as Grafana would fill them in with the models that served the traffic selected.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$model": "digits|invoice-extractor"}
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
             "offset", "inf", "nan"}
 
@@ -164,7 +164,8 @@ def test_the_dashboard_shows_what_sres_watch() -> None:
     kinds = {title: panel["type"] for title, panel in panels().items()}
     for title in ("Decisions", "Escalation rate vs alert threshold", "Reasons", "Verifier outcomes",
                   "Verifier failure share", "Confidence quantiles", "Latency", "Active requests", "Rejected calls",
-                  "Drift scores vs limits", "Accuracy: observed vs estimated"):
+                  "Drift scores vs limits", "Accuracy: observed vs estimated", "Answered by tier", "Cost per request",
+                  "Tier errors"):
         assert kinds.get(title) == "timeseries", title
     assert kinds["Confidence"] == "heatmap"
     # recording rules, where there is one, rather than the raw series again
@@ -174,13 +175,17 @@ def test_the_dashboard_shows_what_sres_watch() -> None:
                         ("Verifier failure share",
                          "smallguard_model_verifier:smallguard_verifier_failures:ratio_rate5m"),
                         ("Drift scores vs limits", "smallguard_model_signal:smallguard_drift_limit:min"),
-                        ("Rejected calls", "error_type:smallguard_predict_errors:rate5m")):
+                        ("Rejected calls", "error_type:smallguard_predict_errors:rate5m"),
+                        ("Answered by tier", "smallguard_model_tier:smallguard_tier_answers:ratio_rate5m"),
+                        ("Cost per request", "smallguard_model:smallguard_tier_cost:per_prediction_rate5m"),
+                        ("Tier errors", "smallguard_model_tier:smallguard_tier_errors:ratio_rate5m")):
         assert any(rule in metric_names(t["expr"]) for t in panels()[title]["targets"]), (title, rule)
 
 
 @pytest.mark.parametrize(("title", "alert"), [("Escalation rate vs alert threshold", "SmallguardEscalationRateHigh"),
                                               ("Verifier failure share", "SmallguardVerifierFailureRateHigh"),
-                                              ("Latency", "SmallguardLatencyP99High")])
+                                              ("Latency", "SmallguardLatencyP99High"),
+                                              ("Tier errors", "SmallguardTierErrors")])
 def test_the_dashboard_draws_the_threshold_the_alert_uses(title: str, alert: str) -> None:
     threshold = float(re.search(r"\S+ > ([\d.]+)", alerts()[alert]["expr"]).group(1))
     steps = panels()[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
@@ -204,6 +209,11 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promethe
         answers = [stub.Predict(digits_request(row["pixels"])) for row in rows]
         answered = next(i for i, answer in enumerate(answers) if answer.decision == pb.ANSWER)
         stub.Feedback(pb.FeedbackRequest(request_id=answers[answered].request_id, label=rows[answered]["label"]))
+        # invoices in the layout the small extractor never saw: escalated to its tier, which answers most
+        unseen = (MODELS / "invoice-extractor" / "data" / "unseen.jsonl").read_text().splitlines()[:12]
+        tiered = [stub.Predict(pb.PredictRequest(model="invoice-extractor", text=json.loads(line)["text"]))
+                  for line in unseen]
+        assert any(response.answered_by == "large" for response in tiered)
         exported = {sample.name for family in scrape(metrics_port).values() for sample in family.samples}
         folder: Path = tmp_path_factory.mktemp("prometheus")
         with running_prometheus(folder, [f"127.0.0.1:{metrics_port}"]) as prometheus:
@@ -242,4 +252,4 @@ def test_every_dashboard_query_evaluates_on_a_real_prometheus_and_shows_the_serv
     assert empty == set(), f"panels that show nothing although the server exports what they read: {sorted(empty)}"
     assert {"Decisions", "Reasons", "Latency", "Rejected calls", "Confidence", "variable model"} <= set(shown)
     models = prometheus.query(as_promql(dict(panel_queries())["variable model"]))
-    assert {r["metric"]["smallguard_model_name"] for r in models} == {"digits"}
+    assert {r["metric"]["smallguard_model_name"] for r in models} == {"digits", "invoice-extractor"}

@@ -18,6 +18,7 @@ import grpc
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from smallguard.server.assembly import build_guard, create_server
 from smallguard.server.domain.errors import BundleError
@@ -271,8 +272,9 @@ def test_a_failing_tier_opens_its_circuit(cascade) -> None:
     assert gauge[("digits-down", "down")] == 1.0 and gauge[("digits", "llm")] == 0.0
 
 
-def test_a_remote_guard_answers_as_a_tier(tmp_path: Path) -> None:
-    """A second real smallguard server serves the stronger model; when it goes down, the tier says so."""
+def test_a_remote_guard_answers_as_a_tier(tmp_path: Path, spans: InMemorySpanExporter) -> None:
+    """A second real smallguard server serves the stronger model, its span in the caller's trace under the tier
+    call's; when it goes down, the tier says so."""
     remote_repository = tmp_path / "remote"
     _bundle(remote_repository, "digits", threshold=0.5)
     remote = start_server(remote_repository)
@@ -287,6 +289,15 @@ def test_a_remote_guard_answers_as_a_tier(tmp_path: Path) -> None:
         tier = response.tiers[1]
         assert (tier.kind, tier.calls, tier.cost, tier.threshold) == ("guard", 1, 3.0, 0.5)
         assert response.request_id == "case-1"
+        deadline = time.monotonic() + 5
+        while len([s for s in spans.get_finished_spans() if s.name == "/smallguard.v1.Guard/Predict"]) < 2 \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        finished = spans.get_finished_spans()
+        (tier_span,) = [s for s in finished if s.name == "smallguard.tier.call"]
+        remote_span = next(s for s in finished if s.name == "/smallguard.v1.Guard/Predict"
+                           and s.parent is not None and s.parent.span_id == tier_span.context.span_id)
+        assert remote_span.context.trace_id == tier_span.context.trace_id
         info = local.stub.GetModel(pb.GetModelRequest(name="digits")).tiers[0]
         assert info.target == f"{remote.address} model digits"
 

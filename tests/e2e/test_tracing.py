@@ -90,3 +90,27 @@ def test_a_batch_has_one_server_span_and_one_model_run_and_every_item_carries_th
     assert server.attributes["smallguard.batch.size"] == 5 and run.attributes["smallguard.batch.size"] == 5
     assert server.attributes["smallguard.model.name"] == "digits"
     assert len(spans.get_finished_spans()) == 2  # no span per item: the batch is one model run
+
+
+def test_each_escalation_tier_call_is_a_span_under_the_predict_span(
+    shipped: Running, spans: InMemorySpanExporter
+) -> None:
+    """The shipped invoice extractor escalates an invoice in a layout it never saw to its large tier."""
+    import json
+
+    from tests.conftest import MODELS
+
+    text = json.loads((MODELS / "invoice-extractor" / "data" / "unseen.jsonl").read_text().splitlines()[0])["text"]
+    response = shipped.stub.Predict(pb.PredictRequest(model="invoice-extractor", text=text))
+    assert [tier.name for tier in response.tiers] == ["invoice-extractor", "large"]
+
+    by_name = {span.name: span for span in finished(spans, 4)}
+    server, tier = by_name["/smallguard.v1.Guard/Predict"], by_name["smallguard.tier.call"]
+    assert tier.parent.span_id == server.context.span_id
+    assert tier.attributes["smallguard.tier.name"] == "large"
+    assert tier.attributes["smallguard.tier.kind"] == "bundle"
+    assert tier.attributes["smallguard.tier.decision"] == pb.Decision.Name(response.tiers[1].decision)
+    assert tier.attributes["smallguard.tier.calls"] == 1 and tier.attributes["smallguard.tier.cost"] == 1.0
+    assert server.attributes["smallguard.decision"] == pb.Decision.Name(response.decision)  # the final one
+    assert server.attributes["smallguard.answered_by"] == response.answered_by
+    assert server.attributes["smallguard.cost"] == response.cost
