@@ -353,3 +353,43 @@ def test_a_bad_escalation_list_refuses_start_up(tmp_path: Path, bundles: dict[st
         build_guard(Settings(model_repository=tmp_path)).close()
     assert problem in str(caught.value)
     assert "bundle.yaml" in str(caught.value)
+
+
+def test_a_tier_at_its_concurrency_limit_is_skipped_not_queued(tmp_path: Path, llm: LlmStandIn) -> None:
+    """max_concurrency 1 and a tier that hangs: while one request waits on it, another is told the tier is busy
+    at once, and goes on (here: to ESCALATE)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _bundle(tmp_path, "digits", _llm("slow", llm.endpoint, "hang", timeout_ms=1500, max_concurrency=1))
+    running = start_server(tmp_path)
+    try:
+        request = _request(digits_rows()[0], context={"allowed_labels": "x"})
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(running.stub.Predict, request, timeout=10)
+            time.sleep(0.3)  # the first call is waiting on the tier
+            started = time.monotonic()
+            second = running.stub.Predict(request, timeout=10)
+            waited = time.monotonic() - started
+            assert "timed out" in first.result().tiers[1].reasons[0].message
+        (reason,) = second.tiers[1].reasons
+        assert reason.code == pb.Reason.TIER_ERROR and "1 calls already in flight (max_concurrency)" in reason.message
+        assert second.tiers[1].calls == 0 and second.decision == pb.ESCALATE
+        assert waited < 1.0  # refused at once, not after the first call's 1.5 s
+    finally:
+        running.stop()
+
+
+def test_batch_items_go_through_the_cascade_one_by_one(cascade) -> None:
+    running, _ = cascade
+    low = [row for row, _ in _low_confidence_rows(running.stub)[:3]]
+    confident = next(r for r in digits_rows() if running.stub.Predict(_request(r)).decision == pb.ANSWER)
+    items = [digits_request(row["pixels"]) for row in [*low, confident]]
+    for item in items:
+        item.model = ""
+    batch = running.stub.PredictBatch(pb.PredictBatchRequest(model="digits", items=items))
+    results = [result.response for result in batch.results]
+    assert [r.answered_by for r in results] == ["strong", "strong", "strong", "digits"]
+    assert [len(r.tiers) for r in results] == [2, 2, 2, 0]
+    singles = [running.stub.Predict(_request(row)) for row in [*low, confident]]
+    assert [(r.decision, r.classification.label, r.cost) for r in results] == [
+        (s.decision, s.classification.label, s.cost) for s in singles]
