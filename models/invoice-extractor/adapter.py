@@ -35,7 +35,8 @@ import bisect
 import functools
 import re
 import zlib
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -206,15 +207,19 @@ def candidates(text: str) -> list[Candidate]:
 @functools.lru_cache(maxsize=64)
 def _candidates(text: str) -> tuple[Candidate, ...]:
     found: list[Candidate] = []
-    taken: list[tuple[int, int]] = []
+    taken_starts: list[int] = []  # the spans taken so far, sorted and disjoint: each check is a bisection
+    taken_ends: list[int] = []
 
     def free(start: int, end: int) -> bool:
-        return all(end <= a or start >= b for a, b in taken)
+        i = bisect.bisect_right(taken_starts, start)
+        return (i == 0 or taken_ends[i - 1] <= start) and (i == len(taken_starts) or taken_starts[i] >= end)
 
     def add(kind: str, start: int, end: int, value: str | None) -> None:
         if value is not None and free(start, end):
             found.append(Candidate(kind, start, end, text[start:end], value))
-            taken.append((start, end))
+            i = bisect.bisect_right(taken_starts, start)
+            taken_starts.insert(i, start)
+            taken_ends.insert(i, end)
 
     dates = list(DATE_RE.finditer(text))
     order = month_first([m.group() for m in dates])
@@ -260,12 +265,91 @@ DENSE: tuple[str, ...] = (
 FEATURE_DIM = HASH_DIM + len(DENSE)
 
 
+_DIGIT_RE = re.compile(r"\d")
+
+
+class _Line:
+    """One line's words, found once: the per-candidate context below is then a bisection, not a scan of the
+    line, so a long line of many candidates costs linear time (a line of 2,000 "$" took seconds)."""
+
+    __slots__ = ("_text_after", "_words", "ends", "last_digit", "starts", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        spans = [m.span() for m in WORD_RE.finditer(text)]
+        self.starts = [a for a, _ in spans]
+        self.ends = [b for _, b in spans]
+        self.last_digit = -1
+        for m in _DIGIT_RE.finditer(text):
+            self.last_digit = m.start()
+        self._words: list[str] | None = None
+        self._text_after: list[bool] | None = None
+
+    @property
+    def words(self) -> list[str]:
+        if self._words is None:
+            self._words = [_word(self.text[a:b]) for a, b in zip(self.starts, self.ends, strict=True)]
+        return self._words
+
+    def left(self, col: int, count: int) -> tuple[list[str], bool]:
+        """The last ``count`` words of ``text[:col]`` (a word cut by ``col`` counts as its part before it), and
+        whether there is any."""
+        k = bisect.bisect_right(self.ends, col)
+        cut = [_word(self.text[self.starts[k]:col])] if k < len(self.starts) and self.starts[k] < col else []
+        words = self.words[max(0, k - count):k] + cut
+        return words[-count:], bool(words)
+
+    def right(self, end_col: int) -> tuple[str | None, bool]:
+        """The first word of ``text[end_col:]`` (None if none), and whether any of its words is text (starts with
+        a letter or digit and is not a number)."""
+        j = bisect.bisect_right(self.ends, end_col)
+        if j == len(self.starts):
+            return None, False
+        after = self.text_after
+        if self.starts[j] < end_col:
+            first = _word(self.text[end_col:self.ends[j]])
+            return first, _is_text(first) or (j + 1 < len(after) and after[j + 1])
+        return self.words[j], after[j]
+
+    def overlapping(self, col: int, end_col: int, count: int) -> list[str]:
+        """Up to ``count`` words with a letter that overlap columns ``col - 2 .. end_col + 2``, in order."""
+        hits = []
+        for k in range(bisect.bisect_right(self.ends, col - 2), len(self.starts)):
+            if self.starts[k] >= end_col + 2 or len(hits) == count:
+                break
+            if any(ch.isalpha() for ch in self.text[self.starts[k]:self.ends[k]]):
+                hits.append(self.words[k])
+        return hits
+
+    @property
+    def text_after(self) -> list[bool]:
+        if self._text_after is None:
+            flags, seen = [], False
+            for word in reversed(self.words):
+                seen = seen or _is_text(word)
+                flags.append(seen)
+            self._text_after = flags[::-1]
+        return self._text_after
+
+
+def _is_text(word: str) -> bool:
+    return word[0].isalnum() and word != "<n>"
+
+
 def _rows(text: str, cands: Sequence[Candidate]) -> np.ndarray:
     """One feature row per candidate: hashed context words, then the DENSE numbers."""
     x = np.zeros((len(cands), FEATURE_DIM), dtype=np.float32)
     if not cands:
         return x
     lines = text.split("\n")
+    parsed: dict[int, _Line] = {}
+
+    def line_at(index: int) -> _Line:
+        found = parsed.get(index)
+        if found is None:
+            found = parsed[index] = _Line(lines[index])
+        return found
+
     starts = [0]
     for line in lines[:-1]:
         starts.append(starts[-1] + len(line) + 1)
@@ -274,8 +358,12 @@ def _rows(text: str, cands: Sequence[Candidate]) -> np.ndarray:
     nonblank_before = np.cumsum([bool(line.strip()) for line in lines])
     amounts = [(i, Decimal(c.value)) for i, c in enumerate(cands) if c.kind == "amount"]
     values = sorted({abs(v) for _, v in amounts}, reverse=True)
+    value_rank = {v: rank for rank, v in enumerate(values)}
+    repeats = Counter(v for _, v in amounts)
+    amount_order = {i: order for order, (i, _) in enumerate(amounts)}
     biggest = values[0] if values and values[0] else Decimal(1)
     dates = sorted({c.value for c in cands if c.kind == "date"})
+    date_rank = {d: rank for rank, d in enumerate(dates)}
     date_seen: list[str] = []
     dense = {name: HASH_DIM + k for k, name in enumerate(DENSE)}
     per_line: dict[int, int] = {}
@@ -286,19 +374,20 @@ def _rows(text: str, cands: Sequence[Candidate]) -> np.ndarray:
     for i, c in enumerate(cands):
         row = x[i]
         li = line_of[i]
-        line, col = lines[li], c.start - starts[li]
-        end_col = c.end - starts[li]
-        left = [_word(w) for w in WORD_RE.findall(line[:col])]
-        right = [_word(w) for w in WORD_RE.findall(line[end_col:])]
-        words = [f"L:{w}" for w in left[-4:]]
-        if left:
+        here, col = line_at(li), c.start - starts[li]
+        line, end_col = here.text, c.end - starts[li]
+        left, any_left = here.left(col, 4)
+        first_right, text_right = here.right(end_col)
+        words = [f"L:{w}" for w in left]
+        if any_left:
             words.append(f"L1:{left[-1]}")
-        if right:
-            words.append(f"R1:{right[0]}")
-        words += [f"A:{w}" for w in _above(lines, li, col, end_col)]
-        if not left:
-            prev = next((lines[j] for j in range(li - 1, max(-1, li - 3), -1) if lines[j].strip()), "")
-            words += [f"P:{_word(w)}" for w in WORD_RE.findall(prev)[-4:]]
+        if first_right is not None:
+            words.append(f"R1:{first_right}")
+        words += [f"A:{w}" for w in _above(lines, line_at, li, col, end_col)]
+        if not any_left:
+            prev = next((j for j in range(li - 1, max(-1, li - 3), -1) if lines[j].strip()), None)
+            if prev is not None:
+                words += [f"P:{w}" for w in line_at(prev).words[-4:]]
         if c.kind == "ident":
             words.append(f"S:{_shape(c.raw)}")
         elif c.kind == "currency":
@@ -309,22 +398,21 @@ def _rows(text: str, cands: Sequence[Candidate]) -> np.ndarray:
         row[dense[f"kind_{c.kind}"]] = 1.0
         row[dense["line_pos"]] = (nonblank_before[li] - 1) / n_lines
         row[dense["col_pos"]] = min(col / 80.0, 1.0)
-        row[dense["last_on_line"]] = float(not any(w[0].isalnum() and w != "<n>" for w in right) and
-                                           not re.search(r"\d", line[end_col:]))
-        row[dense["alone_on_line"]] = float(not left)
+        row[dense["last_on_line"]] = float(not text_right and here.last_digit < end_col)
+        row[dense["alone_on_line"]] = float(not any_left)
         row[dense["amounts_on_line"]] = min(per_line.get(li, 0), 4) / 4.0
         if c.kind == "amount":
             v = Decimal(c.value)
             row[dense["amount_ratio_to_max"]] = float(abs(v) / biggest)
-            row[dense["amount_rank"]] = values.index(abs(v)) / max(1, len(values) - 1)
+            row[dense["amount_rank"]] = value_rank[abs(v)] / max(1, len(values) - 1)
             row[dense["amount_is_max"]] = float(abs(v) == values[0])
             row[dense["amount_negative"]] = float(v < 0)
             row[dense["amount_percent"]] = float(line[end_col:end_col + 2].strip().startswith("%"))
-            row[dense["amount_repeats"]] = min(sum(1 for _, u in amounts if u == v) - 1, 3) / 3.0
+            row[dense["amount_repeats"]] = min(repeats[v] - 1, 3) / 3.0
             row[dense["amount_log"]] = min(np.log10(float(abs(v)) + 1.0) / 6.0, 1.0)
-            row[dense["amount_order"]] = [j for j, _ in amounts].index(i) / max(1, len(amounts) - 1)
+            row[dense["amount_order"]] = amount_order[i] / max(1, len(amounts) - 1)
         elif c.kind == "date":
-            row[dense["date_chrono_rank"]] = dates.index(c.value) / max(1, len(dates) - 1)
+            row[dense["date_chrono_rank"]] = date_rank[c.value] / max(1, len(dates) - 1)
             row[dense["date_order"]] = min(len(date_seen), 3) / 3.0
             date_seen.append(c.value)
         elif c.kind == "ident":
@@ -337,16 +425,14 @@ def _rows(text: str, cands: Sequence[Candidate]) -> np.ndarray:
     return x
 
 
-def _above(lines: list[str], li: int, col: int, end_col: int) -> list[str]:
+def _above(lines: list[str], line_at: Callable[[int], _Line], li: int, col: int, end_col: int) -> list[str]:
     """Words of the nearest line above that has words over this column (a table or grid header)."""
     for j in range(li - 1, max(-1, li - 13), -1):
-        line = lines[j]
-        if not line.strip():
+        if not lines[j].strip():
             return []
-        hits = [_word(m.group()) for m in WORD_RE.finditer(line)
-                if m.start() < end_col + 2 and m.end() > col - 2 and any(ch.isalpha() for ch in m.group())]
+        hits = line_at(j).overlapping(col, end_col, 3)
         if hits:
-            return hits[:3]
+            return hits
     return []
 
 

@@ -426,3 +426,26 @@ def test_the_bundle_adapter_passes_the_servers_contract_check(session: ort.Infer
     assert set(decoded) == set(spec.fields)
     assert loaded.decode("", {adapter.OUTPUT_NAME: np.zeros((0, len(spec.fields)), np.float32)}) == {
         name: (None, 0.0) for name in spec.fields}
+
+
+@pytest.mark.parametrize("unit", ["$ ", "(1.00)", "12.00 ", "INV-1 "])
+def test_hostile_text_costs_linear_work(unit: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line of thousands of candidates once cost quadratic time (4,000 characters of "$ " took seconds): each
+    candidate's context scanned its whole line. Counted in words normalised, not timed: doubling the text may
+    no more than double the work."""
+    calls = 0
+    word = adapter._word
+
+    def counting(token: str) -> str:
+        nonlocal calls
+        calls += 1
+        return word(token)
+
+    monkeypatch.setattr(adapter, "_word", counting)
+    work = []
+    for repeat in (300, 600):
+        calls = 0
+        adapter._candidates.cache_clear()
+        adapter.encode(unit * repeat)
+        work.append(calls)
+    assert work[1] <= 2.1 * work[0], work
