@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from smallguard.server.domain.bundle_spec import InputSpec
-from smallguard.server.domain.errors import InvalidInputError
+from smallguard.server.domain.errors import InvalidInputError, echoed
 from smallguard.server.domain.predictions import PredictCall, TensorInput
 
 
@@ -25,13 +25,14 @@ def feeds_for(specs: Sequence[InputSpec], call: PredictCall) -> dict[str, np.nda
     given = {}
     for tensor in call.tensors:
         if tensor.name in given:
-            raise InvalidInputError("given more than once", f"inputs[{tensor.name}]")
+            raise InvalidInputError("given more than once", f"inputs[{echoed(tensor.name, quoted=False)}]")
         given[tensor.name] = tensor
     if len(given) != len(specs) or any(spec.name not in given for spec in specs):
         expected = [spec.name for spec in specs]
         unknown = sorted(set(given) - set(expected))
         if unknown:
-            raise InvalidInputError(f"not an input of this model; expected {expected}", f"inputs[{unknown[0]}]")
+            raise InvalidInputError(f"not an input of this model; expected {expected}",
+                                    f"inputs[{echoed(unknown[0], quoted=False)}]")
     feeds = {}
     for spec in specs:
         tensor = given.get(spec.name)

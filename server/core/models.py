@@ -18,7 +18,7 @@ from smallguard.server.calibration import Calibration
 from smallguard.server.core.classifier import ClassifierHead
 from smallguard.server.core.extractor import ExtractorHead
 from smallguard.server.domain.bundle_spec import BundleSpec
-from smallguard.server.domain.errors import BundleError, ModelNotFoundError
+from smallguard.server.domain.errors import BundleError, ModelNotFoundError, echoed
 from smallguard.server.observability.drift import DriftMonitor
 
 
@@ -67,10 +67,10 @@ class ModelRepository:
         model = self._models.get(name)
         if model is None:
             known = ", ".join(sorted(self._models)) or "none"
-            raise ModelNotFoundError(f"no model named {name!r}; loaded models: {known}")
+            raise ModelNotFoundError(f"no model named {echoed(name)}; loaded models: {known}")
         if version and version != model.spec.version:
             raise ModelNotFoundError(f"model {name!r} is loaded at version {model.spec.version}, "
-                                     f"not {version!r}")
+                                     f"not {echoed(version)}")
         return model
 
     def specs(self) -> dict[str, BundleSpec]:

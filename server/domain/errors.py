@@ -9,6 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+ECHO_LIMIT = 80  # characters of a caller's string repeated in an error message
+
+
+def echoed(value: str, quoted: bool = True) -> str:
+    """A caller's string as an error message repeats it: quoted (not inside a path such as ``inputs[name]``),
+    and cut to ECHO_LIMIT characters with its length said, so that a huge name cannot make the message itself
+    too big to send."""
+    shown = value[:ECHO_LIMIT]
+    shown = repr(shown) if quoted else shown
+    return shown if len(value) <= ECHO_LIMIT else f"{shown}... ({len(value)} characters)"
+
 
 class GuardError(Exception):
     """Base class: the message is written for the caller or the operator, as is."""
@@ -35,7 +46,7 @@ class RequestNotFoundError(GuardError):
     """Feedback names a request id the prediction record does not hold (maps to NOT_FOUND)."""
 
     def __init__(self, problem: str, request_id: str, expired: bool) -> None:
-        super().__init__(problem, f"request_id {request_id!r}")
+        super().__init__(problem, f"request_id {echoed(request_id)}")
         self.request_id = request_id
         self.expired = expired  # it was recorded once and has been evicted
 

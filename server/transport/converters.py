@@ -19,6 +19,7 @@ from smallguard.server.domain.errors import (
     InvalidInputError,
     ModelNotFoundError,
     RequestNotFoundError,
+    echoed,
 )
 from smallguard.server.domain.predictions import (
     Decision,
@@ -156,7 +157,7 @@ def predict_batch_response(results: Sequence[PredictOutcome | GuardError],
 
 
 def _tensor(tensor: pb.Tensor, index: int) -> TensorInput:
-    where = f"inputs[{tensor.name or index}]"
+    where = f"inputs[{echoed(tensor.name, quoted=False) if tensor.name else index}]"
     if not tensor.name:
         raise InvalidInputError("required: the input's name as the model declares it", f"inputs[{index}].name")
     if tensor.dtype not in _DTYPES:

@@ -11,14 +11,14 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import filters, server_interceptor
 
 from smallguard.server.core.guard import Guard
 from smallguard.server.observability.telemetry import MetricsExport
 from smallguard.server.settings import Settings
-from smallguard.server.transport.servicer import SERVICE_NAME, GuardService
+from smallguard.server.transport.servicer import SERVICE_NAME, GuardService, health_handler
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class GuardServer:
         service = GuardService(guard, settings.max_request_bytes, settings.max_batch_items)
         self._server.add_generic_rpc_handlers((service.handler(),))
         self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        self._server.add_generic_rpc_handlers((health_handler(self.health),))
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
                                             self._server)
         self._port = self._server.add_insecure_port(settings.address)

@@ -1,7 +1,9 @@
 """The gRPC servicer: a few lines per RPC that convert messages and call the core.
 
-Predict receives the raw request bytes so that an oversized request is answered with
-INVALID_ARGUMENT naming the limit, instead of grpc's bare RESOURCE_EXHAUSTED.
+Every RPC receives the raw request bytes and decodes them here: an oversized Predict is answered
+with INVALID_ARGUMENT naming the limit, instead of grpc's bare RESOURCE_EXHAUSTED, and bytes that
+are no message of the expected type get INVALID_ARGUMENT saying so, instead of grpc's INTERNAL with
+a traceback in the log (and the memory grpcio keeps for each such failure).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -21,6 +23,7 @@ from smallguard.server.transport.feedback_converters import feedback_call, feedb
 from smallguard.v1 import guard_pb2 as pb
 
 log = logging.getLogger(__name__)
+_MAX_MESSAGE = 2000  # characters of a status message
 # grpc reports a call without a deadline as one far in the future.
 _NO_DEADLINE = 365 * 24 * 3600.0
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Guard"].full_name
@@ -43,59 +46,92 @@ class GuardService:
         count = len(request.items)
         if not 0 < count <= self._max_batch_items:
             self._guard.reject(grpc.StatusCode.INVALID_ARGUMENT.name)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"items: {count} items; expected 1 to "
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"items: {count} items; expected 1 to "
                                                             f"{self._max_batch_items} (--max-batch-items)")
         deadline = _deadline(context)
         return _answer(context, lambda: converters.predict_batch_response(self._guard.predict_batch(
             request.model, request.version, [converters.batch_item(item, deadline) for item in request.items]),
             self._guard.reject), self._guard.reject)
 
-    def _decode(self, raw: bytes, message: type[T], context: grpc.ServicerContext) -> T:
-        """The request, or an INVALID_ARGUMENT that names the size limit or the decoding problem."""
+    def _decode(self, raw: bytes, message: type[T], context: grpc.ServicerContext, predict: bool = True) -> T:
+        """The request, or an INVALID_ARGUMENT that names the size limit or the decoding problem (counted as a
+        rejected Predict when ``predict``)."""
+        reject = self._guard.reject if predict else _ignore
         if len(raw) > self._max_request_bytes:
-            self._guard.reject(grpc.StatusCode.INVALID_ARGUMENT.name)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+            reject(grpc.StatusCode.INVALID_ARGUMENT.name)
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                           f"request: {len(raw)} bytes is over this server's limit of {self._max_request_bytes} "
                           "bytes (--max-request-bytes)")
         try:
             return message.FromString(raw)  # type: ignore[attr-defined]
         except DecodeError as exc:
-            self._guard.reject(grpc.StatusCode.INVALID_ARGUMENT.name)
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+            reject(grpc.StatusCode.INVALID_ARGUMENT.name)
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                           f"request: not a valid {message.DESCRIPTOR.full_name}: {exc}")  # type: ignore[attr-defined]
         raise AssertionError("unreachable: abort raises")
 
-    def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
+    def ListModels(self, raw: bytes, context: grpc.ServicerContext) -> pb.ListModelsResponse:
+        self._decode(raw, pb.ListModelsRequest, context, predict=False)
         return pb.ListModelsResponse(models=[converters.model_info(report) for report in self._guard.reports()])
 
-    def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
+    def GetModel(self, raw: bytes, context: grpc.ServicerContext) -> pb.ModelInfo:
+        request = self._decode(raw, pb.GetModelRequest, context, predict=False)
         return _answer(context, lambda: converters.model_info(self._guard.report(request.name)))
 
-    def Feedback(self, request: pb.FeedbackRequest, context: grpc.ServicerContext) -> pb.FeedbackResponse:
+    def Feedback(self, raw: bytes, context: grpc.ServicerContext) -> pb.FeedbackResponse:
+        request = self._decode(raw, pb.FeedbackRequest, context, predict=False)
         return _answer(context, lambda: feedback_response(self._guard.feedback(feedback_call(request))))
 
     def handler(self) -> grpc.GenericRpcHandler:
         """Handlers for every RPC the proto declares (a test checks none is missing)."""
-        def unary(behavior: Callable, request_type: type | None, response_type: type) -> grpc.RpcMethodHandler:
-            return grpc.unary_unary_rpc_method_handler(
-                behavior,
-                request_deserializer=None if request_type is None else request_type.FromString,
-                response_serializer=response_type.SerializeToString,
-            )
+        def unary(behavior: Callable, response_type: type) -> grpc.RpcMethodHandler:  # raw bytes in, see above
+            return grpc.unary_unary_rpc_method_handler(behavior, response_serializer=response_type.SerializeToString)
 
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {
-            "Predict": unary(self.Predict, None, pb.PredictResponse),
-            "PredictBatch": unary(self.PredictBatch, None, pb.PredictBatchResponse),
-            "ListModels": unary(self.ListModels, pb.ListModelsRequest, pb.ListModelsResponse),
-            "GetModel": unary(self.GetModel, pb.GetModelRequest, pb.ModelInfo),
-            "Feedback": unary(self.Feedback, pb.FeedbackRequest, pb.FeedbackResponse),
+            "Predict": unary(self.Predict, pb.PredictResponse),
+            "PredictBatch": unary(self.PredictBatch, pb.PredictBatchResponse),
+            "ListModels": unary(self.ListModels, pb.ListModelsResponse),
+            "GetModel": unary(self.GetModel, pb.ModelInfo),
+            "Feedback": unary(self.Feedback, pb.FeedbackResponse),
         })
+
+
+def health_handler(health: Any) -> grpc.GenericRpcHandler:
+    """The standard Health service (``health``, grpc_health's servicer), decoding its requests here as every
+    other RPC: garbage gets INVALID_ARGUMENT, not INTERNAL."""
+    from grpc_health.v1 import health_pb2
+
+    def decoded(raw: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            return health_pb2.HealthCheckRequest.FromString(raw)
+        except DecodeError as exc:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                   f"request: not a valid grpc.health.v1.HealthCheckRequest: {exc}")
+        raise AssertionError("unreachable: abort raises")
+
+    serialize = health_pb2.HealthCheckResponse.SerializeToString
+    return grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            lambda raw, context: health.Check(decoded(raw, context), context), response_serializer=serialize),
+        "Watch": grpc.unary_stream_rpc_method_handler(
+            lambda raw, context: health.Watch(decoded(raw, context), context), response_serializer=serialize),
+    })
+
+
+def _ignore(_status: str) -> None:
+    """A rejection that is not a Predict's: not counted in smallguard.predict.errors."""
 
 
 def _deadline(context: grpc.ServicerContext) -> float | None:
     """When the caller stops waiting, on the time.monotonic() clock; None when it set no deadline."""
     remaining = context.time_remaining()
     return None if remaining is None or remaining > _NO_DEADLINE else time.monotonic() + remaining
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    """Abort with ``message`` cut to what a status can carry (about 8 KiB of headers: a longer one would
+    reach the caller as RESOURCE_EXHAUSTED instead of its code)."""
+    context.abort(code, message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE] + " [cut]")
 
 
 def _answer(context: grpc.ServicerContext, work: Callable[[], T],
@@ -109,13 +145,13 @@ def _answer(context: grpc.ServicerContext, work: Callable[[], T],
         code = converters.status_of(exc)
         if code is not grpc.StatusCode.INTERNAL:
             on_error(code.name)
-            context.abort(code, str(exc))
+            _abort(context, code, str(exc))
         log.exception("unexpected error")
         on_error(code.name)
-        context.abort(code, "internal error while serving the request; the server log has the details")
+        _abort(context, code, "internal error while serving the request; the server log has the details")
     except Exception:
         log.exception("unexpected error")
         on_error(grpc.StatusCode.INTERNAL.name)
-        context.abort(grpc.StatusCode.INTERNAL, "internal error while serving the request; the server log has "
+        _abort(context, grpc.StatusCode.INTERNAL, "internal error while serving the request; the server log has "
                                                 "the details")
     raise AssertionError("unreachable: abort raises")

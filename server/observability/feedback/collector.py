@@ -27,6 +27,7 @@ from smallguard.server.domain.errors import (
     InvalidInputError,
     ModelNotFoundError,
     RequestNotFoundError,
+    echoed,
 )
 from smallguard.server.domain.judge import judge
 from smallguard.server.domain.predictions import Decision, PredictOutcome
@@ -128,7 +129,7 @@ class Feedback:
             raise
         if earlier is not None and earlier.truth != verdict.truth:
             self._metrics.record_feedback("conflict", entry.model, entry.version)
-            raise FeedbackConflictError(f"request_id {call.request_id!r}: feedback was already recorded with "
+            raise FeedbackConflictError(f"request_id {echoed(call.request_id)}: feedback was already recorded with "
                                         f"{_describe(earlier.truth)}; the first truth stands")
         counted = earlier is None and entry.decision is Decision.ANSWER and not entry.tier
         if earlier is None:
@@ -157,7 +158,7 @@ class Feedback:
     def _spec(self, model: str) -> BundleSpec:
         spec = self._specs.get(model)
         if spec is None:
-            raise ModelNotFoundError(f"no model named {model!r}; loaded models: {', '.join(sorted(self._specs))}")
+            raise ModelNotFoundError(f"no model named {echoed(model)}; loaded models: {', '.join(sorted(self._specs))}")
         return spec
 
     def _count(self, entry: Recorded, verdict: Verdict, counted: bool) -> None:
@@ -175,12 +176,12 @@ def _judge(entry: Recorded, call: FeedbackCall, spec: BundleSpec) -> Verdict:
     """Is the recorded prediction right? Raises InvalidInputError for a truth that does not fit the model."""
     if call.model and call.model != entry.model:
         raise InvalidInputError(f"request {entry.request_id!r} was served by model {entry.model!r}, "
-                                f"not {call.model!r}; expected {entry.model!r} or an empty model", "model")
+                                f"not {echoed(call.model)}; expected {entry.model!r} or an empty model", "model")
     if not spec.is_extractor:
         if call.fields:
             raise InvalidInputError(f"model {entry.model!r} is a classifier: give the true label, not fields", "fields")
         if call.label not in spec.labels:
-            raise InvalidInputError(f"{call.label!r} is not a label of model {entry.model!r}; expected one "
+            raise InvalidInputError(f"{echoed(call.label)} is not a label of model {entry.model!r}; expected one "
                                     f"of {', '.join(spec.labels)}", "label")
         return Verdict(call.label, judge(spec, entry.label, call.label).correct)
     if call.label:
@@ -189,7 +190,7 @@ def _judge(entry: Recorded, call: FeedbackCall, spec: BundleSpec) -> Verdict:
     unknown = sorted(set(truth) - set(spec.fields))
     if unknown:
         raise InvalidInputError(f"model {entry.model!r} has no such field; expected "
-                                f"fields {', '.join(spec.fields)}", f"fields[{unknown[0]}]")
+                                f"fields {', '.join(spec.fields)}", f"fields[{echoed(unknown[0], quoted=False)}]")
     missing = [name for name in spec.fields if name not in truth]
     if missing:
         raise InvalidInputError(f"missing {', '.join(missing)}: give every field of model "
@@ -201,5 +202,5 @@ def _judge(entry: Recorded, call: FeedbackCall, spec: BundleSpec) -> Verdict:
 
 def _describe(truth: Truth) -> str:
     if isinstance(truth, str):
-        return f"label {truth!r}"
-    return "fields " + ", ".join(f"{name}={value!r}" for name, value in truth)
+        return f"label {echoed(truth)}"
+    return "fields " + ", ".join(f"{name}={echoed(value)}" for name, value in truth)

@@ -1,0 +1,63 @@
+"""Requests a hostile or broken client sends: garbage bytes on every RPC get INVALID_ARGUMENT naming the
+message expected (not grpc's INTERNAL and a traceback), and a huge name echoed in an error is cut, so the
+status still carries its code."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import pytest
+
+from smallguard.v1 import guard_pb2 as pb
+from tests.conftest import Running
+
+GARBAGE = b"\xff\xfe\x00\x01"
+EXPECTED = {
+    "/smallguard.v1.Guard/Predict": "smallguard.v1.PredictRequest",
+    "/smallguard.v1.Guard/PredictBatch": "smallguard.v1.PredictBatchRequest",
+    "/smallguard.v1.Guard/ListModels": "smallguard.v1.ListModelsRequest",
+    "/smallguard.v1.Guard/GetModel": "smallguard.v1.GetModelRequest",
+    "/smallguard.v1.Guard/Feedback": "smallguard.v1.FeedbackRequest",
+    "/grpc.health.v1.Health/Check": "grpc.health.v1.HealthCheckRequest",
+}
+
+
+@pytest.mark.parametrize("method", sorted(EXPECTED))
+def test_garbage_bytes_get_invalid_argument_on_every_rpc(shipped: Running, method: str,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    call = shipped.channel.unary_unary(method)  # no serializers: the bytes go as they are
+    with caplog.at_level(logging.ERROR), pytest.raises(grpc.RpcError) as caught:
+        call(GARBAGE, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"not a valid {EXPECTED[method]}" in caught.value.details()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback logged per request
+    assert shipped.stub.ListModels(pb.ListModelsRequest()).models  # and the server goes on serving
+
+
+def test_garbage_on_health_watch_gets_invalid_argument(shipped: Running) -> None:
+    watch = shipped.channel.unary_stream("/grpc.health.v1.Health/Watch")
+    with pytest.raises(grpc.RpcError) as caught:
+        next(iter(watch(GARBAGE, timeout=10)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("request_", [
+    pb.GetModelRequest(name="x" * 17_000),
+    pb.FeedbackRequest(request_id="r" * 17_000, label="3"),
+])
+def test_a_huge_caller_string_is_cut_in_the_error_that_repeats_it(shipped: Running, request_: object) -> None:
+    call = shipped.stub.GetModel if isinstance(request_, pb.GetModelRequest) else shipped.stub.Feedback
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request_, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # not RESOURCE_EXHAUSTED: the status fits
+    assert "(17000 characters)" in caught.value.details() and len(caught.value.details()) < 1000
+
+
+def test_a_huge_input_name_is_cut_too(shipped: Running) -> None:
+    request = pb.PredictRequest(model="digits", inputs=[pb.Tensor(name="p" * 20_000, dtype=pb.FLOAT32, shape=[64])])
+    request.inputs[0].contents.float_contents.extend([1.0] * 64)
+    with pytest.raises(grpc.RpcError) as caught:
+        shipped.stub.Predict(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "(20000 characters)" in caught.value.details() and len(caught.value.details()) < 1000
