@@ -62,9 +62,13 @@ def serve_command(settings: Settings) -> int:
     from smallguard.server.observability.telemetry import configure_tracing
 
     stopping = threading.Event()
+    drain = [0.0]
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("%s: draining for up to %gs", signal.Signals(signum).name, settings.grace_seconds)
+        # SIGTERM is an orchestrator's: drain first. Ctrl-C is a person's: refuse new calls at once.
+        drain[0] = settings.drain_seconds if signum == signal.SIGTERM else 0.0
+        log.info("%s: draining for %gs, then finishing the calls in flight within %gs in all",
+                 signal.Signals(signum).name, drain[0], settings.grace_seconds)
         stopping.set()
 
     # Handlers first: a SIGTERM that lands while bundles load still means "stop cleanly".
@@ -83,7 +87,7 @@ def serve_command(settings: Settings) -> int:
     server.start()
     print(f"smallguard serving on port {server.port}", flush=True)
     stopping.wait()
-    server.stop(settings.grace_seconds)
+    server.stop(settings.grace_seconds, drain=drain[0])
     if provider is not None:
         provider.shutdown()
     log.info("stopped")

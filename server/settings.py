@@ -28,6 +28,9 @@ class Settings:
         "env": "SMALLGUARD_MAX_CONCURRENT_RPCS", "help": "in-flight RPCs per process before RESOURCE_EXHAUSTED"})
     grace_seconds: float = field(default=10.0, metadata={
         "env": "SMALLGUARD_GRACE_SECONDS", "help": "on SIGTERM, how long in-flight requests may finish"})
+    drain_seconds: float = field(default=1.0, metadata={
+        "env": "SMALLGUARD_DRAIN_SECONDS", "help": "on SIGTERM, how long to keep serving after health says "
+                                                   "NOT_SERVING, before refusing new calls (part of the grace)"})
     max_request_bytes: int = field(default=4 * 1024 * 1024, metadata={
         "env": "SMALLGUARD_MAX_REQUEST_BYTES", "help": "larger Predict or PredictBatch requests get INVALID_ARGUMENT"})
     max_batch_items: int = field(default=1024, metadata={
@@ -60,7 +63,7 @@ class Settings:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _TYPES: dict[str, Callable[[str], object]] = {"host": str, "model_repository": Path, "grace_seconds": float,
-                                             "feedback_max_age_seconds": float}
+                                             "drain_seconds": float, "feedback_max_age_seconds": float}
 
 
 def _parse(name: str, raw: str, label: str) -> object:

@@ -8,6 +8,7 @@ More cores: more processes on the same port (SO_REUSEPORT), see ``smallguard.ser
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 # grpc's own limit sits well above --max-request-bytes so that the service, not the
 # transport, answers an oversized request (with a message that names the limit).
 _TRANSPORT_LIMIT = 64 * 1024 * 1024
+# On stop, how long no call must arrive before grpc shuts down (what arrives after is cancelled by grpc).
+_QUIET_S = 0.1
+_REFUSING_MAX_S = 1.0
 
 
 class GuardServer:
@@ -50,8 +54,8 @@ class GuardServer:
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
-        service = GuardService(guard, settings.max_request_bytes, settings.max_batch_items)
-        self._server.add_generic_rpc_handlers((service.handler(),))
+        self._service = GuardService(guard, settings.max_request_bytes, settings.max_batch_items)
+        self._server.add_generic_rpc_handlers((self._service.handler(),))
         self.health = health.HealthServicer()
         self._server.add_generic_rpc_handlers((health_handler(self.health),))
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
@@ -75,10 +79,27 @@ class GuardServer:
         self._guard.on_drift_change(lambda name, drifted: self.health.set(name, not_serving if drifted else serving))
         log.info("serving %d model(s) on %s (port %d)", len(names), self._settings.address, self._port)
 
-    def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, refuse new calls, let in-flight ones finish within ``grace`` seconds."""
+    def stop(self, grace: float | None = None, drain: float = 0.0) -> None:
+        """Stop within ``grace`` seconds (None: wait for every call) without failing a call in flight.
+
+        Health reports NOT_SERVING at once, and the server keeps serving for ``drain`` seconds, so that load
+        balancers and health-checking clients move their traffic away. Then every new call is refused at once
+        with UNAVAILABLE (safe to send again), which also empties the calls the transport has accepted but not
+        yet handed to a thread: grpc cancels those when it shuts down. Once no call has arrived for a moment
+        (or after at most a second of refusals, against clients that keep sending), grpc stops, letting the
+        calls in flight finish within what is left of the grace."""
+        started = time.monotonic()
+        deadline = None if grace is None else started + grace
         self.health.enter_graceful_shutdown()
-        self._server.stop(grace).wait()
+        if drain > 0:
+            time.sleep(drain if deadline is None else max(0.0, min(drain, deadline - time.monotonic())))
+        self._service.refusing = True
+        refusing_since = self._service.last_refused = time.monotonic()
+        limit = refusing_since + _REFUSING_MAX_S if deadline is None else min(refusing_since + _REFUSING_MAX_S,
+                                                                              deadline)
+        while time.monotonic() - self._service.last_refused < _QUIET_S and time.monotonic() < limit:
+            time.sleep(_QUIET_S / 5)
+        self._server.stop(None if deadline is None else max(0.0, deadline - time.monotonic())).wait()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._guard.close()
         if self.metrics_export is not None:

@@ -35,13 +35,24 @@ class GuardService:
         self._guard = guard
         self._max_request_bytes = max_request_bytes
         self._max_batch_items = max_batch_items
+        self.refusing = False  # shutting down: every new call gets UNAVAILABLE at once
+        self.last_refused = 0.0  # time.monotonic() of the last call refused so
+
+    def _admit(self, context: grpc.ServicerContext) -> None:
+        """Refuse the call with UNAVAILABLE (safe to send again, elsewhere) once the server is shutting down."""
+        if self.refusing:
+            self.last_refused = time.monotonic()
+            _abort(context, grpc.StatusCode.UNAVAILABLE, "this server is shutting down; send the call again (another "
+                                                         "replica or worker will take it)")
 
     def Predict(self, raw: bytes, context: grpc.ServicerContext) -> pb.PredictResponse:
+        self._admit(context)
         request = self._decode(raw, pb.PredictRequest, context)
         return _answer(context, lambda: converters.predict_response(
             self._guard.predict(converters.predict_call(request, _deadline(context)))), self._guard.reject)
 
     def PredictBatch(self, raw: bytes, context: grpc.ServicerContext) -> pb.PredictBatchResponse:
+        self._admit(context)
         request = self._decode(raw, pb.PredictBatchRequest, context)
         count = len(request.items)
         if not 0 < count <= self._max_batch_items:
@@ -71,14 +82,17 @@ class GuardService:
         raise AssertionError("unreachable: abort raises")
 
     def ListModels(self, raw: bytes, context: grpc.ServicerContext) -> pb.ListModelsResponse:
+        self._admit(context)
         self._decode(raw, pb.ListModelsRequest, context, predict=False)
         return pb.ListModelsResponse(models=[converters.model_info(report) for report in self._guard.reports()])
 
     def GetModel(self, raw: bytes, context: grpc.ServicerContext) -> pb.ModelInfo:
+        self._admit(context)
         request = self._decode(raw, pb.GetModelRequest, context, predict=False)
         return _answer(context, lambda: converters.model_info(self._guard.report(request.name)))
 
     def Feedback(self, raw: bytes, context: grpc.ServicerContext) -> pb.FeedbackResponse:
+        self._admit(context)
         request = self._decode(raw, pb.FeedbackRequest, context, predict=False)
         return _answer(context, lambda: feedback_response(self._guard.feedback(feedback_call(request))))
 
