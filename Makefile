@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint proto bench
+.PHONY: serve test lint proto bench fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,3 +31,7 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/server_shape.py $(ARGS)
+
+# A longer fuzzing soak than the tests': N generated requests (default 100000), counts by status and RSS.
+fuzz: $(STAMP)
+	SMALLGUARD_FUZZ_EXAMPLES=$(or $(N),100000) $(BIN)/pytest -q -s tests/transport/test_fuzz.py
