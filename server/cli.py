@@ -1,5 +1,6 @@
-"""The `smallguard` command: `serve` the model repository (this module), or run an offline command
-(`models`, `calibrate`, `evaluate`: ``smallguard.server.commands``, imported only when named)."""
+"""The `smallguard` command: `serve` the model repository (this module), run an offline command
+(`models`, `calibrate`, `evaluate`: ``smallguard.server.commands``, imported only when named), or
+`predict` against a running server (``smallguard.client.command``)."""
 
 from __future__ import annotations
 
@@ -44,9 +45,11 @@ def _parser(offline: bool) -> argparse.ArgumentParser:
         serve.add_argument(flag, dest=item.name, default=None,
                            help=f"{item.metadata['help']} (env {item.metadata['env']})")
     if offline:
+        from smallguard.client.command import add_predict_command
         from smallguard.server.commands import add_commands
 
         add_commands(commands)
+        add_predict_command(commands)
     return parser
 
 
