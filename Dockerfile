@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY proto ./proto
 COPY server ./server
 COPY verifiers ./verifiers
+COPY client ./client
 COPY models ./models
 RUN pip install . && rm -rf /src
 
