@@ -22,6 +22,9 @@ distribution shift. ``--shifted`` uses templates, label words, number and date f
 normal mode never produces (right-aligned columns with dot leaders, German/French/Spanish
 labels, "Grand total"/"Amount due"/"Sum", ``1 234,56`` and ``1'234.56``, US ``MM/DD/YYYY``).
 
+``--templates markdown`` draws a layout no mode draws by default (Markdown tables, in the normal
+mode's words and formats): data that no model trains on (invoice-extractor-large/train.py).
+
 Reproducible: record ``i`` of (seed, split, mode) comes from its own ``random.Random`` seeded
 with a string of those four, so it does not depend on ``--count`` or on Python's hash seed.
 """
@@ -44,6 +47,8 @@ CENT = Decimal("0.01")
 
 NORMAL_TEMPLATES: tuple[str, ...] = ("classic", "key_value", "receipt", "header_grid", "statement")
 SHIFTED_TEMPLATES: tuple[str, ...] = ("dot_leaders", "multilingual", "summary_first", "stacked")
+# Layouts no mode draws by default: asked for by name (--templates), for data no model trained on.
+HELD_OUT_TEMPLATES: tuple[str, ...] = ("markdown",)
 
 # Label strings only --shifted writes; tests check the normal mode never does.
 SHIFTED_ONLY_LABELS: tuple[str, ...] = (
@@ -723,10 +728,28 @@ def template_stacked(r: Renderer) -> list[str]:
     return lines
 
 
+def template_markdown(r: Renderer) -> list[str]:
+    """Held out (drawn only by name): the invoice as Markdown tables, as mail and chat tools render it, with the
+    normal mode's label words and formats."""
+    inv = r.inv
+    rows = [(r.label("invoice_number"), inv.invoice_number), (r.label("date"), r.date(inv.issued)),
+            (r.label("due"), r.date(inv.due)), *inv.extra_ids, ("Customer", inv.customer)]
+    if r.mention_code:
+        rows.append((r.label("currency"), inv.country.currency))
+    lines = [f"# {inv.vendor}", ", ".join(inv.vendor_address), "", "| Field | Value |", "|---|---|"]
+    lines += [f"| {label} | {value} |" for label, value in rows]
+    lines += ["", "| Description | Qty | Unit price | Amount |", "|---|---:|---:|---:|"]
+    lines += [f"| {i.description} | {r.quantity(i.quantity)} | {r.number(i.unit_price)} | {r.number(i.amount)} |"
+              for i in inv.items]
+    lines += [f"| | | **{label}** | {r.money(v)} |" for label, v in _summary_rows(r, items_line=True)]
+    return [*lines, "", *_footer(r)]
+
+
 NORMAL_RENDERERS: dict[str, Callable[[Renderer], list[str]]] = {
     "classic": template_classic, "key_value": template_key_value, "receipt": template_receipt,
     "header_grid": template_header_grid, "statement": template_statement,
 }
+HELD_OUT_RENDERERS: dict[str, Callable[[Renderer], list[str]]] = {"markdown": template_markdown}
 SHIFTED_RENDERERS: dict[str, Callable[[Renderer], list[str]]] = {
     "dot_leaders": template_dot_leaders, "summary_first": template_summary_first, "stacked": template_stacked,
 }
@@ -749,7 +772,7 @@ def generate_one(rng: random.Random, shifted: bool = False, templates: tuple[str
         if template == "multilingual":
             lines = template_multilingual(renderer, language)
         else:
-            lines = (SHIFTED_RENDERERS if shifted else NORMAL_RENDERERS)[template](renderer)
+            lines = (SHIFTED_RENDERERS if shifted else {**NORMAL_RENDERERS, **HELD_OUT_RENDERERS})[template](renderer)
         text = "\n".join(lines) + "\n"
         if len(text) < MAX_CHARS or len(invoice.items) == 1:
             break
@@ -789,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON-lines file to write (default: standard output)")
     args = parser.parse_args(argv)
     templates = tuple(args.templates.split(",")) if args.templates else None
-    known = SHIFTED_TEMPLATES if args.shifted else NORMAL_TEMPLATES
+    known = SHIFTED_TEMPLATES if args.shifted else NORMAL_TEMPLATES + HELD_OUT_TEMPLATES
     if templates and set(templates) - set(known):
         parser.error(f"--templates: {sorted(set(templates) - set(known))} are not layouts of this mode; expected "
                      f"some of {', '.join(known)}")

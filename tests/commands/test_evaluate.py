@@ -95,15 +95,16 @@ def test_bad_data_is_named_by_line_and_field(tmp_path: Path) -> None:
 
 def test_the_cascade_answers_unseen_layouts_that_the_small_model_escalates(tmp_path: Path) -> None:
     """The shipped invoice extractor escalates to invoice-extractor-large, really called by evaluate. On 1,000
-    invoices in a layout neither model trained on, the small model alone answers almost nothing; the cascade
-    answers most of them and lets at most 1% through wrong."""
+    invoices in two layouts neither model trained on, the small model alone answers fewer than half; the
+    cascade answers most of them, lets at most 1% through wrong, and costs well below calling the large model
+    on every request (1 per request)."""
     result = evaluate(INVOICES, INVOICES / "data" / "unseen.jsonl", tmp_path / "unseen.json")
     assert result.returncode == 0, result.stderr
     figures = json.loads((tmp_path / "unseen.json").read_text())
     cascade = figures["cascade"]
     small = next(row for row in figures["policies"] if row["policy"] == "both")  # the small model's own decisions
-    assert small["coverage"] < 0.1
-    assert cascade["coverage"] >= 0.70 and cascade["silent_error_rate"] <= 0.01
+    assert small["coverage"] < 0.5
+    assert cascade["coverage"] >= 0.70 and cascade["silent_error_rate"] <= 0.01 and cascade["mean_cost"] < 0.7
     model, large = cascade["tiers"]
     assert (model["tier"], large["tier"]) == ("model", "large")
     assert large["reached"] == figures["samples"] - model["answered"]  # every escalation went on to the tier

@@ -100,7 +100,8 @@ def test_each_escalation_tier_call_is_a_span_under_the_predict_span(
 
     from tests.conftest import MODELS
 
-    text = json.loads((MODELS / "invoice-extractor" / "data" / "unseen.jsonl").read_text().splitlines()[0])["text"]
+    lines = (MODELS / "invoice-extractor" / "data" / "unseen.jsonl").read_text().splitlines()
+    text = json.loads(lines[-1])["text"]  # the dot-leader half, which the small model escalates
     response = shipped.stub.Predict(pb.PredictRequest(model="invoice-extractor", text=text))
     assert [tier.name for tier in response.tiers] == ["invoice-extractor", "large"]
 
