@@ -301,6 +301,12 @@ def test_a_remote_guard_answers_as_a_tier(tmp_path: Path, spans: InMemorySpanExp
         info = local.stub.GetModel(pb.GetModelRequest(name="digits")).tiers[0]
         assert info.target == f"{remote.address} model digits"
 
+        remote.server._service.refusing = True  # the remote draining on SIGTERM: it refuses new calls
+        draining = local.stub.Predict(_request(row), timeout=5)
+        assert draining.decision == pb.ESCALATE
+        (reason,) = draining.tiers[1].reasons
+        assert "UNAVAILABLE" in reason.message and "shutting down" in reason.message
+        assert draining.tiers[1].calls == 2  # retried once (retries: 1), UNAVAILABLE being safe to retry
         remote.stop()
         down = local.stub.Predict(_request(row), timeout=5)
         assert down.decision == pb.ESCALATE
