@@ -43,6 +43,9 @@ class Settings:
         "env": "SMALLGUARD_METRICS_PORT", "help": "port of the Prometheus /metrics endpoint, on --host (0: off)"})
     feedback_capacity: int = field(default=50_000, metadata={
         "env": "SMALLGUARD_FEEDBACK_CAPACITY", "help": "recent predictions kept per process for Feedback to match"})
+    tokens_file: str = field(default="", metadata={
+        "env": "SMALLGUARD_TOKENS_FILE", "help": "YAML file of bearer-token hashes and their roles; calls must "
+                                                 "carry one (re-read when it changes; empty: no authentication)"})
     feedback_max_age_seconds: float = field(default=86_400.0, metadata={
         "env": "SMALLGUARD_FEEDBACK_MAX_AGE_SECONDS", "help": "older predictions leave the Feedback record"})
 
@@ -62,7 +65,8 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-_TYPES: dict[str, Callable[[str], object]] = {"host": str, "model_repository": Path, "grace_seconds": float,
+_TYPES: dict[str, Callable[[str], object]] = {"host": str, "tokens_file": str, "model_repository": Path,
+                                             "grace_seconds": float,
                                              "drain_seconds": float, "feedback_max_age_seconds": float}
 
 

@@ -241,6 +241,11 @@ class Guard:
             return ItemFailedError("internal error while running the model on this item; the server log has the "
                                    "details")
 
+    def record_refused_call(self, reason: str, rpc: str) -> None:
+        """Count a call the transport refused before it reached the service (``reason``: unauthenticated or
+        permission_denied)."""
+        self._metrics.record_refused_call(reason, rpc)
+
     def reject(self, status: str) -> None:
         """Count a Predict the transport answered with an error status (``status`` names the code)."""
         self._metrics.record_error(status)

@@ -35,6 +35,8 @@ ERROR_TYPE = "error.type"
 FEEDBACK_OUTCOME = "smallguard.feedback.outcome"
 DRIFT_SIGNAL = "smallguard.drift.signal"
 TIER = "smallguard.tier.name"
+AUTH_REASON = "smallguard.auth.reason"
+RPC_METHOD = "rpc.method"
 TIER_OUTCOME = "smallguard.tier.outcome"
 NO_REASON = "NONE"
 
@@ -92,6 +94,7 @@ class GuardMetrics:
         self._tier_outcomes = _Tally((MODEL, VERSION, TIER, TIER_OUTCOME), lock)
         self._tier_calls = _Tally((MODEL, VERSION, TIER), lock)
         self._tier_cost = _Tally((MODEL, VERSION, TIER), lock)
+        self._refused = _Tally((AUTH_REASON, RPC_METHOD), lock)
         for name, tally, unit, description in (
             ("smallguard.predictions", self._predictions, "{prediction}",
              "Predictions by model, decision and primary (first) reason code, NONE when there was none"),
@@ -108,6 +111,8 @@ class GuardMetrics:
              "did not stand), error, circuit_open, busy (at its concurrency limit), no_time"),
             ("smallguard.tier.calls", self._tier_calls, "{call}",
              "Calls made to each escalation tier, retries included (what the tier bills)"),
+            ("smallguard.auth.refused", self._refused, "{call}",
+             "Calls refused for their credentials, by reason (unauthenticated, permission_denied) and RPC"),
             ("smallguard.tier.cost", self._tier_cost, "{cost}",
              "Cost of the calls made to each escalation tier, in the operators' unit (calls x the tier's cost)"),
         ):
@@ -231,6 +236,10 @@ class GuardMetrics:
         self._meter.create_observable_gauge(
             "smallguard.tier.circuit_open", callbacks=[states], unit="1",
             description="1 while a tier's circuit breaker is open (the tier is not called), else 0")
+
+    def record_refused_call(self, reason: str, rpc: str) -> None:
+        if self.recording:
+            self._add(self._refused, (reason, rpc.rsplit("/", 1)[-1]))
 
     def record_error(self, status_code_name: str) -> None:
         """A Predict the server answered with an error status (INVALID_ARGUMENT, NOT_FOUND, INTERNAL)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -19,6 +20,7 @@ from opentelemetry.instrumentation.grpc import filters, server_interceptor
 from smallguard.server.core.guard import Guard
 from smallguard.server.observability.telemetry import MetricsExport
 from smallguard.server.settings import Settings
+from smallguard.server.transport.auth import TokenAuth
 from smallguard.server.transport.servicer import SERVICE_NAME, GuardService, health_handler
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,11 @@ class GuardServer:
         self._guard = guard
         self.metrics_export = metrics_export  # owned: shut down (flushed) by stop()
         self._pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="smallguard-rpc")
-        interceptors = []
+        interceptors: list[grpc.ServerInterceptor] = []
+        self._auth = None
+        if settings.tokens_file:  # first: a refused call does no other work
+            self._auth = TokenAuth(Path(settings.tokens_file), guard.record_refused_call)
+            interceptors.append(self._auth)
         if tracing:  # the server span of each call, continuing the caller's W3C trace context
             # Health probes and reflection every few seconds would drown the traces.
             untraced = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
@@ -101,6 +107,8 @@ class GuardServer:
             time.sleep(_QUIET_S / 5)
         self._server.stop(None if deadline is None else max(0.0, deadline - time.monotonic())).wait()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._auth is not None:
+            self._auth.close()
         self._guard.close()
         if self.metrics_export is not None:
             self.metrics_export.shutdown()

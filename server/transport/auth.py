@@ -1,0 +1,145 @@
+"""Bearer tokens: who may call which RPC.
+
+``--tokens-file`` names a YAML file of token hashes and the roles each holds:
+
+    tokens:
+      - name: checkout-service          # shown in logs and metrics, never the token
+        sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+        roles: [predict]
+      - name: labelling-team
+        sha256: ...
+        roles: [predict, feedback]
+
+Roles per RPC: ``predict`` for Predict, PredictBatch, ListModels and GetModel; ``feedback`` for
+Feedback; ``admin`` holds every role. Health stays open (probes carry no token), and so does
+reflection. A call without a token, or with one the file does not list, gets UNAUTHENTICATED; a
+token without the RPC's role gets PERMISSION_DENIED; neither message repeats the token. The
+file is re-read when it changes (checked every second), so a token is revoked by deleting its
+line, without a restart; a file that does not parse keeps the tokens read before, and says why
+in the log. Only hashes are stored: a leaked file lets nobody call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+
+log = logging.getLogger(__name__)
+ROLES = ("predict", "feedback", "admin")
+RPC_ROLES = {
+    "/smallguard.v1.Guard/Predict": "predict",
+    "/smallguard.v1.Guard/PredictBatch": "predict",
+    "/smallguard.v1.Guard/ListModels": "predict",
+    "/smallguard.v1.Guard/GetModel": "predict",
+    "/smallguard.v1.Guard/Feedback": "feedback",
+}
+_CHECK_EVERY_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    name: str
+    roles: frozenset[str]
+
+
+class TokenFileError(ValueError):
+    """The tokens file does not say what it must; the message names the file and the entry."""
+
+
+def read_tokens(path: Path) -> dict[str, Holder]:
+    """sha256 hex digest -> who holds it; TokenFileError naming the problem."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise TokenFileError(f"{path}: cannot be read as YAML: {exc}") from None
+    entries = doc.get("tokens") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise TokenFileError(f"{path}: expected a mapping with a list under 'tokens'")
+    tokens: dict[str, Holder] = {}
+    for i, entry in enumerate(entries):
+        where = f"{path}: tokens[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"name", "sha256", "roles"}:
+            raise TokenFileError(f"{where}: expected name, sha256 and roles")
+        digest, roles = str(entry.get("sha256", "")).lower(), entry.get("roles")
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise TokenFileError(f"{where}.sha256: expected the 64 hex digits of the token's SHA-256")
+        if not isinstance(roles, list) or not roles or set(map(str, roles)) - set(ROLES):
+            raise TokenFileError(f"{where}.roles: expected a non-empty list of {', '.join(ROLES)}")
+        if digest in tokens:
+            raise TokenFileError(f"{where}: the same token is listed twice")
+        tokens[digest] = Holder(str(entry.get("name") or f"tokens[{i}]"), frozenset(map(str, roles)))
+    return tokens
+
+
+class TokenAuth(grpc.ServerInterceptor):
+    """Checks every call's ``authorization: Bearer <token>`` against the tokens file, re-read when it changes."""
+
+    def __init__(self, path: Path, on_refused: Callable[[str, str], None] = lambda reason, method: None) -> None:
+        self._path = path
+        self._tokens = read_tokens(path)  # a bad file refuses start-up
+        self._stamp = self._stat()
+        self._on_refused = on_refused
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="smallguard-tokens", daemon=True)
+        self._watcher.start()
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        role = RPC_ROLES.get(details.method)
+        if role is None:  # health, reflection
+            return continuation(details)
+        token = _bearer(details.invocation_metadata)
+        holder = None if token is None else self._tokens.get(hashlib.sha256(token.encode()).hexdigest())
+        if holder is None:
+            self._on_refused("unauthenticated", details.method)
+            return _refuse(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required (metadata "
+                                                            "'authorization: Bearer <token>')")
+        if role not in holder.roles and "admin" not in holder.roles:
+            self._on_refused("permission_denied", details.method)
+            return _refuse(grpc.StatusCode.PERMISSION_DENIED, f"token {holder.name!r} does not hold the role "
+                                                              f"{role!r} that {details.method} needs")
+        return continuation(details)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            stat = self._path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def _watch(self) -> None:
+        while not self._stop.wait(_CHECK_EVERY_S):
+            stamp = self._stat()
+            if stamp == self._stamp:
+                continue
+            self._stamp = stamp
+            try:
+                self._tokens = read_tokens(self._path)
+                log.info("tokens file %s re-read: %d token(s)", self._path, len(self._tokens))
+            except TokenFileError as exc:
+                log.error("tokens file not re-read, the tokens read before stay: %s", exc)
+
+
+def _bearer(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer "):].strip()
+    return None
+
+
+def _refuse(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    def abort(_request: Any, context: grpc.ServicerContext) -> None:
+        context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(abort)
+

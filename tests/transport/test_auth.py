@@ -1,0 +1,116 @@
+"""Bearer tokens on a real server: no token or an unknown one is UNAUTHENTICATED, a token without the RPC's
+role is PERMISSION_DENIED, health stays open, a revoked token stops working without a restart, and no
+message or log repeats a token."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from smallguard.client import CallError, Client
+from smallguard.server.assembly import create_server
+from smallguard.server.settings import Settings
+from smallguard.server.transport.auth import TokenFileError, read_tokens
+from tests.conftest import MODELS, by, digits_rows, points
+
+PREDICT_ONLY, LABELLER, ADMIN = "tok-predict-1f2e", "tok-label-9a8b", "tok-admin-77cc"
+
+
+def _entry(name: str, token: str, roles: list[str]) -> str:
+    return f"  - {{name: {name}, sha256: {hashlib.sha256(token.encode()).hexdigest()}, roles: {roles}}}\n"
+
+
+def _write(path: Path, *entries: str) -> None:
+    path.write_text("tokens:\n" + "".join(entries))
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[tuple[str, Path, InMemoryMetricReader]]:
+    tokens = tmp_path / "tokens.yaml"
+    _write(tokens, _entry("checkout", PREDICT_ONLY, ["predict"]),
+           _entry("labellers", LABELLER, ["predict", "feedback"]), _entry("ops", ADMIN, ["admin"]))
+    reader = InMemoryMetricReader()
+    server = create_server(Settings(host="127.0.0.1", port=0, model_repository=MODELS, tokens_file=str(tokens)),
+                           meter_provider=MeterProvider(metric_readers=[reader]))
+    server.start()
+    yield f"127.0.0.1:{server.port}", tokens, reader
+    server.stop(0)
+
+
+def test_calls_need_a_token_with_the_rpcs_role(secured, caplog: pytest.LogCaptureFixture) -> None:
+    address, _, reader = secured
+    pixels = digits_rows()[0]["pixels"]
+    for token in (None, "not-a-token"):
+        with Client(address, token=token) as client, pytest.raises(CallError) as caught:
+            client.predict("digits", pixels=pixels)
+        assert caught.value.code == "UNAUTHENTICATED" and "not-a-token" not in caught.value.message
+    with Client(address, token=PREDICT_ONLY) as client:
+        answer = client.predict("digits", pixels=pixels, request_id="auth-1")
+        assert client.models()
+        with pytest.raises(CallError) as caught:
+            client.feedback("auth-1", label=answer.label)
+    assert caught.value.code == "PERMISSION_DENIED" and "'checkout'" in caught.value.message
+    assert "'feedback'" in caught.value.message and PREDICT_ONLY not in caught.value.message
+    with Client(address, token=LABELLER) as client:
+        assert client.feedback("auth-1", label=answer.label).correct
+    with Client(address, token=ADMIN) as client:
+        assert client.feedback("auth-1", label=answer.label).duplicate  # admin holds every role
+    with grpc.insecure_channel(address) as channel:  # health: open, for probes
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    refused = by(points(reader)["smallguard.auth.refused"], "smallguard.auth.reason", "rpc.method")
+    assert refused[("unauthenticated", "Predict")] == 2 and refused[("permission_denied", "Feedback")] == 1
+    assert not any(token in record.getMessage() for record in caplog.records
+                   for token in (PREDICT_ONLY, LABELLER, ADMIN, "not-a-token"))
+
+
+def test_a_revoked_token_stops_working_without_a_restart(secured) -> None:
+    address, tokens, _ = secured
+    with Client(address, token=PREDICT_ONLY) as client:
+        assert client.models()
+        _write(tokens, _entry("labellers", LABELLER, ["predict", "feedback"]))  # checkout's line removed
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client.models()
+            except CallError as error:
+                assert error.code == "UNAUTHENTICATED"
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the revoked token still worked 10 s after the file changed")
+    with Client(address, token=LABELLER) as client:
+        assert client.models()
+
+
+def test_a_broken_tokens_file_keeps_the_tokens_read_before(secured, caplog: pytest.LogCaptureFixture) -> None:
+    address, tokens, _ = secured
+    with caplog.at_level(logging.ERROR):
+        tokens.write_text("tokens: [{name: x, sha256: nothex, roles: [predict]}]\n")
+        time.sleep(2.5)
+    with Client(address, token=PREDICT_ONLY) as client:
+        assert client.models()
+    assert any("tokens file not re-read" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("tokens: {}\n", "expected a mapping with a list under 'tokens'"),
+    ("tokens: [{name: a, sha256: abc, roles: [predict]}]\n", "tokens[0].sha256: expected the 64 hex digits"),
+    (f"tokens: [{{sha256: {'a' * 64}, roles: [root]}}]\n", "tokens[0].roles: expected a non-empty list"),
+    (f"tokens: [{{sha256: {'a' * 64}, roles: [predict]}}, {{sha256: {'a' * 64}, roles: [feedback]}}]\n",
+     "tokens[1]: the same token is listed twice"),
+])
+def test_a_bad_tokens_file_is_refused_naming_the_entry(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(text)
+    with pytest.raises(TokenFileError, match=problem.replace("[", r"\[").replace("]", r"\]")):
+        read_tokens(path)
