@@ -43,6 +43,13 @@ class Settings:
         "env": "SMALLGUARD_METRICS_PORT", "help": "port of the Prometheus /metrics endpoint, on --host (0: off)"})
     feedback_capacity: int = field(default=50_000, metadata={
         "env": "SMALLGUARD_FEEDBACK_CAPACITY", "help": "recent predictions kept per process for Feedback to match"})
+    tls_cert: str = field(default="", metadata={
+        "env": "SMALLGUARD_TLS_CERT", "help": "PEM certificate chain: serve gRPC over TLS (with --tls-key; re-read "
+                                              "when the files change)"})
+    tls_key: str = field(default="", metadata={"env": "SMALLGUARD_TLS_KEY", "help": "PEM private key of --tls-cert"})
+    tls_client_ca: str = field(default="", metadata={
+        "env": "SMALLGUARD_TLS_CLIENT_CA", "help": "PEM CA certificates: require client certificates they signed "
+                                                   "(mutual TLS)"})
     tokens_file: str = field(default="", metadata={
         "env": "SMALLGUARD_TOKENS_FILE", "help": "YAML file of bearer-token hashes and their roles; calls must "
                                                  "carry one (re-read when it changes; empty: no authentication)"})
@@ -65,7 +72,8 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-_TYPES: dict[str, Callable[[str], object]] = {"host": str, "tokens_file": str, "model_repository": Path,
+_TYPES: dict[str, Callable[[str], object]] = {"host": str, "tokens_file": str, "tls_cert": str, "tls_key": str,
+                                             "tls_client_ca": str, "model_repository": Path,
                                              "grace_seconds": float,
                                              "drain_seconds": float, "feedback_max_age_seconds": float}
 

@@ -22,6 +22,7 @@ from smallguard.server.observability.telemetry import MetricsExport
 from smallguard.server.settings import Settings
 from smallguard.server.transport.auth import TokenAuth
 from smallguard.server.transport.servicer import SERVICE_NAME, GuardService, health_handler
+from smallguard.server.transport.tls import CertificateFiles
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,11 @@ class GuardServer:
         self._server.add_generic_rpc_handlers((health_handler(self.health),))
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
                                             self._server)
-        self._port = self._server.add_insecure_port(settings.address)
+        if settings.tls_cert or settings.tls_key or settings.tls_client_ca:
+            files = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            self._port = self._server.add_secure_port(settings.address, files.credentials())
+        else:
+            self._port = self._server.add_insecure_port(settings.address)
         if self._port == 0:
             raise OSError(f"cannot bind {settings.address}")
 
