@@ -40,7 +40,10 @@ class Settings:
     intra_op_threads: int = field(default=1, metadata={
         "env": "SMALLGUARD_INTRA_OP_THREADS", "help": "onnxruntime threads per model run"})
     metrics_port: int = field(default=0, metadata={
-        "env": "SMALLGUARD_METRICS_PORT", "help": "port of the Prometheus /metrics endpoint, on --host (0: off)"})
+        "env": "SMALLGUARD_METRICS_PORT", "help": "port of the Prometheus /metrics endpoint (0: off)"})
+    metrics_host: str = field(default="127.0.0.1", metadata={
+        "env": "SMALLGUARD_METRICS_HOST", "help": "address the /metrics endpoint binds: loopback unless told "
+                                                  "otherwise (0.0.0.0 for a Prometheus on another machine)"})
     feedback_capacity: int = field(default=50_000, metadata={
         "env": "SMALLGUARD_FEEDBACK_CAPACITY", "help": "recent predictions kept per process for Feedback to match"})
     tls_cert: str = field(default="", metadata={
@@ -50,6 +53,9 @@ class Settings:
     tls_client_ca: str = field(default="", metadata={
         "env": "SMALLGUARD_TLS_CLIENT_CA", "help": "PEM CA certificates: require client certificates they signed "
                                                    "(mutual TLS)"})
+    reflection: int = field(default=1, metadata={
+        "env": "SMALLGUARD_REFLECTION", "help": "1: serve gRPC server reflection (generic tools need no proto); 0: "
+                                                "do not (production: callers have the proto)"})
     tokens_file: str = field(default="", metadata={
         "env": "SMALLGUARD_TOKENS_FILE", "help": "YAML file of bearer-token hashes and their roles; calls must "
                                                  "carry one (re-read when it changes; empty: no authentication)"})
@@ -72,10 +78,10 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-_TYPES: dict[str, Callable[[str], object]] = {"host": str, "tokens_file": str, "tls_cert": str, "tls_key": str,
-                                             "tls_client_ca": str, "model_repository": Path,
-                                             "grace_seconds": float,
-                                             "drain_seconds": float, "feedback_max_age_seconds": float}
+_TYPES: dict[str, Callable[[str], object]] = {
+    "host": str, "metrics_host": str, "tokens_file": str, "tls_cert": str, "tls_key": str, "tls_client_ca": str,
+    "model_repository": Path, "grace_seconds": float, "drain_seconds": float, "feedback_max_age_seconds": float,
+}
 
 
 def _parse(name: str, raw: str, label: str) -> object:

@@ -27,7 +27,7 @@ from smallguard.server.core.models import LoadedModel, ModelRepository
 from smallguard.server.core.policy import decide, escalate_when_drifted
 from smallguard.server.core.request_ids import new_request_id
 from smallguard.server.core.verifier_runner import VerifierRunner
-from smallguard.server.domain.errors import GuardError, InvalidInputError
+from smallguard.server.domain.errors import DeadlineExpiredError, GuardError, InvalidInputError
 from smallguard.server.domain.predictions import (
     Decision,
     HeadResult,
@@ -82,8 +82,10 @@ class Guard:
     # ------------------------------------------------------------------------------ Predict
 
     def predict(self, call: PredictCall) -> PredictOutcome:
-        """One prediction, one decision. Raises ModelNotFoundError or InvalidInputError."""
+        """One prediction, one decision. Raises ModelNotFoundError, InvalidInputError or DeadlineExpiredError."""
         started = time.perf_counter()
+        if call.deadline is not None and time.monotonic() >= call.deadline:
+            raise _expired()
         model = self._repository.get(call.model, call.version)
         with self._metrics.in_flight(model.spec.name, model.spec.version):
             outcome = self._predict(call, model)
@@ -157,6 +159,9 @@ class Guard:
         decision each, in order. An item that cannot be served (given as, or found to be, a GuardError)
         keeps its error and the others are served. Raises ModelNotFoundError for the batch's model."""
         started = time.perf_counter()
+        if calls and isinstance(calls[0], PredictCall) and calls[0].deadline is not None \
+                and time.monotonic() >= calls[0].deadline:
+            raise _expired()
         loaded = self._repository.get(model, version)
         spec = loaded.spec
         results: list[PredictOutcome | GuardError] = list(calls)
@@ -289,6 +294,11 @@ class Guard:
         for cascade in self._cascades.values():
             cascade.close()
         self._runner.close()
+
+
+def _expired() -> DeadlineExpiredError:
+    return DeadlineExpiredError("the caller's deadline passed while the request waited for a thread; it was "
+                                "not served (the server is overloaded, or the deadline too short)")
 
 
 def _trace_id(span: trace.Span) -> str:

@@ -30,6 +30,10 @@ class GuardError(Exception):
         self.where = None if where is None else str(where)
 
 
+class DeadlineExpiredError(GuardError):
+    """The caller's deadline passed before the work began (maps to DEADLINE_EXCEEDED): nobody waits for it."""
+
+
 class InvalidInputError(GuardError):
     """The request does not match what the model declares (maps to INVALID_ARGUMENT)."""
 

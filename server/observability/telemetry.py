@@ -113,7 +113,7 @@ class MetricsExport:
 
 
 def scrape_host(grpc_host: str) -> str:
-    """Where the metrics endpoint binds: the gRPC host, or every IPv4 address for the wildcard ``[::]``."""
+    """Where the metrics endpoint binds: ``--metrics-host``, or every IPv4 address for the wildcard ``[::]``."""
     host = grpc_host.strip().removeprefix("[").removesuffix("]")
     return "0.0.0.0" if host in ("", "::", "0.0.0.0") else host
 
@@ -133,9 +133,9 @@ def configure_metrics(settings: Settings, environ: Mapping[str, str] | None = No
     scrape = None
     if settings.metrics_port or "prometheus" in chosen:
         if settings.metrics_port:
-            host, port = scrape_host(settings.host), settings.metrics_port
+            host, port = scrape_host(settings.metrics_host), settings.metrics_port
         else:  # OTEL_METRICS_EXPORTER=prometheus alone: the SDK's own variables, default port 9464
-            host = environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", scrape_host(settings.host))
+            host = environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", scrape_host(settings.metrics_host))
             port = int(environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
         reader, scrape = _prometheus(host, port)
         readers.append(reader)

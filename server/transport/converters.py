@@ -14,6 +14,7 @@ from smallguard.server.core.guard import FeedbackOffError, ModelReport
 from smallguard.server.core.models import LoadedModel
 from smallguard.server.domain.bundle_spec import BundleSpec
 from smallguard.server.domain.errors import (
+    DeadlineExpiredError,
     FeedbackConflictError,
     GuardError,
     InvalidInputError,
@@ -62,6 +63,7 @@ _STATUS_OF: tuple[tuple[type[GuardError], grpc.StatusCode], ...] = (
     (RequestNotFoundError, grpc.StatusCode.NOT_FOUND),
     (FeedbackConflictError, grpc.StatusCode.ALREADY_EXISTS),
     (FeedbackOffError, grpc.StatusCode.FAILED_PRECONDITION),
+    (DeadlineExpiredError, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
 
 

@@ -65,8 +65,9 @@ class GuardServer:
         self._server.add_generic_rpc_handlers((self._service.handler(),))
         self.health = health.HealthServicer()
         self._server.add_generic_rpc_handlers((health_handler(self.health),))
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
-                                            self._server)
+        if settings.reflection:
+            reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                                                self._server)
         if settings.tls_cert or settings.tls_key or settings.tls_client_ca:
             files = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
             self._port = self._server.add_secure_port(settings.address, files.credentials())

@@ -57,7 +57,20 @@ def test_exporters_follow_the_standard_variables() -> None:
     export.shutdown()
 
 
-def test_the_scrape_endpoint_binds_the_grpc_host_once_per_process() -> None:
+def test_the_scrape_endpoint_binds_loopback_unless_told_otherwise() -> None:
+    """The gRPC port may face the world; the metrics endpoint (plain HTTP, telling how the models behave) binds
+    127.0.0.1 unless --metrics-host says otherwise."""
+    assert Settings(host="[::]").metrics_host == "127.0.0.1"
+    port = free_port()
+    export = configure_metrics(Settings(host="[::]", metrics_port=port), environ={})
+    assert export is not None
+    try:
+        assert export.scrape_address == ("127.0.0.1", port)
+    finally:
+        export.shutdown()
+
+
+def test_the_scrape_endpoint_binds_the_metrics_host_once_per_process() -> None:
     assert scrape_host("[::]") == "0.0.0.0"
     assert scrape_host("0.0.0.0") == "0.0.0.0"
     assert scrape_host("127.0.0.1") == "127.0.0.1"

@@ -61,3 +61,29 @@ def test_a_huge_input_name_is_cut_too(shipped: Running) -> None:
         shipped.stub.Predict(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "(20000 characters)" in caught.value.details() and len(caught.value.details()) < 1000
+
+
+def test_reflection_can_be_turned_off_for_production() -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from smallguard.server.assembly import create_server
+    from smallguard.server.settings import Settings
+    from tests.conftest import MODELS
+
+    for enabled in (1, 0):
+        server = create_server(Settings(host="127.0.0.1", port=0, model_repository=MODELS, reflection=enabled))
+        server.start()
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+                replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                                    timeout=10)
+                if enabled:
+                    names = {s.name for s in next(replies).list_services_response.service}
+                    assert "smallguard.v1.Guard" in names
+                else:
+                    with pytest.raises(grpc.RpcError) as caught:
+                        next(replies)
+                    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        finally:
+            server.stop(0)
