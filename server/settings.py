@@ -59,6 +59,11 @@ class Settings:
     tokens_file: str = field(default="", metadata={
         "env": "SMALLGUARD_TOKENS_FILE", "help": "YAML file of bearer-token hashes and their roles; calls must "
                                                  "carry one (re-read when it changes; empty: no authentication)"})
+    jwks_file: str = field(default="", metadata={
+        "env": "SMALLGUARD_JWKS_FILE", "help": "JSON Web Key Set: accept JWT bearer tokens its keys signed, with "
+                                               "their 'roles' claim (re-read when it changes)"})
+    jwt_audience: str = field(default="", metadata={
+        "env": "SMALLGUARD_JWT_AUDIENCE", "help": "the 'aud' a JWT must name (empty: not checked)"})
     feedback_max_age_seconds: float = field(default=86_400.0, metadata={
         "env": "SMALLGUARD_FEEDBACK_MAX_AGE_SECONDS", "help": "older predictions leave the Feedback record"})
 
@@ -79,8 +84,9 @@ class Settings:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _TYPES: dict[str, Callable[[str], object]] = {
-    "host": str, "metrics_host": str, "tokens_file": str, "tls_cert": str, "tls_key": str, "tls_client_ca": str,
-    "model_repository": Path, "grace_seconds": float, "drain_seconds": float, "feedback_max_age_seconds": float,
+    "host": str, "metrics_host": str, "tokens_file": str, "jwks_file": str, "jwt_audience": str, "tls_cert": str,
+    "tls_key": str, "tls_client_ca": str, "model_repository": Path, "grace_seconds": float, "drain_seconds": float,
+    "feedback_max_age_seconds": float,
 }
 
 

@@ -10,6 +10,11 @@
         sha256: ...
         roles: [predict, feedback]
 
+As an alternative (or beside it), ``--jwks-file`` names a JSON Web Key Set: a bearer token that is
+a JWT signed by one of its keys (by ``kid``), not expired, for ``--jwt-audience`` when that is set,
+is accepted with the roles of its ``roles`` claim, under the name of its ``sub``. The key set is
+re-read when it changes, as the tokens file is.
+
 Roles per RPC: ``predict`` for Predict, PredictBatch, ListModels and GetModel; ``feedback`` for
 Feedback; ``admin`` holds every role. Health stays open (probes carry no token), and so does
 reflection. A call without a token, or with one the file does not list, gets UNAUTHENTICATED; a
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import jwt
 import yaml
 
 log = logging.getLogger(__name__)
@@ -80,12 +86,16 @@ def read_tokens(path: Path) -> dict[str, Holder]:
 
 
 class TokenAuth(grpc.ServerInterceptor):
-    """Checks every call's ``authorization: Bearer <token>`` against the tokens file, re-read when it changes."""
+    """Checks every call's ``authorization: Bearer <token>`` against the tokens file and/or the JWKS file, each
+    re-read when it changes."""
 
-    def __init__(self, path: Path, on_refused: Callable[[str, str], None] = lambda reason, method: None) -> None:
-        self._path = path
-        self._tokens = read_tokens(path)  # a bad file refuses start-up
-        self._stamp = self._stat()
+    def __init__(self, tokens: Path | None, jwks: Path | None = None, audience: str = "",
+                 on_refused: Callable[[str, str], None] = lambda reason, method: None) -> None:
+        self._files = [_Watched(path, reader) for path, reader in ((tokens, read_tokens), (jwks, read_jwks))
+                       if path is not None]  # a bad file refuses start-up
+        self._tokens = self._files[0] if tokens is not None else None
+        self._jwks = self._files[-1] if jwks is not None else None
+        self._audience = audience or None
         self._on_refused = on_refused
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="smallguard-tokens", daemon=True)
@@ -96,38 +106,78 @@ class TokenAuth(grpc.ServerInterceptor):
         if role is None:  # health, reflection
             return continuation(details)
         token = _bearer(details.invocation_metadata)
-        holder = None if token is None else self._tokens.get(hashlib.sha256(token.encode()).hexdigest())
+        holder, problem = self._holder(token) if token else (None, "")
         if holder is None:
             self._on_refused("unauthenticated", details.method)
             return _refuse(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required (metadata "
-                                                            "'authorization: Bearer <token>')")
+                                                            f"'authorization: Bearer <token>'){problem}")
         if role not in holder.roles and "admin" not in holder.roles:
             self._on_refused("permission_denied", details.method)
             return _refuse(grpc.StatusCode.PERMISSION_DENIED, f"token {holder.name!r} does not hold the role "
                                                               f"{role!r} that {details.method} needs")
         return continuation(details)
 
+    def _holder(self, token: str) -> tuple[Holder | None, str]:
+        """Who holds ``token``, or None and why not (never the token itself)."""
+        if self._jwks is not None and token.count(".") == 2:
+            try:
+                header = jwt.get_unverified_header(token)
+                key = self._jwks.value[header.get("kid", "")]
+                claims = jwt.decode(token, key.key, algorithms=[key.algorithm_name], audience=self._audience,
+                                    options={"require": ["exp", "sub"]})
+            except (jwt.PyJWTError, KeyError) as exc:
+                reason = "its key is not in the key set" if isinstance(exc, KeyError) else str(exc)
+                return None, f"; the JWT was refused: {reason}"
+            roles = claims.get("roles")
+            if not isinstance(roles, list):
+                return None, "; the JWT has no 'roles' list"
+            return Holder(str(claims["sub"]), frozenset(map(str, roles))), ""
+        if self._tokens is None:
+            return None, ""
+        return self._tokens.value.get(hashlib.sha256(token.encode()).hexdigest()), ""
+
     def close(self) -> None:
         self._stop.set()
 
+    def _watch(self) -> None:
+        while not self._stop.wait(_CHECK_EVERY_S):
+            for watched in self._files:
+                watched.refresh()
+
+
+class _Watched:
+    """A file's parsed content, parsed again when the file changes; a failed parse keeps the content before."""
+
+    def __init__(self, path: Path, reader: Callable[[Path], Any]) -> None:
+        self.path, self._reader = path, reader
+        self.value = reader(path)
+        self._stamp = self._stat()
+
     def _stat(self) -> tuple[int, int] | None:
         try:
-            stat = self._path.stat()
+            stat = self.path.stat()
         except OSError:
             return None
         return stat.st_mtime_ns, stat.st_size
 
-    def _watch(self) -> None:
-        while not self._stop.wait(_CHECK_EVERY_S):
-            stamp = self._stat()
-            if stamp == self._stamp:
-                continue
-            self._stamp = stamp
-            try:
-                self._tokens = read_tokens(self._path)
-                log.info("tokens file %s re-read: %d token(s)", self._path, len(self._tokens))
-            except TokenFileError as exc:
-                log.error("tokens file not re-read, the tokens read before stay: %s", exc)
+    def refresh(self) -> None:
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self.value = self._reader(self.path)
+            log.info("%s re-read", self.path)
+        except TokenFileError as exc:
+            log.error("tokens file not re-read, the tokens read before stay: %s", exc)
+
+
+def read_jwks(path: Path) -> jwt.PyJWKSet:
+    """The JSON Web Key Set in ``path``; TokenFileError naming the problem."""
+    try:
+        return jwt.PyJWKSet.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, jwt.PyJWTError) as exc:
+        raise TokenFileError(f"{path}: not a usable JSON Web Key Set: {exc}") from None
 
 
 def _bearer(metadata: Any) -> str | None:

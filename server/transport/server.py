@@ -44,8 +44,10 @@ class GuardServer:
         self._pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="smallguard-rpc")
         interceptors: list[grpc.ServerInterceptor] = []
         self._auth = None
-        if settings.tokens_file:  # first: a refused call does no other work
-            self._auth = TokenAuth(Path(settings.tokens_file), guard.record_refused_call)
+        if settings.tokens_file or settings.jwks_file:  # first: a refused call does no other work
+            self._auth = TokenAuth(Path(settings.tokens_file) if settings.tokens_file else None,
+                                   Path(settings.jwks_file) if settings.jwks_file else None, settings.jwt_audience,
+                                   guard.record_refused_call)
             interceptors.append(self._auth)
         if tracing:  # the server span of each call, continuing the caller's W3C trace context
             # Health probes and reflection every few seconds would drown the traces.

@@ -5,13 +5,17 @@ message or log repeats a token."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -114,3 +118,65 @@ def test_a_bad_tokens_file_is_refused_naming_the_entry(tmp_path: Path, text: str
     path.write_text(text)
     with pytest.raises(TokenFileError, match=problem.replace("[", r"\[").replace("]", r"\]")):
         read_tokens(path)
+
+
+# ------------------------------------------------------------------ JWTs against a JSON Web Key Set
+
+
+def _jwks(path: Path, *keys: tuple[str, Any]) -> None:
+    entries = []
+    for kid, key in keys:
+        jwk = jwt.algorithms.ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+        entries.append({**jwk, "kid": kid, "alg": "ES256", "use": "sig"})
+    path.write_text(json.dumps({"keys": entries}))
+
+
+def _jwt(key: Any, kid: str, roles: list[str], *, expires_in: float = 300, audience: str = "smallguard",
+         sub: str = "billing-job") -> str:
+    claims = {"sub": sub, "roles": roles, "aud": audience, "exp": int(time.time() + expires_in)}
+    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid})
+
+
+def test_jwts_signed_by_a_key_of_the_set_are_accepted_with_their_roles(tmp_path: Path) -> None:
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    jwks = tmp_path / "jwks.json"
+    _jwks(jwks, ("k1", key))
+    server = create_server(Settings(host="127.0.0.1", port=0, model_repository=MODELS, jwks_file=str(jwks),
+                                    jwt_audience="smallguard"))
+    server.start()
+    address = f"127.0.0.1:{server.port}"
+    pixels = digits_rows()[0]["pixels"]
+    try:
+        with Client(address, token=_jwt(key, "k1", ["predict"])) as client:
+            answer = client.predict("digits", pixels=pixels, request_id="jwt-1")
+            with pytest.raises(CallError) as caught:
+                client.feedback("jwt-1", label=answer.label)
+        assert caught.value.code == "PERMISSION_DENIED" and "'billing-job'" in caught.value.message
+        refusals = {
+            "expired": (_jwt(key, "k1", ["predict"], expires_in=-60), "Signature has expired"),
+            "forged": (_jwt(other, "k1", ["predict"]), "Signature verification failed"),
+            "unknown key": (_jwt(other, "k9", ["predict"]), "its key is not in the key set"),
+            "audience": (_jwt(key, "k1", ["predict"], audience="someone-else"), "Audience doesn't match"),
+            "no roles": (jwt.encode({"sub": "x", "aud": "smallguard", "exp": int(time.time()) + 60}, key,
+                                    algorithm="ES256", headers={"kid": "k1"}), "no 'roles' list"),
+        }
+        for case, (token, reason) in refusals.items():
+            with Client(address, token=token) as client, pytest.raises(CallError) as caught:
+                client.models()
+            assert caught.value.code == "UNAUTHENTICATED" and reason in caught.value.message, case
+            assert token not in caught.value.message
+        # key rotation: the set is re-read; tokens of the old key stop working, the new key's work
+        _jwks(jwks, ("k2", other))
+        deadline = time.monotonic() + 10
+        with Client(address, token=_jwt(other, "k2", ["feedback", "predict"])) as client:
+            while True:
+                try:
+                    assert client.feedback("jwt-1", label=answer.label).correct
+                    break
+                except CallError:
+                    assert time.monotonic() < deadline, "the new key set was not read within 10 s"
+                    time.sleep(0.1)
+        with Client(address, token=_jwt(key, "k1", ["predict"])) as client, pytest.raises(CallError):
+            client.models()
+    finally:
+        server.stop(0)
