@@ -40,7 +40,7 @@ from smallguard.server.observability.instruments import GuardMetrics
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("smallguard")
 # Kept back from the caller's deadline for the response to reach it (and a timeout's own lateness).
-DEADLINE_MARGIN_S = 0.025
+DEADLINE_MARGIN_S = 0.05
 
 
 @dataclass
