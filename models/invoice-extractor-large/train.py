@@ -19,7 +19,6 @@ them again, identically.
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -92,10 +91,7 @@ def main() -> None:
         print(f"{name:<22} large {small.accuracy(sess, records)['document']:.4f}   "
               f"small {small.accuracy(small_sess, records)['document']:.4f}  (whole documents right)")
     print(f"done in {time.perf_counter() - started:.1f} s; calibrating with smallguard calibrate")
-    subprocess.run([sys.executable, "-m", "smallguard.server.cli", "calibrate", str(HERE),
-                    "--data", str(HERE / "data" / "calibration.jsonl"), "--test", str(HERE / "data" / "test.jsonl"),
-                    "--method", "auto", "--target-risk", str(TARGET_RISK), "--delta", str(DELTA),
-                    "--report", str(HERE / "report")], check=True)
+    small.calibrate(HERE, TARGET_RISK, DELTA)
 
 
 if __name__ == "__main__":

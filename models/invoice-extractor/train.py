@@ -145,10 +145,16 @@ def main() -> None:
         scores = accuracy(sess, data[split])
         print(f"{split:<12}" + "".join(f"{scores[name]:>16.4f}" for name in (*adapter.FIELDS, "document")))
     print(f"done in {time.perf_counter() - started:.1f} s; calibrating with smallguard calibrate")
-    subprocess.run([sys.executable, "-m", "smallguard.server.cli", "calibrate", str(HERE),
-                    "--data", str(HERE / "data" / "calibration.jsonl"), "--test", str(HERE / "data" / "test.jsonl"),
-                    "--method", "auto", "--target-risk", str(TARGET_RISK), "--delta", str(DELTA),
-                    "--report", str(HERE / "report")], check=True)
+    calibrate(HERE, TARGET_RISK, DELTA)
+
+
+def calibrate(folder: Path, target_risk: float, delta: float) -> None:
+    """``smallguard calibrate`` on the bundle in ``folder``: its data/calibration.jsonl, tested on data/test.jsonl
+    (also used by invoice-extractor-large/train.py)."""
+    subprocess.run([sys.executable, "-m", "smallguard.server.cli", "calibrate", str(folder),
+                    "--data", str(folder / "data" / "calibration.jsonl"), "--test", str(folder / "data" / "test.jsonl"),
+                    "--method", "auto", "--target-risk", str(target_risk), "--delta", str(delta),
+                    "--report", str(folder / "report")], check=True)
 
 
 if __name__ == "__main__":

@@ -84,8 +84,7 @@ class Guard:
     def predict(self, call: PredictCall) -> PredictOutcome:
         """One prediction, one decision. Raises ModelNotFoundError, InvalidInputError or DeadlineExpiredError."""
         started = time.perf_counter()
-        if call.deadline is not None and time.monotonic() >= call.deadline:
-            raise _expired()
+        _refuse_if_expired(call.deadline)
         model = self._repository.get(call.model, call.version)
         with self._metrics.in_flight(model.spec.name, model.spec.version):
             outcome = self._predict(call, model)
@@ -159,9 +158,7 @@ class Guard:
         decision each, in order. An item that cannot be served (given as, or found to be, a GuardError)
         keeps its error and the others are served. Raises ModelNotFoundError for the batch's model."""
         started = time.perf_counter()
-        if calls and isinstance(calls[0], PredictCall) and calls[0].deadline is not None \
-                and time.monotonic() >= calls[0].deadline:
-            raise _expired()
+        _refuse_if_expired(next((c.deadline for c in calls if isinstance(c, PredictCall)), None))  # one per call
         loaded = self._repository.get(model, version)
         spec = loaded.spec
         results: list[PredictOutcome | GuardError] = list(calls)
@@ -296,9 +293,11 @@ class Guard:
         self._runner.close()
 
 
-def _expired() -> DeadlineExpiredError:
-    return DeadlineExpiredError("the caller's deadline passed while the request waited for a thread; it was "
-                                "not served (the server is overloaded, or the deadline too short)")
+def _refuse_if_expired(deadline: float | None) -> None:
+    """Raise DeadlineExpiredError when the caller's deadline has passed: nobody waits for the work any more."""
+    if deadline is not None and time.monotonic() >= deadline:
+        raise DeadlineExpiredError("the caller's deadline passed while the request waited for a thread; it was "
+                                   "not served (the server is overloaded, or the deadline too short)")
 
 
 def _trace_id(span: trace.Span) -> str:
