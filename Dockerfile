@@ -13,7 +13,11 @@ COPY client ./client
 COPY models ./models
 RUN pip install . && rm -rf /src
 
-RUN useradd --system --uid 10001 --no-create-home smallguard
+RUN useradd --system --uid 10001 --no-create-home smallguard \
+    && mkdir -p /var/lib/smallguard && chown 10001 /var/lib/smallguard
+# The store's default SQLite file: mount a volume here to keep it, or give --store postgresql://...
+ENV XDG_STATE_HOME=/var/lib/smallguard
+VOLUME /var/lib/smallguard
 USER 10001
 EXPOSE 50051
 # Probe with any gRPC health client, e.g. grpc_health_probe -addr=:50051 (Kubernetes: grpc probe).

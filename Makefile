@@ -18,6 +18,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	scripts/install-prometheus.sh
+	scripts/install-postgresql.sh
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest $(ARGS)

@@ -24,10 +24,11 @@ from smallguard.server.core.tiers import Tier
 from smallguard.server.core.verifier_runner import VerifierRunner
 from smallguard.server.domain.errors import BundleError
 from smallguard.server.domain.tier_spec import BundleTarget, TierSpec
-from smallguard.server.observability.feedback import Feedback, PredictionRecord
+from smallguard.server.observability.feedback import Feedback
 from smallguard.server.observability.instruments import GuardMetrics
 from smallguard.server.observability.telemetry import configure_metrics, tracing_enabled
 from smallguard.server.settings import Settings
+from smallguard.server.store import DecisionLog, default_store_url, open_store
 from smallguard.server.transport.guard_tier import GuardTier
 from smallguard.server.transport.server import GuardServer
 from smallguard.verifiers import VerifierRegistry
@@ -62,28 +63,31 @@ def build_guard(settings: Settings, *, registry: VerifierRegistry | None = None,
     """Discover verifiers and load the bundles: the core, ready for any transport.
 
     ``bundles``: these bundle folders instead of every bundle of the model repository.
-    ``meter_provider``: where metrics go (None: nowhere). ``keep_feedback``: keep the record of
-    predictions that the Feedback call matches (a server does; an offline replay need not).
+    ``meter_provider``: where metrics go (None: nowhere). ``keep_feedback``: log every decision to the
+    store, which the Feedback call matches (a server does; an offline replay need not).
     """
     registry = VerifierRegistry.discover() if registry is None else registry
-    if settings.feedback_capacity < 1 or settings.feedback_max_age_seconds <= 0:
-        raise ValueError(f"--feedback-capacity must be >= 1 and --feedback-max-age-seconds > 0, got "
-                         f"{settings.feedback_capacity} and {settings.feedback_max_age_seconds}")
+    if settings.decision_log_capacity < 1 or settings.store_retention_days <= 0:
+        raise ValueError(f"--decision-log-capacity must be >= 1 and --store-retention-days > 0, got "
+                         f"{settings.decision_log_capacity} and {settings.store_retention_days}")
     threads = settings.intra_op_threads
     repository = (load_repository(settings.model_repository, registry, threads) if bundles is None
                   else load_models(bundles, registry, threads))
     metrics = GuardMetrics.from_provider(meter_provider)
     metrics.watch_drift(model.drift for model in repository if model.drift is not None)
-    feedback = None
+    feedback = decisions = None
     if keep_feedback:
-        record = PredictionRecord(settings.feedback_capacity, settings.feedback_max_age_seconds)
-        feedback = Feedback(repository.specs(), metrics, record)
+        store = open_store(settings.store or default_store_url())
+        decisions = DecisionLog(store, capacity=settings.decision_log_capacity,
+                                retention_days=settings.store_retention_days)
+        feedback = Feedback(repository.specs(), metrics, store, decisions)
         metrics.watch_feedback(feedback.summaries)
+        metrics.watch_decision_log(decisions)
     pauses = GcPauses()
     pauses.install()
     runner = VerifierRunner(settings.verifier_threads, pauses)
     cascades = build_cascades(repository, runner, metrics)
-    return Guard(repository, runner, metrics, feedback, cascades)
+    return Guard(repository, runner, metrics, feedback, cascades, decisions)
 
 
 def build_cascades(repository: ModelRepository, runner: VerifierRunner, metrics: GuardMetrics) -> dict[str, Cascade]:

@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("SMALLGUARD_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the store's migrations: its INFO lines tell nothing
     try:
         settings = _settings(args)
     except ValueError as exc:
@@ -97,6 +98,18 @@ def serve_command(settings: Settings) -> int:
     return 0
 
 
+def _start_worker(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A worker process that gets SIGTERM if the supervisor dies without stopping it (SIGKILL, a crash): no
+    orphan keeps serving the port and writing the store on its own (Linux's PR_SET_PDEATHSIG)."""
+    return subprocess.Popen(command, env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
 def _supervise(settings: Settings) -> int:
     """Run N single-worker processes on one port; forward SIGTERM; restart a crashed one."""
     if settings.port == 0:
@@ -115,7 +128,7 @@ def _supervise(settings: Settings) -> int:
         return 2
     if settings.metrics_port:
         log.info("worker metrics on ports %d..%d", settings.metrics_port, settings.metrics_port + settings.workers - 1)
-    workers = [subprocess.Popen(command, env=envs[i]) for i in range(settings.workers)]
+    workers = [_start_worker(command, envs[i]) for i in range(settings.workers)]
     started = [time.monotonic()] * settings.workers
     stopping = threading.Event()
 
@@ -137,7 +150,7 @@ def _supervise(settings: Settings) -> int:
                 on_signal(signal.SIGTERM, None)
                 break
             log.warning("worker %d exited with %d; starting another", worker.pid, code)
-            workers[i], started[i] = subprocess.Popen(command, env=envs[i]), time.monotonic()
+            workers[i], started[i] = _start_worker(command, envs[i]), time.monotonic()
         stopping.wait(0.5)
     # A worker ended by the SIGTERM we forwarded (before its handler was installed) stopped cleanly.
     codes = [0 if code == -signal.SIGTERM else code for code in (worker.wait() for worker in workers)]

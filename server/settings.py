@@ -44,8 +44,16 @@ class Settings:
     metrics_host: str = field(default="127.0.0.1", metadata={
         "env": "SMALLGUARD_METRICS_HOST", "help": "address the /metrics endpoint binds: loopback unless told "
                                                   "otherwise (0.0.0.0 for a Prometheus on another machine)"})
-    feedback_capacity: int = field(default=50_000, metadata={
-        "env": "SMALLGUARD_FEEDBACK_CAPACITY", "help": "recent predictions kept per process for Feedback to match"})
+    store: str = field(default="", metadata={
+        "env": "SMALLGUARD_STORE", "help": "database of decisions, feedback and review cases: sqlite:///PATH or "
+                                           "postgresql://USER:PASSWORD@HOST/DB (default: a SQLite file in "
+                                           "$XDG_STATE_HOME/smallguard, else ~/.local/state/smallguard)"})
+    store_retention_days: float = field(default=30.0, metadata={
+        "env": "SMALLGUARD_STORE_RETENTION_DAYS", "help": "decisions (and their feedback) older than this are "
+                                                          "deleted"})
+    decision_log_capacity: int = field(default=10_000, metadata={
+        "env": "SMALLGUARD_DECISION_LOG_CAPACITY", "help": "decisions buffered per process while the store is "
+                                                           "slow or down; past it new ones are dropped (counted)"})
     tls_cert: str = field(default="", metadata={
         "env": "SMALLGUARD_TLS_CERT", "help": "PEM certificate chain: serve gRPC over TLS (with --tls-key; re-read "
                                               "when the files change)"})
@@ -64,8 +72,6 @@ class Settings:
                                                "their 'roles' claim (re-read when it changes)"})
     jwt_audience: str = field(default="", metadata={
         "env": "SMALLGUARD_JWT_AUDIENCE", "help": "the 'aud' a JWT must name (empty: not checked)"})
-    feedback_max_age_seconds: float = field(default=86_400.0, metadata={
-        "env": "SMALLGUARD_FEEDBACK_MAX_AGE_SECONDS", "help": "older predictions leave the Feedback record"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -86,7 +92,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _TYPES: dict[str, Callable[[str], object]] = {
     "host": str, "metrics_host": str, "tokens_file": str, "jwks_file": str, "jwt_audience": str, "tls_cert": str,
     "tls_key": str, "tls_client_ca": str, "model_repository": Path, "grace_seconds": float, "drain_seconds": float,
-    "feedback_max_age_seconds": float,
+    "store": str, "store_retention_days": float,
 }
 
 

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from smallguard.server.settings import Settings
 from smallguard.server.transport.server import GuardServer
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
+from tests.postgres import Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -40,6 +42,38 @@ TEST = DIGITS / "data" / "test.jsonl"
 SMALLGUARD = [sys.executable, "-m", "smallguard.server.cli"]
 
 _EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No server of the tests keeps its default store in the user's ~/.local/state, not even one a module-scoped
+    fixture starts before the function-scoped fixtures run."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("session-state")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _own_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test's servers (in process, or `smallguard serve` processes, which inherit the environment) keep
+    their default store in a folder of the test's own."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """A private PostgreSQL server for the session (tests/postgres.py)."""
+    cluster = Cluster(free_port())
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty store on each engine: a SQLite file, and a new database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    return request.getfixturevalue("postgres").database()
 
 
 def free_port() -> int:
@@ -62,6 +96,7 @@ def serving(*args: str, port: int, metrics_port: int | None = None) -> Iterator[
         finally:
             if process.poll() is None:
                 process.kill()
+                process.wait(timeout=30)
 
 
 def _wait_until_serving(process: subprocess.Popen[str], port: int, timeout: float = 60.0) -> None:
@@ -109,7 +144,9 @@ class Running:
 
 
 def start_server(repository: Path, **overrides: object) -> Running:
-    """A real server on a free loopback port, and a client channel to it."""
+    """A real server on a free loopback port, and a client channel to it; with a store of its own unless
+    ``store`` is given."""
+    overrides.setdefault("store", f"sqlite:///{tempfile.mkdtemp(prefix='smallguard-store-')}/store.sqlite3")
     settings = Settings(host="127.0.0.1", port=0, model_repository=repository, **overrides)  # type: ignore[arg-type]
     server = create_server(settings)
     server.start()

@@ -56,7 +56,7 @@ def read_bundle(folder: Path, require_calibration: bool = True) -> BundleSpec:
 def _parse(folder: Path, doc: _Reader, require_calibration: bool) -> BundleSpec:
     doc.only({"name", "version", "kind", "description", "model", "inputs", "output", "labels",
               "calibration", "uncalibrated", "policy", "verifiers", "adapter", "fields",
-              "feedback", "drift", "escalation"})
+              "feedback", "drift", "escalation", "decision_log"})
     name = doc.text("name")
     if not NAME_PATTERN.match(name):
         doc.fail("name", f"{name!r} is not a valid model name; use lower-case letters, digits, '.', '_', '-'")
@@ -110,6 +110,7 @@ def _parse(folder: Path, doc: _Reader, require_calibration: bool) -> BundleSpec:
         feedback=_feedback(doc.section("feedback", required=False)),
         drift=_drift(doc.section("drift", required=False)),
         escalation=_escalation(doc, name),
+        log_inputs=_decision_log(doc.section("decision_log", required=False)),
         adapter_path=adapter_path,
         fields=fields,
     )
@@ -205,6 +206,13 @@ def _feedback(section: _Reader) -> FeedbackPolicy:
         section.fail("min_labelled", f"{values['min_labelled']} is more than the window of {values['window']}: "
                                      "the drift test could never run")
     return FeedbackPolicy(**values)
+
+
+def _decision_log(section: _Reader) -> str:
+    """How much of each input the decision log keeps: none, its SHA-256 (the default: proves which input without
+    keeping it), or all of it (invoices can be sensitive: choose knowingly)."""
+    section.only({"inputs"})
+    return section.choice("inputs", ("none", "hash", "full"), default="hash")
 
 
 def _drift(section: _Reader) -> DriftPolicy:

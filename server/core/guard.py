@@ -40,6 +40,7 @@ from smallguard.server.domain.tier_spec import TierSpec
 from smallguard.server.observability import drift
 from smallguard.server.observability.feedback import Feedback, FeedbackCall, FeedbackResult, FeedbackSummary
 from smallguard.server.observability.instruments import GuardMetrics
+from smallguard.server.store import DecisionLog
 from smallguard.verifiers import Status
 
 log = logging.getLogger(__name__)
@@ -67,16 +68,18 @@ class ModelReport:
 class Guard:
     """The protocol-neutral facade over the loaded models and everything that watches them.
 
-    Every collaborator is passed in, built by ``smallguard.server.assembly``; ``feedback`` is None
-    for a guard that keeps no record of its predictions (``smallguard evaluate``).
+    Every collaborator is passed in, built by ``smallguard.server.assembly``; ``decisions`` and ``feedback``
+    are None for a guard that keeps no record of its predictions (``smallguard evaluate``).
     """
 
     def __init__(self, repository: ModelRepository, runner: VerifierRunner, metrics: GuardMetrics,
-                 feedback: Feedback | None, cascades: Mapping[str, Cascade] | None = None) -> None:
+                 feedback: Feedback | None, cascades: Mapping[str, Cascade] | None = None,
+                 decisions: DecisionLog | None = None) -> None:
         self._repository = repository
         self._runner = runner
         self._metrics = metrics
         self._feedback = feedback
+        self._decisions = decisions
         self._cascades = dict(cascades or {})  # model name -> its escalation tiers (bundles that have some)
 
     # ------------------------------------------------------------------------------ Predict
@@ -91,8 +94,8 @@ class Guard:
             if outcome.decision is Decision.ESCALATE and model.spec.escalation:
                 outcome = self._escalate(call, model, outcome)
         self._metrics.record_prediction(outcome, time.perf_counter() - started)
-        if self._feedback is not None:
-            self._feedback.remember(outcome)
+        if self._decisions is not None:
+            self._decisions.append(call, outcome, model.spec.log_inputs)
         return outcome
 
     def _predict(self, call: PredictCall, model: LoadedModel) -> PredictOutcome:
@@ -179,11 +182,11 @@ class Guard:
             with self._metrics.in_flight(spec.name, spec.version, len(served)):
                 self._serve_batch(loaded, served, len(calls), results)
         elapsed = (time.perf_counter() - started) / max(len(served), 1)  # each item's share of the call
-        for result in results:
+        for call, result in zip(calls, results, strict=True):
             if isinstance(result, PredictOutcome):
                 self._metrics.record_prediction(result, elapsed)
-                if self._feedback is not None:
-                    self._feedback.remember(result)
+                if self._decisions is not None:
+                    self._decisions.append(call if isinstance(call, PredictCall) else None, result, spec.log_inputs)
         return results
 
     def _serve_batch(self, loaded: LoadedModel, served: list[tuple[int, PredictCall, dict[str, np.ndarray]]],
@@ -287,10 +290,19 @@ class Guard:
         """The escalation tiers of model ``name`` (None when it has none, or this guard calls none)."""
         return self._cascades.get(name)
 
+    def on_store_health(self, listener: Callable[[bool, str], None]) -> None:
+        """Call ``listener(up, reason)`` whenever the store starts or stops taking the decision log's writes."""
+        if self._decisions is not None:
+            self._decisions.subscribe(listener)
+
     def close(self) -> None:
+        """Stop the tiers and the verifier threads; write the decisions still buffered, then let the store go."""
         for cascade in self._cascades.values():
             cascade.close()
         self._runner.close()
+        if self._decisions is not None:
+            self._decisions.close()
+            self._decisions.store.close()
 
 
 def _refuse_if_expired(deadline: float | None) -> None:

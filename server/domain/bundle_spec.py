@@ -90,6 +90,7 @@ class BundleSpec:
     feedback: FeedbackPolicy = field(default_factory=FeedbackPolicy)
     drift: DriftPolicy = field(default_factory=DriftPolicy)
     escalation: tuple[TierSpec, ...] = ()  # tried in order while the decision is ESCALATE
+    log_inputs: str = "hash"  # decision_log.inputs: how much of each input the decision log keeps (none, hash, full)
 
     @property
     def file(self) -> Path:

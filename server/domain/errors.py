@@ -59,6 +59,11 @@ class FeedbackConflictError(GuardError):
     """Feedback with another truth was already recorded for that request (maps to ALREADY_EXISTS)."""
 
 
+class StoreError(GuardError):
+    """The store cannot be opened, reached or used (maps to UNAVAILABLE: the call may be sent again). The message
+    names the store, never its password."""
+
+
 class BundleError(GuardError):
     """A bundle cannot be loaded; the message names the file and the problem."""
 

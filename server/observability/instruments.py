@@ -24,6 +24,7 @@ from smallguard.server.domain.predictions import PredictOutcome
 if TYPE_CHECKING:
     from smallguard.server.observability.drift import DriftMonitor
     from smallguard.server.observability.feedback.collector import FeedbackSummary
+    from smallguard.server.store import DecisionLog
 
 MODEL = "smallguard.model.name"
 VERSION = "smallguard.model.version"
@@ -105,7 +106,8 @@ class GuardMetrics:
             ("smallguard.predict.errors", self._errors, "{request}",
              "Predict requests, and PredictBatch calls and items, rejected with a gRPC status, by status code name"),
             ("smallguard.feedback.received", self._feedback, "{feedback}",
-             "Feedback calls by outcome: matched, duplicate, unknown_request, expired, invalid, conflict"),
+             "Feedback calls by outcome: matched, duplicate, unknown_request, expired, invalid, conflict, "
+             "store_error"),
             ("smallguard.tier.outcomes", self._tier_outcomes, "{request}",
              "Requests the cascade sent on to each escalation tier, by outcome: answer, declined (the tier's answer "
              "did not stand), error, circuit_open, busy (at its concurrency limit), no_time"),
@@ -181,6 +183,24 @@ class GuardMetrics:
         for name, unit, read, description in _FEEDBACK_GAUGES:
             self._meter.create_observable_gauge(name, callbacks=[_observe(source, read)], unit=unit,
                                                 description=description)
+
+    def watch_decision_log(self, log: DecisionLog) -> None:
+        """Register the store's instruments, read from the decision log whenever metrics are collected."""
+        for name, read, description in (
+            ("smallguard.store.decisions.written", lambda: log.written_rows, "Decisions written to the store"),
+            ("smallguard.store.decisions.dropped", lambda: log.dropped,
+             "Decisions not logged because the buffer was full while the store was slow or down"),
+            ("smallguard.store.write_errors", lambda: log.failed_writes,
+             "Decision-log writes the store refused or did not answer (each is retried)"),
+        ):
+            self._meter.create_observable_counter(name, callbacks=[_constant(read)], unit="{decision}"
+                                                  if "decisions" in name else "{write}", description=description)
+        self._meter.create_observable_gauge("smallguard.store.up", callbacks=[_constant(lambda: int(log.up))],
+                                            unit="1", description="1 while the store takes the decision log's "
+                                                                  "writes, 0 while they fail")
+        self._meter.create_observable_up_down_counter(
+            "smallguard.store.decisions.pending", callbacks=[_constant(lambda: log.pending)], unit="{decision}",
+            description="Decisions buffered in memory, not yet written to the store")
 
     def record_feedback(self, outcome: str, model: str = "", model_version: str = "") -> None:
         """One Feedback call; the model only when the request id matched a recorded prediction."""
@@ -267,6 +287,13 @@ _NOTHING = nullcontext()
 
 def _bump(counts: dict[tuple[str, ...], int], values: tuple[str, ...]) -> None:
     counts[values] = counts.get(values, 0) + 1
+
+
+def _constant(read: Callable[[], float]) -> Callable[[CallbackOptions], list[Observation]]:
+    """A callback that observes ``read()`` with no attributes."""
+    def callback(_options: CallbackOptions) -> list[Observation]:
+        return [Observation(read())]
+    return callback
 
 
 def _observe(source: Callable[[], Iterable[FeedbackSummary]],

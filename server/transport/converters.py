@@ -20,6 +20,7 @@ from smallguard.server.domain.errors import (
     InvalidInputError,
     ModelNotFoundError,
     RequestNotFoundError,
+    StoreError,
     echoed,
 )
 from smallguard.server.domain.predictions import (
@@ -64,6 +65,7 @@ _STATUS_OF: tuple[tuple[type[GuardError], grpc.StatusCode], ...] = (
     (FeedbackConflictError, grpc.StatusCode.ALREADY_EXISTS),
     (FeedbackOffError, grpc.StatusCode.FAILED_PRECONDITION),
     (DeadlineExpiredError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (StoreError, grpc.StatusCode.UNAVAILABLE),
 )
 
 

@@ -26,6 +26,8 @@ from smallguard.server.transport.tls import CertificateFiles
 
 log = logging.getLogger(__name__)
 
+STORE_HEALTH = "smallguard.store"  # the health service name that follows the store
+
 # grpc's own limit sits well above --max-request-bytes so that the service, not the
 # transport, answers an oversized request (with a message that names the limit).
 _TRANSPORT_LIMIT = 64 * 1024 * 1024
@@ -91,6 +93,9 @@ class GuardServer:
         # A drifted model's own service reports NOT_SERVING (it still answers; overall health stays SERVING).
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         self._guard.on_drift_change(lambda name, drifted: self.health.set(name, not_serving if drifted else serving))
+        # The store's own service says whether decisions are being logged (Predict serves either way).
+        self.health.set(STORE_HEALTH, serving)
+        self._guard.on_store_health(lambda up, _reason: self.health.set(STORE_HEALTH, serving if up else not_serving))
         log.info("serving %d model(s) on %s (port %d)", len(names), self._settings.address, self._port)
 
     def stop(self, grace: float | None = None, drain: float = 0.0) -> None:

@@ -1,6 +1,5 @@
-"""Ground truth for past predictions: the record they are matched against (``record``), the per-model
-accuracy tallies and the Feedback call (``collector``), and the statistics that judge calibration
-against the truth (``stats``)."""
+"""Ground truth for past predictions: the Feedback call and the per-model accuracy tallies over the store
+(``collector``), and the statistics that judge calibration against the truth (``stats``)."""
 
 from smallguard.server.observability.feedback.collector import (
     Feedback,
@@ -8,7 +7,6 @@ from smallguard.server.observability.feedback.collector import (
     FeedbackResult,
     FeedbackSummary,
 )
-from smallguard.server.observability.feedback.record import PredictionRecord
 from smallguard.server.observability.feedback.stats import AccuracyCheck, check_accuracy
 
 __all__ = [
@@ -17,6 +15,5 @@ __all__ = [
     "FeedbackCall",
     "FeedbackResult",
     "FeedbackSummary",
-    "PredictionRecord",
     "check_accuracy",
 ]

@@ -1,11 +1,18 @@
-"""Ground-truth feedback: match it to a recorded prediction, judge it, tally answered ones per model.
+"""Ground-truth feedback: match it to a logged decision, judge it, tally answered ones per model.
 
 Protocol-neutral like the guard. Whether a prediction was right is ``domain.judge``'s answer; on
 the wire an empty true value means the document has no such field.
 
+Decisions and feedback live in the store, so any worker or replica matches any request id and the
+tallies count every worker's feedback. A decision reaches the store a flush interval after its
+response (the decision log writes off the request path): a feedback that finds nothing first has this
+process's buffer written and waits briefly for the other processes' before it says "unknown".
+
 Feedback is idempotent per request id: the same truth sent again (a retry) is answered as
 before, marked a duplicate and not counted twice; a different truth for a request that already
-has feedback is a conflict (ALREADY_EXISTS) and the first truth stands.
+has feedback is a conflict (ALREADY_EXISTS) and the first truth stands. The store decides which came
+first (one feedback row per decision), so the rule holds across processes. A feedback is written
+before it is acknowledged.
 
 Only the model's own ANSWERed predictions enter the accuracy tally: the calibrated confidence is a
 promise about what the caller was allowed to use. An answer from an escalation tier is another
@@ -16,10 +23,12 @@ says whether the model was right).
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import deque
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from smallguard.server.domain.bundle_spec import BundleSpec, FeedbackPolicy
 from smallguard.server.domain.errors import (
@@ -27,13 +36,20 @@ from smallguard.server.domain.errors import (
     InvalidInputError,
     ModelNotFoundError,
     RequestNotFoundError,
+    StoreError,
     echoed,
 )
 from smallguard.server.domain.judge import judge
-from smallguard.server.domain.predictions import Decision, PredictOutcome
-from smallguard.server.observability.feedback.record import PredictionRecord, Recorded, Truth, Verdict
+from smallguard.server.domain.predictions import Decision
 from smallguard.server.observability.feedback.stats import AccuracyCheck, check_accuracy
 from smallguard.server.observability.instruments import GuardMetrics
+from smallguard.server.store import DecisionLog, FeedbackRow, Store, StoredDecision
+
+log = logging.getLogger(__name__)
+
+# a classifier's true label, or an extractor's true fields (name -> value, "" for absent)
+Truth = str | tuple[tuple[str, str], ...]
+SUMMARY_TTL_S = 1.0  # a tally read from the store serves GetModel and the gauges this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +58,7 @@ class FeedbackCall:
     model: str = ""  # optional: the model the caller believes served the request
     label: str = ""  # a classifier's true label
     fields: Mapping[str, str] | None = None  # an extractor's true fields ("" for absent)
+    source: str = "api"  # or "review": a person's resolution of a review case
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,92 +82,113 @@ class FeedbackSummary:
     policy: FeedbackPolicy
     accuracy: AccuracyCheck  # the prediction (a classifier's label, an extractor's document)
     fields: tuple[tuple[str, AccuracyCheck], ...]  # an extractor's fields, each against its own confidence
-    matched: int  # feedback matched since start, whatever the decision
+    matched: int  # feedback recorded for this model version, whatever the decision
+    unavailable: str = ""  # why the store could not be read (the figures are then the last ones read, or none)
 
     @property
     def explanation(self) -> str:
         p = self.policy
-        return self.accuracy.explain(p.tolerance, p.alpha, p.min_labelled)
+        verdict = self.accuracy.explain(p.tolerance, p.alpha, p.min_labelled)
+        return f"{verdict} (not current: {self.unavailable})" if self.unavailable else verdict
 
 
 @dataclass(frozen=True, slots=True)
-class _Scored:
+class _Verdict:
+    truth: Truth
     correct: bool
-    confidence: float
-    fields: tuple[tuple[str, bool, float], ...]
-
-
-class _Tally:
-    """The last ``window`` labelled answered predictions of one model."""
-
-    def __init__(self, window: int) -> None:
-        self.scored: deque[_Scored] = deque(maxlen=window)
-        self.matched = 0
+    wrong_fields: tuple[str, ...] = ()
 
 
 class Feedback:
-    """The record of recent predictions, the per-model tallies, and the Feedback call."""
+    """The Feedback call and the per-model accuracy summaries, over the store."""
 
-    def __init__(self, specs: Mapping[str, BundleSpec], metrics: GuardMetrics, record: PredictionRecord) -> None:
+    def __init__(self, specs: Mapping[str, BundleSpec], metrics: GuardMetrics, store: Store,
+                 decisions: DecisionLog, wait_s: float | None = None) -> None:
         self._specs = dict(specs)
         self._metrics = metrics
-        self.record = record
+        self._store = store
+        self._decisions = decisions
+        # how long a feedback waits for the decision to reach the store: other processes flush as often
+        self._wait_s = 4 * decisions.flush_interval_s + 0.1 if wait_s is None else wait_s
         self._lock = threading.Lock()
-        self._tallies = {name: _Tally(spec.feedback.window) for name, spec in self._specs.items()}
-
-    def remember(self, outcome: PredictOutcome) -> None:
-        """Keep a prediction so that feedback can find it by request id."""
-        prediction = outcome.prediction
-        self.record.add(Recorded(
-            request_id=outcome.request_id, model=outcome.model, version=outcome.model_version,
-            kind=prediction.kind, decision=outcome.decision, confidence=outcome.confidence,
-            label=prediction.label,
-            fields={name: (f.value, f.confidence) for name, f in prediction.fields.items()},
-            at=self.record.now(), tier=outcome.answered_by if outcome.tiers and outcome.answered_by != outcome.model
-            else ""))
+        self._summaries: dict[str, tuple[float, FeedbackSummary]] = {}  # model -> (read at, summary)
 
     def submit(self, call: FeedbackCall) -> FeedbackResult:
-        """Judge ``call`` against its prediction. Raises RequestNotFoundError, InvalidInputError or
-        FeedbackConflictError; counts every call by outcome."""
-        try:
-            entry = self.record.get(call.request_id) if call.request_id else None
-        except RequestNotFoundError as exc:
-            self._metrics.record_feedback("expired" if exc.expired else "unknown_request")
-            raise
-        if entry is None:
+        """Judge ``call`` against its decision and record it. Raises RequestNotFoundError, InvalidInputError,
+        FeedbackConflictError or StoreError; counts every call by outcome."""
+        if not call.request_id:
             self._metrics.record_feedback("invalid")
             raise InvalidInputError("required: the request_id of the PredictResponse being judged", "request_id")
         try:
-            verdict = _judge(entry, call, self._spec(entry.model))
-            earlier = self.record.settle(entry, verdict)
-        except (InvalidInputError, RequestNotFoundError) as exc:
-            outcome = "invalid" if isinstance(exc, InvalidInputError) else "expired"
-            self._metrics.record_feedback(outcome, entry.model, entry.version)
+            entry = self._find(call.request_id)
+        except RequestNotFoundError:
+            self._metrics.record_feedback("unknown_request")
+            raise
+        except StoreError:
+            self._metrics.record_feedback("store_error")
+            raise
+        try:
+            spec = self._spec(entry.model)
+            verdict = _judge(entry, call, spec)
+            row = _row(entry, verdict, spec, call.source)
+            earlier = self._store.add_feedback(entry, row, datetime.now(UTC))
+        except LookupError:
+            self._metrics.record_feedback("expired", entry.model, entry.version)
+            raise RequestNotFoundError("the decision was removed by the store's retention (--store-retention-days) "
+                                       "while this feedback was judged", call.request_id, expired=True) from None
+        except (InvalidInputError, ModelNotFoundError) as exc:
+            self._metrics.record_feedback("invalid", entry.model, entry.version)
+            raise exc from None
+        except StoreError:
+            self._metrics.record_feedback("store_error", entry.model, entry.version)
             raise
         if earlier is not None and earlier.truth != verdict.truth:
             self._metrics.record_feedback("conflict", entry.model, entry.version)
             raise FeedbackConflictError(f"request_id {echoed(call.request_id)}: feedback was already recorded with "
                                         f"{_describe(earlier.truth)}; the first truth stands")
-        counted = earlier is None and entry.decision is Decision.ANSWER and not entry.tier
         if earlier is None:
-            self._count(entry, verdict, counted)
+            with self._lock:
+                self._summaries.pop(entry.model, None)  # this process's reads see its own feedback at once
         self._metrics.record_feedback("matched" if earlier is None else "duplicate", entry.model, entry.version)
-        return FeedbackResult(entry.request_id, entry.model, entry.version, entry.decision, verdict.correct,
-                              verdict.wrong_fields, counted, duplicate=earlier is not None)
+        return FeedbackResult(entry.request_id, entry.model, entry.version, Decision[entry.decision],
+                              verdict.correct, verdict.wrong_fields, row.counted and earlier is None,
+                              duplicate=earlier is not None)
+
+    def _find(self, request_id: str) -> StoredDecision:
+        entry = self._store.latest_decision(request_id)
+        if entry is not None:
+            return entry
+        # not yet written: ours first (it may be in this process's buffer), then the other processes'
+        deadline = time.monotonic() + self._wait_s
+        self._decisions.flush(self._wait_s)
+        while True:
+            entry = self._store.latest_decision(request_id)
+            if entry is not None:
+                return entry
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+        raise RequestNotFoundError(f"no decision with this id in the store {self._store.where}; expected the "
+                                   "request_id of a PredictResponse (decisions are kept for --store-retention-days)",
+                                   request_id, expired=False)
 
     def summary(self, model: str) -> FeedbackSummary:
-        """The model's feedback summary; ModelNotFoundError for an unknown model."""
+        """The model's feedback summary, at most SUMMARY_TTL_S old; ModelNotFoundError for an unknown model."""
         spec = self._spec(model)
+        now = time.monotonic()
         with self._lock:
-            tally = self._tallies[spec.name]
-            scored, matched = list(tally.scored), tally.matched
-        policy = spec.feedback
-        options = {"tolerance": policy.tolerance, "alpha": policy.alpha, "min_labelled": policy.min_labelled}
-        accuracy = check_accuracy([s.correct for s in scored], [s.confidence for s in scored], **options)
-        fields = tuple((name, check_accuracy([s.fields[i][1] for s in scored], [s.fields[i][2] for s in scored],
-                                             **options))
-                       for i, name in enumerate(spec.fields))
-        return FeedbackSummary(spec.name, spec.version, policy, accuracy, fields, matched)
+            cached = self._summaries.get(spec.name)
+        if cached is not None and now - cached[0] < SUMMARY_TTL_S:
+            return cached[1]
+        try:
+            scored, matched = self._store.tally(spec.name, spec.version, spec.feedback.window)
+        except StoreError as error:
+            stale = cached[1] if cached is not None else _summarise(spec, [], 0)
+            return replace(stale, unavailable=str(error))
+        summary = _summarise(spec, scored, matched)
+        with self._lock:
+            self._summaries[spec.name] = (now, summary)
+        return summary
 
     def summaries(self) -> list[FeedbackSummary]:
         return [self.summary(name) for name in sorted(self._specs)]
@@ -161,18 +199,28 @@ class Feedback:
             raise ModelNotFoundError(f"no model named {echoed(model)}; loaded models: {', '.join(sorted(self._specs))}")
         return spec
 
-    def _count(self, entry: Recorded, verdict: Verdict, counted: bool) -> None:
-        spec = self._specs[entry.model]
-        wrong = set(verdict.wrong_fields)
-        fields = tuple((name, name not in wrong, entry.fields.get(name, (None, 0.0))[1]) for name in spec.fields)
-        with self._lock:
-            tally = self._tallies[entry.model]
-            tally.matched += 1
-            if counted:
-                tally.scored.append(_Scored(verdict.correct, entry.confidence, fields))
+
+def _summarise(spec: BundleSpec, scored: list, matched: int) -> FeedbackSummary:
+    policy = spec.feedback
+    options = {"tolerance": policy.tolerance, "alpha": policy.alpha, "min_labelled": policy.min_labelled}
+    accuracy = check_accuracy([s.correct for s in scored], [s.confidence for s in scored], **options)
+    fields = []
+    for name in spec.fields:
+        scores = [next(((right, confidence) for n, right, confidence in s.field_scores if n == name), (False, 0.0))
+                  for s in scored]
+        fields.append((name, check_accuracy([right for right, _ in scores], [c for _, c in scores], **options)))
+    return FeedbackSummary(spec.name, spec.version, policy, accuracy, tuple(fields), matched)
 
 
-def _judge(entry: Recorded, call: FeedbackCall, spec: BundleSpec) -> Verdict:
+def _row(entry: StoredDecision, verdict: _Verdict, spec: BundleSpec, source: str) -> FeedbackRow:
+    wrong = set(verdict.wrong_fields)
+    scores = tuple((name, name not in wrong, entry.fields.get(name, (None, 0.0))[1]) for name in spec.fields)
+    counted = entry.decision == Decision.ANSWER.name and not entry.answered_by
+    return FeedbackRow(verdict.truth, verdict.correct, verdict.wrong_fields, counted, entry.confidence, scores,
+                       source)
+
+
+def _judge(entry: StoredDecision, call: FeedbackCall, spec: BundleSpec) -> _Verdict:
     """Is the recorded prediction right? Raises InvalidInputError for a truth that does not fit the model."""
     if call.model and call.model != entry.model:
         raise InvalidInputError(f"request {entry.request_id!r} was served by model {entry.model!r}, "
@@ -183,7 +231,7 @@ def _judge(entry: Recorded, call: FeedbackCall, spec: BundleSpec) -> Verdict:
         if call.label not in spec.labels:
             raise InvalidInputError(f"{echoed(call.label)} is not a label of model {entry.model!r}; expected one "
                                     f"of {', '.join(spec.labels)}", "label")
-        return Verdict(call.label, judge(spec, entry.label, call.label).correct)
+        return _Verdict(call.label, judge(spec, entry.label, call.label).correct)
     if call.label:
         raise InvalidInputError(f"model {entry.model!r} is an extractor: give the true fields, not a label", "label")
     truth = dict(call.fields or {})
@@ -197,7 +245,7 @@ def _judge(entry: Recorded, call: FeedbackCall, spec: BundleSpec) -> Verdict:
                                 f"{entry.model!r} (an empty value for one the document does not have)", "fields")
     predicted = {name: value for name, (value, _confidence) in entry.fields.items()}
     judgement = judge(spec, predicted, {name: truth[name] for name in spec.fields})
-    return Verdict(tuple((name, truth[name]) for name in spec.fields), judgement.correct, judgement.wrong_fields)
+    return _Verdict(tuple((name, truth[name]) for name in spec.fields), judgement.correct, judgement.wrong_fields)
 
 
 def _describe(truth: Truth) -> str:

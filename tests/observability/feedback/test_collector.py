@@ -2,12 +2,14 @@
 
 The models' specs are the shipped bundles' own (read from their bundle.yaml); the ONNX sessions
 are not needed, because feedback only reads what a prediction said, so the outcomes are built
-here as the guard would have returned them.
+here as the guard would have returned them and logged as the guard logs them. Every test runs on
+both stores: a SQLite file and a PostgreSQL database.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -18,8 +20,9 @@ from smallguard.server.bundle.bundle_file import read_bundle
 from smallguard.server.domain.bundle_spec import BundleSpec, FeedbackPolicy
 from smallguard.server.domain.errors import FeedbackConflictError, InvalidInputError, RequestNotFoundError
 from smallguard.server.domain.predictions import Decision, PredictOutcome
-from smallguard.server.observability.feedback import Feedback, FeedbackCall, PredictionRecord
+from smallguard.server.observability.feedback import Feedback, FeedbackCall
 from smallguard.server.observability.instruments import GuardMetrics
+from smallguard.server.store import DecisionLog, open_store
 from smallguard.verifiers import ExtractedField, ModelKind, Prediction
 from tests.conftest import DIGITS, MODELS, by, points
 
@@ -29,12 +32,34 @@ INVOICE = {"invoice_number": "INV-7", "date": "2024-03-01", "currency": "EUR", "
            "tax": "20.00", "total": "120.00"}
 
 
-def collector(*specs: BundleSpec, metrics: GuardMetrics | None = None) -> Feedback:
-    """A Feedback over ``specs`` with a record as large as the server's default, assembled as the server does."""
-    metrics = GuardMetrics() if metrics is None else metrics
-    feedback = Feedback({spec.name: spec for spec in specs}, metrics, PredictionRecord(50_000, 86_400.0))
-    metrics.watch_feedback(feedback.summaries)
-    return feedback
+class Logged(Feedback):
+    """A Feedback over a store, assembled as the server does, that can ``remember`` an outcome as Predict logs it."""
+
+    def __init__(self, specs: tuple[BundleSpec, ...], metrics: GuardMetrics, url: str) -> None:
+        store = open_store(url)
+        self.log = DecisionLog(store, flush_interval_s=0.01)
+        super().__init__({spec.name: spec for spec in specs}, metrics, store, self.log)
+        metrics.watch_feedback(self.summaries)
+
+    def remember(self, outcome: PredictOutcome) -> None:
+        self.log.append(None, outcome, "none")
+
+    def close(self) -> None:
+        self.log.close()
+        self.log.store.close()
+
+
+@pytest.fixture
+def collector(store_url: str) -> Iterator[Callable[..., Logged]]:
+    made: list[Logged] = []
+
+    def make(*specs: BundleSpec, metrics: GuardMetrics | None = None) -> Logged:
+        made.append(Logged(specs, GuardMetrics() if metrics is None else metrics, store_url))
+        return made[-1]
+
+    yield make
+    for feedback in made:
+        feedback.close()
 
 
 def digit(request_id: str, label: str, confidence: float, decision: Decision = Decision.ANSWER) -> PredictOutcome:
@@ -56,12 +81,12 @@ def reader() -> InMemoryMetricReader:
 
 
 @pytest.fixture
-def feedback(reader: InMemoryMetricReader) -> Feedback:
+def feedback(reader: InMemoryMetricReader, collector: Callable[..., Logged]) -> Logged:
     metrics = GuardMetrics.from_provider(MeterProvider(metric_readers=[reader]))
     return collector(DIGITS_SPEC, INVOICE_SPEC, metrics=metrics)
 
 
-def test_a_classifier_prediction_is_right_when_its_label_is_the_truth(feedback: Feedback) -> None:
+def test_a_classifier_prediction_is_right_when_its_label_is_the_truth(feedback: Logged) -> None:
     feedback.remember(digit("a", "3", 0.9))
     feedback.remember(digit("b", "5", 0.8))
     right = feedback.submit(FeedbackCall("a", label="3"))
@@ -75,7 +100,7 @@ def test_a_classifier_prediction_is_right_when_its_label_is_the_truth(feedback: 
     assert summary.matched == 2
 
 
-def test_only_answered_predictions_enter_the_tally(feedback: Feedback) -> None:
+def test_only_answered_predictions_enter_the_tally(feedback: Logged) -> None:
     feedback.remember(digit("abstained", "3", 0.4, Decision.ABSTAIN))
     feedback.remember(digit("escalated", "3", 0.99, Decision.ESCALATE))
     for request_id in ("abstained", "escalated"):
@@ -85,7 +110,7 @@ def test_only_answered_predictions_enter_the_tally(feedback: Feedback) -> None:
     assert (summary.accuracy.labelled, summary.matched) == (0, 2)
 
 
-def test_the_same_truth_again_is_a_duplicate_and_another_truth_a_conflict(feedback: Feedback) -> None:
+def test_the_same_truth_again_is_a_duplicate_and_another_truth_a_conflict(feedback: Logged) -> None:
     feedback.remember(digit("a", "3", 0.9))
     first = feedback.submit(FeedbackCall("a", label="3"))
     again = feedback.submit(FeedbackCall("a", label="3"))
@@ -95,7 +120,7 @@ def test_the_same_truth_again_is_a_duplicate_and_another_truth_a_conflict(feedba
     assert feedback.summary("digits").accuracy.labelled == 1
 
 
-def test_a_truth_that_does_not_fit_the_model_is_invalid_and_names_what_was_expected(feedback: Feedback) -> None:
+def test_a_truth_that_does_not_fit_the_model_is_invalid_and_names_what_was_expected(feedback: Logged) -> None:
     feedback.remember(digit("a", "3", 0.9))
     feedback.remember(invoice("inv", INVOICE, dict.fromkeys(INVOICE, 0.9), 0.8))
     cases = [
@@ -116,12 +141,12 @@ def test_a_truth_that_does_not_fit_the_model_is_invalid_and_names_what_was_expec
     assert feedback.submit(FeedbackCall("a", label="3")).correct
 
 
-def test_an_unknown_id_is_not_found(feedback: Feedback) -> None:
-    with pytest.raises(RequestNotFoundError, match="'missing': no prediction with this id"):
+def test_an_unknown_id_is_not_found(feedback: Logged) -> None:
+    with pytest.raises(RequestNotFoundError, match="'missing': no decision with this id in the store"):
         feedback.submit(FeedbackCall("missing", label="3"))
 
 
-def test_an_extraction_is_right_when_every_field_matches_exactly(feedback: Feedback) -> None:
+def test_an_extraction_is_right_when_every_field_matches_exactly(feedback: Logged) -> None:
     confidences = {"invoice_number": 0.99, "date": 0.95, "currency": 0.9, "subtotal": 0.8, "tax": 0.7, "total": 0.6}
     feedback.remember(invoice("right", {**INVOICE, "tax": None}, confidences, 0.5))
     feedback.remember(invoice("wrong", {**INVOICE, "total": "120.0"}, confidences, 0.4))
@@ -138,7 +163,7 @@ def test_an_extraction_is_right_when_every_field_matches_exactly(feedback: Feedb
     assert (fields["tax"].observed, fields["tax"].estimated) == (1.0, 0.7)
 
 
-def test_the_tally_slides_over_the_bundle_window() -> None:
+def test_the_tally_slides_over_the_bundle_window(collector: Callable[..., Logged]) -> None:
     small = replace(DIGITS_SPEC, feedback=FeedbackPolicy(tolerance=0.05, alpha=0.05, min_labelled=2, window=3))
     feedback = collector(small)
     for i, (truth, confidence) in enumerate([("0", 0.9), ("0", 0.9), ("3", 0.5), ("3", 0.6), ("3", 0.7)]):
@@ -149,7 +174,7 @@ def test_the_tally_slides_over_the_bundle_window() -> None:
     assert summary.accuracy.estimated == pytest.approx(0.6, abs=1e-15)
 
 
-def test_feedback_is_counted_by_outcome_and_the_gauges_read_the_tally(feedback: Feedback,
+def test_feedback_is_counted_by_outcome_and_the_gauges_read_the_tally(feedback: Logged,
                                                                       reader: InMemoryMetricReader) -> None:
     assert "smallguard.feedback.accuracy.observed" not in points(reader)  # no series before the first label
     for i in range(40):

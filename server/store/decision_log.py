@@ -1,0 +1,205 @@
+"""The decision log: every Predict outcome written to the store off the request path.
+
+A request only appends to a bounded in-memory buffer (a deque append, under a microsecond); a writer
+thread turns what piled up into rows and writes them in one transaction every ``flush_interval_s``.
+So a slow or absent database never slows Predict. What that costs, stated in the README:
+
+- while the store is down the buffer fills (``capacity`` decisions) and then new decisions are dropped
+  and counted (``dropped``); the writer keeps retrying and writes the buffer when the store is back;
+- decisions still in the buffer when the process is killed (SIGKILL, a crash) are lost: at most one
+  flush interval's worth in normal operation. A clean stop (SIGTERM) writes them first.
+
+Nothing in the buffer was acknowledged to anyone as stored: Feedback, which is, writes synchronously.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from smallguard.server.domain.errors import StoreError
+from smallguard.server.domain.predictions import PredictCall, PredictOutcome
+from smallguard.server.store.records import Store
+
+log = logging.getLogger(__name__)
+
+INPUT_POLICIES = ("none", "hash", "full")
+_PURGE_EVERY_S = 600.0
+
+
+class DecisionLog:
+    """A bounded buffer of decisions and the thread that writes it to ``store``.
+
+    Listeners given to ``subscribe`` hear every change between a store that takes writes and one that fails.
+    """
+
+    def __init__(self, store: Store, *, capacity: int = 10_000, flush_interval_s: float = 0.05,
+                 batch_rows: int = 1000, retention_days: float = 30.0) -> None:
+        if capacity < 1 or flush_interval_s <= 0 or batch_rows < 1 or retention_days <= 0:
+            raise ValueError("capacity and batch_rows must be >= 1, flush_interval_s and retention_days > 0")
+        self.store = store
+        self.capacity, self.flush_interval_s, self.batch_rows = capacity, flush_interval_s, batch_rows
+        self.retention = timedelta(days=retention_days)
+        self._listeners: list[Callable[[bool, str], None]] = []
+        self._pending: deque[tuple[int, PredictCall | None, PredictOutcome, str, float]] = deque()
+        self._seq = itertools.count(1)
+        self._written = 0  # the highest sequence number written (entries are written in order)
+        self._done = threading.Condition()
+        self._wake = threading.Event()
+        self._stopping = False
+        self.dropped = 0  # decisions refused because the buffer was full (the store slow or down)
+        self.written_rows = 0
+        self.failed_writes = 0
+        self.up = True
+        self.reason = ""
+        self._purged_at = 0.0
+        self._thread = threading.Thread(target=self._run, name="smallguard-decision-log", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------------ the request path
+
+    def append(self, call: PredictCall | None, outcome: PredictOutcome, inputs: str) -> None:
+        """Queue one decision; ``inputs`` (none, hash or full) says how much of the call's input is kept."""
+        if len(self._pending) >= self.capacity:
+            self.dropped += 1
+            return
+        self._pending.append((next(self._seq), call, outcome, inputs, time.time()))
+
+    # ------------------------------------------------------------------------------ control
+
+    def subscribe(self, listener: Callable[[bool, str], None]) -> None:
+        """Call ``listener(up, reason)`` whenever the store starts or stops taking the log's writes."""
+        self._listeners.append(listener)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every decision appended before this call is written; False if that took longer."""
+        target = self._pending[-1][0] if self._pending else 0
+        if target <= self._written:
+            return True
+        self._wake.set()
+        deadline = time.monotonic() + timeout_s
+        with self._done:
+            while self._written < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._done.wait(left)
+        return True
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Write what is buffered (within ``timeout_s``), then stop the writer."""
+        self.flush(timeout_s)
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout_s)
+        if self._pending:
+            log.warning("decision log: %d decisions were not written before the stop (the store %s: %s)",
+                        len(self._pending), self.store.where, self.reason or "too slow")
+
+    # ------------------------------------------------------------------------------ the writer
+
+    def _run(self) -> None:
+        backoff = self.flush_interval_s
+        while not self._stopping:
+            self._wake.wait(backoff if not self.up else self.flush_interval_s)
+            self._wake.clear()
+            while self._pending:
+                batch = [self._pending[i] for i in range(min(self.batch_rows, len(self._pending)))]
+                try:
+                    self.store.write_decisions([decision_row(*entry[1:]) for entry in batch])
+                except StoreError as error:
+                    self.failed_writes += 1
+                    self._health(False, str(error))
+                    backoff = min(max(backoff * 2, 0.1), 2.0)
+                    break
+                except Exception:  # a row that cannot be built must not stop the log: drop it, say so
+                    log.exception("decision log: a batch of %d decisions could not be written", len(batch))
+                    self.dropped += len(batch)
+                for _ in batch:
+                    self._pending.popleft()
+                self.written_rows += len(batch)
+                backoff = self.flush_interval_s
+                self._health(True, "")
+                with self._done:
+                    self._written = batch[-1][0]
+                    self._done.notify_all()
+            self._purge()
+
+    def _health(self, up: bool, reason: str) -> None:
+        if up != self.up:
+            if up:
+                log.info("decision log: the store %s takes writes again", self.store.where)
+            else:
+                log.error("decision log: %s; decisions are kept in memory (up to %d) and written when it is back",
+                          reason, self.capacity)
+            self.up, self.reason = up, reason
+            for listener in self._listeners:
+                listener(up, reason)
+
+    def _purge(self) -> None:
+        now = time.monotonic()
+        if now - self._purged_at < _PURGE_EVERY_S or not self.up:
+            return
+        self._purged_at = now
+        try:
+            removed = self.store.purge(datetime.now(UTC) - self.retention)
+        except StoreError as error:
+            log.warning("decision log: retention purge failed: %s", error)
+            return
+        if removed:
+            log.info("decision log: removed %d decisions older than %s", removed, self.retention)
+
+
+def decision_row(call: PredictCall | None, outcome: PredictOutcome, inputs: str, at: float) -> dict[str, Any]:
+    """The decisions table's columns for one outcome (built in the writer thread, not on the request path)."""
+    prediction = outcome.prediction
+    answered_by = outcome.answered_by if outcome.tiers and outcome.answered_by != outcome.model else ""
+    logged, value = _logged_input(call, inputs)
+    return {
+        "request_id": outcome.request_id, "model": outcome.model, "version": outcome.model_version,
+        "kind": prediction.kind.value, "decision": outcome.decision.name, "answered_by": answered_by,
+        "confidence": float(outcome.confidence), "raw_confidence": float(outcome.raw_confidence),
+        "threshold": float(outcome.threshold), "label": prediction.label,
+        "fields": {name: [f.value, float(f.confidence)] for name, f in prediction.fields.items()},
+        "reasons": [{"code": r.code.value, "verifier": r.verifier, "message": r.message} for r in outcome.reasons],
+        "verifiers": [{"name": v.name, "status": v.status.value, "message": v.message} for v in outcome.verifiers],
+        "tiers": [{"name": t.name, "kind": t.kind, "decision": t.decision.name, "confidence": float(t.confidence),
+                   "cost": float(t.cost), "reasons": [r.code.value for r in t.reasons],
+                   "label": None if t.prediction is None else t.prediction.label,
+                   "fields": {} if t.prediction is None else {n: f.value for n, f in t.prediction.fields.items()}}
+                  for t in outcome.tiers],
+        "cost": float(outcome.cost), "trace_id": outcome.trace_id, "input_logged": logged, "input": value,
+        "at": datetime.fromtimestamp(at, UTC),
+    }
+
+
+def _logged_input(call: PredictCall | None, policy: str) -> tuple[str, str | None]:
+    if call is None or policy == "none":
+        return "none", None
+    if call.tensors:
+        document: dict[str, Any] = {"tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
+                                                 "values": t.values.ravel().tolist()} for t in call.tensors]}
+    else:
+        document = {"text": call.text}
+    if policy == "full":
+        return "full", json.dumps(document, ensure_ascii=False)
+    digest = hashlib.sha256()
+    if call.tensors:
+        for t in call.tensors:
+            digest.update(f"{t.name}|{t.dtype}|{t.shape}|".encode())
+            digest.update(t.values.tobytes())
+    else:
+        digest.update(call.text.encode())
+    return "hash", digest.hexdigest()

@@ -1,0 +1,170 @@
+"""The queries the server makes of the store: append decisions, find the one a feedback judges, record the
+feedback (the first truth stands, whichever process got it first), read a model's accuracy tally, purge
+what retention lets go.
+
+Every database fault becomes a StoreError naming the store, so the transport answers UNAVAILABLE with
+the reason instead of INTERNAL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from smallguard.server.domain.errors import StoreError
+from smallguard.server.store.engine import describe, first_line, migrate, open_engine
+from smallguard.server.store.schema import decisions, feedback
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDecision:
+    """A decision as the log holds it: what feedback is judged against."""
+
+    id: int
+    request_id: str
+    model: str
+    version: str
+    kind: str
+    decision: str
+    answered_by: str  # "" the model's own answer, else the escalation tier's whose answer the caller got
+    confidence: float
+    label: str | None
+    fields: dict[str, tuple[str | None, float]]
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRow:
+    """A judged truth for one decision, as stored."""
+
+    truth: str | tuple[tuple[str, str], ...]
+    correct: bool
+    wrong_fields: tuple[str, ...]
+    counted: bool  # enters the model's accuracy tally
+    confidence: float
+    field_scores: tuple[tuple[str, bool, float], ...]  # (field, right, its confidence)
+    source: str = "api"  # or "review"
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One counted feedback, as the accuracy tally reads it."""
+
+    correct: bool
+    confidence: float
+    field_scores: tuple[tuple[str, bool, float], ...]
+
+
+class Store:
+    """The store behind one engine; thread-safe (the engine pools connections)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.where = describe(engine.url)
+        self._insert = (postgresql.insert if engine.url.get_backend_name() == "postgresql" else sqlite.insert)
+
+    # ------------------------------------------------------------------------------ decisions
+
+    def write_decisions(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append ``rows`` (the decisions table's columns) in one transaction."""
+        with self._writing() as connection:
+            connection.execute(decisions.insert(), list(rows))
+
+    def latest_decision(self, request_id: str) -> StoredDecision | None:
+        """The newest decision made for ``request_id``, or None."""
+        query = (select(decisions.c.id, decisions.c.request_id, decisions.c.model, decisions.c.version,
+                        decisions.c.kind, decisions.c.decision, decisions.c.answered_by, decisions.c.confidence,
+                        decisions.c.label, decisions.c.fields, decisions.c.at)
+                 .where(decisions.c.request_id == request_id).order_by(decisions.c.id.desc()).limit(1))
+        with self._reading() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        fields = {name: (value, float(confidence)) for name, (value, confidence) in (row.fields or {}).items()}
+        return StoredDecision(row.id, row.request_id, row.model, row.version, row.kind, row.decision,
+                              row.answered_by, row.confidence, row.label, fields, row.at)
+
+    # ------------------------------------------------------------------------------ feedback
+
+    def add_feedback(self, decision: StoredDecision, row: FeedbackRow, at: datetime) -> FeedbackRow | None:
+        """Record ``row`` for ``decision`` unless feedback got there first (here or in another process): then
+        return that earlier feedback, unchanged. LookupError when retention removed the decision meanwhile."""
+        values = {"decision_id": decision.id, "model": decision.model, "version": decision.version,
+                  "truth": row.truth if isinstance(row.truth, str) else [list(pair) for pair in row.truth],
+                  "correct": row.correct, "wrong_fields": list(row.wrong_fields), "counted": row.counted,
+                  "confidence": row.confidence, "field_scores": [list(score) for score in row.field_scores],
+                  "source": row.source, "at": at}
+        statement = self._insert(feedback).values(values).on_conflict_do_nothing(
+            index_elements=[feedback.c.decision_id]).returning(feedback.c.id)
+        with self._writing() as connection:
+            if connection.execute(select(decisions.c.id).where(decisions.c.id == decision.id)).first() is None:
+                raise LookupError(decision.request_id)
+            if connection.execute(statement).first() is not None:
+                return None
+            earlier = connection.execute(
+                select(feedback.c.truth, feedback.c.correct, feedback.c.wrong_fields, feedback.c.counted,
+                       feedback.c.confidence, feedback.c.field_scores, feedback.c.source)
+                .where(feedback.c.decision_id == decision.id)).one()
+        truth = earlier.truth if isinstance(earlier.truth, str) else tuple(tuple(pair) for pair in earlier.truth)
+        return FeedbackRow(truth, earlier.correct, tuple(earlier.wrong_fields), earlier.counted, earlier.confidence,
+                           tuple((n, bool(c), float(p)) for n, c, p in earlier.field_scores), earlier.source)
+
+    def tally(self, model: str, version: str, window: int) -> tuple[list[Scored], int]:
+        """The last ``window`` counted feedbacks of a model version, oldest first, and how many feedbacks
+        (counted or not) its decisions have had."""
+        recent = (select(feedback.c.correct, feedback.c.confidence, feedback.c.field_scores)
+                  .where(feedback.c.model == model, feedback.c.version == version, feedback.c.counted.is_(True))
+                  .order_by(feedback.c.id.desc()).limit(window))
+        matched = select(func.count()).select_from(feedback).where(feedback.c.model == model,
+                                                                   feedback.c.version == version)
+        with self._reading() as connection:
+            rows = connection.execute(recent).all()
+            total = connection.execute(matched).scalar_one()
+        scored = [Scored(bool(r.correct), float(r.confidence), tuple((n, bool(c), float(p))
+                                                                    for n, c, p in r.field_scores))
+                  for r in reversed(rows)]
+        return scored, int(total)
+
+    # ------------------------------------------------------------------------------ retention
+
+    def purge(self, before: datetime) -> int:
+        """Delete decisions made before ``before`` (their feedback goes with them: ON DELETE CASCADE); how many went."""
+        with self._writing() as connection:
+            return connection.execute(delete(decisions).where(decisions.c.at < before)).rowcount or 0
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect().execution_options(writes=True) as connection, connection.begin():
+                yield connection
+        except SQLAlchemyError as error:
+            raise StoreError(f"the store {self.where} failed: {first_line(error)}") from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as connection, connection.begin():
+                yield connection
+        except SQLAlchemyError as error:
+            raise StoreError(f"the store {self.where} failed: {first_line(error)}") from None
+
+
+def open_store(url: str) -> Store:
+    """The store at ``url``, reachable and migrated; StoreError naming it otherwise."""
+    engine = open_engine(url)
+    try:
+        migrate(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return Store(engine)

@@ -1,0 +1,152 @@
+"""The decision log: what a decision row holds, inputs kept as the bundle says, a store that fails and comes
+back, a full buffer, the write at stop, and retention."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from smallguard.server.domain.errors import StoreError
+from smallguard.server.domain.predictions import (
+    Decision,
+    PredictCall,
+    PredictOutcome,
+    Reason,
+    ReasonCode,
+    TensorInput,
+    VerifierOutcome,
+)
+from smallguard.server.store import DecisionLog, FeedbackRow, Store, open_store
+from smallguard.server.store.schema import decisions
+from smallguard.verifiers import ExtractedField, ModelKind, Prediction, Status
+
+
+def outcome(request_id: str, decision: Decision = Decision.ANSWER) -> PredictOutcome:
+    fields = {"total": ExtractedField("total", "120.00", 0.9, 0.8), "tax": ExtractedField("tax", None, 0.7, 0.7)}
+    prediction = Prediction(kind=ModelKind.EXTRACTOR, probability=0.6, fields=fields)
+    return PredictOutcome(request_id, "invoice-extractor", "2.0.0", decision, prediction, 0.6, 0.5, 0.8,
+                          (Reason(ReasonCode.VERIFIER_FAILED, "tax > total", "tax-le-total"),),
+                          (VerifierOutcome("tax-le-total", "not-greater", Status.FAILED, "tax > total",
+                                           Decision.ESCALATE, 0.1),), trace_id="ab" * 16)
+
+
+def rows(store: Store) -> list[sa.Row]:
+    with store.engine.connect() as connection:
+        return list(connection.execute(sa.select(decisions).order_by(decisions.c.id)))
+
+
+def test_a_decision_row_holds_what_was_decided_and_why(store_url: str) -> None:
+    log = DecisionLog(open_store(store_url), flush_interval_s=0.01)
+    log.append(PredictCall("invoice-extractor", text="Invoice INV-7"), outcome("r1"), "none")
+    assert log.flush(5)
+    [row] = rows(log.store)
+    log.close()
+    log.store.close()
+    assert (row.request_id, row.model, row.version, row.kind, row.decision) == (
+        "r1", "invoice-extractor", "2.0.0", "extractor", "ANSWER")
+    assert (row.confidence, row.raw_confidence, row.threshold, row.trace_id) == (0.6, 0.5, 0.8, "ab" * 16)
+    assert row.fields == {"total": ["120.00", 0.9], "tax": [None, 0.7]}
+    assert row.reasons == [{"code": "VERIFIER_FAILED", "verifier": "tax-le-total", "message": "tax > total"}]
+    assert row.verifiers == [{"name": "tax-le-total", "status": "failed", "message": "tax > total"}]
+    assert (row.input_logged, row.input, row.answered_by, row.tiers) == ("none", None, "", [])
+    assert abs((datetime.now(UTC) - row.at.replace(tzinfo=UTC)).total_seconds()) < 60
+
+
+def test_inputs_are_kept_as_the_bundle_says(tmp_path: Path) -> None:
+    log = DecisionLog(open_store(f"sqlite:///{tmp_path / 's.sqlite3'}"), flush_interval_s=0.01)
+    text = PredictCall("m", text="Invoice INV-7 total 120.00")
+    pixels = np.arange(4, dtype=np.float32).reshape(1, 4)
+    tensor = PredictCall("m", tensors=(TensorInput("pixels", "float32", (1, 4), pixels),))
+    for i, (call, policy) in enumerate([(text, "hash"), (text, "full"), (tensor, "hash"), (tensor, "full")]):
+        log.append(call, outcome(f"r{i}"), policy)
+    log.flush(5)
+    found = [(r.input_logged, r.input) for r in rows(log.store)]
+    log.close()
+    log.store.close()
+    assert found[0] == ("hash", hashlib.sha256(b"Invoice INV-7 total 120.00").hexdigest())
+    assert found[1] == ("full", json.dumps({"text": "Invoice INV-7 total 120.00"}))
+    assert found[2][0] == "hash" and len(found[2][1]) == 64 and found[2][1] != found[0][1]
+    assert json.loads(found[3][1]) == {"tensors": [{"name": "pixels", "dtype": "float32", "shape": [1, 4],
+                                                    "values": [0.0, 1.0, 2.0, 3.0]}]}
+
+
+def test_a_request_id_sent_twice_keeps_both_decisions_and_feedback_judges_the_latest(store_url: str) -> None:
+    log = DecisionLog(open_store(store_url), flush_interval_s=0.01)
+    log.append(None, outcome("same", Decision.ESCALATE), "none")
+    log.append(None, outcome("same", Decision.ANSWER), "none")
+    log.flush(5)
+    assert [r.decision for r in rows(log.store)] == ["ESCALATE", "ANSWER"]
+    assert log.store.latest_decision("same").decision == "ANSWER"
+    assert log.store.latest_decision("other") is None
+    log.close()
+    log.store.close()
+
+
+class Failing(Store):
+    """A store whose decision writes fail while ``down`` (a fault injected in process; tests/e2e/test_store.py
+    stops a real PostgreSQL instead)."""
+
+    down = False
+
+    def write_decisions(self, rows: list) -> None:  # type: ignore[override]
+        if self.down:
+            raise StoreError("the store test failed: connection refused")
+        super().write_decisions(rows)
+
+
+def test_while_the_store_fails_decisions_wait_in_the_buffer_up_to_its_capacity(tmp_path: Path) -> None:
+    store = Failing(open_store(f"sqlite:///{tmp_path / 's.sqlite3'}").engine)
+    log = DecisionLog(store, capacity=5, flush_interval_s=0.01)
+    heard: list[tuple[bool, str]] = []
+    log.subscribe(lambda up, reason: heard.append((up, reason)))
+    store.down = True
+    for i in range(8):
+        log.append(None, outcome(f"r{i}"), "none")
+    assert not log.flush(0.3)
+    assert (log.up, log.pending, log.dropped) == (False, 5, 3)
+    assert log.failed_writes >= 1 and "connection refused" in log.reason
+    store.down = False
+    assert log.flush(10)
+    assert [r.request_id for r in rows(store)] == [f"r{i}" for i in range(5)]
+    assert (log.up, log.pending, log.written_rows) == (True, 0, 5)
+    assert heard == [(False, "the store test failed: connection refused"), (True, "")]
+    log.close()
+    log.store.close()
+
+
+def test_a_stop_writes_what_is_buffered(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 's.sqlite3'}")
+    log = DecisionLog(store, flush_interval_s=60)  # the writer would not wake on its own for a minute
+    for i in range(100):
+        log.append(None, outcome(f"r{i}"), "none")
+    started = time.monotonic()
+    log.close()
+    log.store.close()
+    assert time.monotonic() - started < 10
+    assert len(rows(store)) == 100
+
+
+def test_retention_removes_old_decisions_and_their_feedback(store_url: str) -> None:
+    store = open_store(store_url)
+    log = DecisionLog(store, flush_interval_s=0.01)
+    log.append(None, outcome("old"), "none")
+    log.append(None, outcome("new"), "none")
+    log.flush(5)
+    with store.engine.begin() as connection:
+        connection.execute(sa.update(decisions).where(decisions.c.request_id == "old")
+                           .values(at=datetime.now(UTC) - timedelta(days=40)))
+    old = store.latest_decision("old")
+    store.add_feedback(old, FeedbackRow("x", True, (), True, 0.6, ()), datetime.now(UTC))
+    assert store.purge(datetime.now(UTC) - timedelta(days=30)) == 1
+    assert store.latest_decision("old") is None and store.latest_decision("new") is not None
+    with pytest.raises(LookupError):
+        store.add_feedback(old, FeedbackRow("x", True, (), True, 0.6, ()), datetime.now(UTC))
+    log.close()
+    log.store.close()
