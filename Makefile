@@ -19,6 +19,7 @@ serve: $(STAMP)
 test: $(STAMP)
 	scripts/install-prometheus.sh
 	scripts/install-postgresql.sh
+	scripts/install-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest $(ARGS)

@@ -9,17 +9,20 @@ once, and nowhere as a side effect of a constructor.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
 from opentelemetry.metrics import MeterProvider
 
 from smallguard.server.bundle.loader import bundle_folders, load_bundle
+from smallguard.server.console import ConsoleServer, Login, console_app
 from smallguard.server.core.bundle_tier import BundleTier
 from smallguard.server.core.cascade import Cascade
 from smallguard.server.core.guard import Guard
 from smallguard.server.core.models import LoadedModel, ModelRepository
 from smallguard.server.core.pauses import GcPauses
+from smallguard.server.core.review import ReviewQueue, ReviewTier
 from smallguard.server.core.tiers import Tier
 from smallguard.server.core.verifier_runner import VerifierRunner
 from smallguard.server.domain.errors import BundleError
@@ -29,6 +32,7 @@ from smallguard.server.observability.instruments import GuardMetrics
 from smallguard.server.observability.telemetry import configure_metrics, tracing_enabled
 from smallguard.server.settings import Settings
 from smallguard.server.store import DecisionLog, default_store_url, open_store
+from smallguard.server.store.review_cases import ReviewCases
 from smallguard.server.transport.guard_tier import GuardTier
 from smallguard.server.transport.server import GuardServer
 from smallguard.verifiers import VerifierRegistry
@@ -75,24 +79,28 @@ def build_guard(settings: Settings, *, registry: VerifierRegistry | None = None,
                   else load_models(bundles, registry, threads))
     metrics = GuardMetrics.from_provider(meter_provider)
     metrics.watch_drift(model.drift for model in repository if model.drift is not None)
-    feedback = decisions = None
+    feedback = decisions = review = None
     if keep_feedback:
         store = open_store(settings.store or default_store_url())
         decisions = DecisionLog(store, capacity=settings.decision_log_capacity,
                                 retention_days=settings.store_retention_days)
         feedback = Feedback(repository.specs(), metrics, store, decisions)
+        review = ReviewQueue(ReviewCases(store), feedback, repository.specs(), metrics)
         metrics.watch_feedback(feedback.summaries)
         metrics.watch_decision_log(decisions)
+        metrics.watch_review_queue(review.counts)
     pauses = GcPauses()
     pauses.install()
     runner = VerifierRunner(settings.verifier_threads, pauses)
-    cascades = build_cascades(repository, runner, metrics)
-    return Guard(repository, runner, metrics, feedback, cascades, decisions)
+    cascades = build_cascades(repository, runner, metrics, review)
+    return Guard(repository, runner, metrics, feedback, cascades, decisions, review)
 
 
-def build_cascades(repository: ModelRepository, runner: VerifierRunner, metrics: GuardMetrics) -> dict[str, Cascade]:
+def build_cascades(repository: ModelRepository, runner: VerifierRunner, metrics: GuardMetrics,
+                   review: ReviewQueue | None = None) -> dict[str, Cascade]:
     """Every bundle's escalation tiers, checked: a bundle tier must name another loaded bundle that takes the
-    same inputs and gives what this bundle gives, and bundles must not escalate to each other in a cycle."""
+    same inputs and gives what this bundle gives, and bundles must not escalate to each other in a cycle.
+    ``review``: the queue a ``review`` tier opens cases in (None: such tiers open none)."""
     _refuse_cycles(repository)
     cascades: dict[str, Cascade] = {}
     made: list[Tier] = []  # closed (their connections) if a later tier is refused
@@ -100,6 +108,10 @@ def build_cascades(repository: ModelRepository, runner: VerifierRunner, metrics:
         for model in repository:
             tiers: list[Tier] = []
             for spec in model.spec.escalation:
+                if spec.kind == "review":
+                    if review is not None:  # an offline replay keeps no queue: the cascade ends before it
+                        tiers.append(ReviewTier(spec, review))
+                    continue
                 tiers.append(_tier(spec, model, repository))
                 made.append(tiers[-1])
             if tiers:
@@ -178,10 +190,36 @@ def create_server(settings: Settings, *, registry: VerifierRegistry | None = Non
         raise ValueError(f"{', '.join(small)}: expected a whole number of at least 1")
     export = configure_metrics(settings) if meter_provider is None else None
     provider = export.provider if export is not None else meter_provider
+    guard = None
     try:
         guard = build_guard(settings, registry=registry, meter_provider=provider)
-        return GuardServer(guard, settings, export, tracing=tracing_enabled())
+        server = GuardServer(guard, settings, export, tracing=tracing_enabled())
+        if settings.console_port:
+            server.companions.append(build_console(guard, server, settings))
+        return server
     except BaseException:
+        if guard is not None:
+            guard.close()
         if export is not None:
             export.shutdown()
         raise
+
+
+def build_console(guard: Guard, server: GuardServer, settings: Settings) -> ConsoleServer:
+    """The review console on --console-port, behind the server's tokens (those holding the ``review`` role) or,
+    when it has none, a token of the console's own, logged once at start-up for the operator to hand out."""
+    auth = server.auth
+    if auth is not None:
+        def check(token: str) -> str | None:
+            holder = auth.holder(token)
+            return holder.name if holder is not None and holder.roles & {"review", "admin"} else None
+        login = Login(check)
+    else:
+        token = secrets.token_urlsafe(24)
+        login = Login.shared(token)
+    specs = {name: guard.report(name).model.spec for name in guard.model_names()}
+    console = ConsoleServer(console_app(guard.review, specs, login), settings.console_host, settings.console_port)
+    if auth is None:
+        log.warning("review console: log in at http://%s:%d/login with the token %s (no --tokens-file: this token, "
+                    "new at every start, is the console's only one)", settings.console_host, console.port, token)
+    return console

@@ -122,6 +122,8 @@ def _supervise(settings: Settings) -> int:
     # Each worker serves its own metrics (Prometheus scrapes every one): ports P .. P+N-1.
     envs = [{**env, "SMALLGUARD_METRICS_PORT": str(settings.metrics_port + i)} if settings.metrics_port else env
             for i in range(settings.workers)]
+    for i in range(1, settings.workers):  # one review console, served by the first worker
+        envs[i] = {**envs[i], "SMALLGUARD_CONSOLE_PORT": "0"}
     if settings.metrics_port and settings.metrics_port <= settings.port < settings.metrics_port + settings.workers:
         log.error("--port %d falls inside the metrics ports %d..%d of %d workers", settings.port,
                   settings.metrics_port, settings.metrics_port + settings.workers - 1, settings.workers)

@@ -44,6 +44,11 @@ class Settings:
     metrics_host: str = field(default="127.0.0.1", metadata={
         "env": "SMALLGUARD_METRICS_HOST", "help": "address the /metrics endpoint binds: loopback unless told "
                                                   "otherwise (0.0.0.0 for a Prometheus on another machine)"})
+    console_port: int = field(default=0, metadata={
+        "env": "SMALLGUARD_CONSOLE_PORT", "help": "port of the review console, a web page of the review queue (0: "
+                                                  "off; with --workers, the first worker serves it)"})
+    console_host: str = field(default="127.0.0.1", metadata={
+        "env": "SMALLGUARD_CONSOLE_HOST", "help": "address the review console binds: loopback unless told otherwise"})
     store: str = field(default="", metadata={
         "env": "SMALLGUARD_STORE", "help": "database of decisions, feedback and review cases: sqlite:///PATH or "
                                            "postgresql://USER:PASSWORD@HOST/DB (default: a SQLite file in "
@@ -90,9 +95,9 @@ class Settings:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _TYPES: dict[str, Callable[[str], object]] = {
-    "host": str, "metrics_host": str, "tokens_file": str, "jwks_file": str, "jwt_audience": str, "tls_cert": str,
-    "tls_key": str, "tls_client_ca": str, "model_repository": Path, "grace_seconds": float, "drain_seconds": float,
-    "store": str, "store_retention_days": float,
+    "host": str, "metrics_host": str, "console_host": str, "tokens_file": str, "jwks_file": str,
+    "jwt_audience": str, "tls_cert": str, "tls_key": str, "tls_client_ca": str, "model_repository": Path,
+    "grace_seconds": float, "drain_seconds": float, "store": str, "store_retention_days": float,
 }
 
 

@@ -29,6 +29,7 @@ from smallguard.server.domain.tier_spec import (
     CircuitPolicy,
     GuardTarget,
     OpenAITarget,
+    ReviewTarget,
     TierSpec,
 )
 from smallguard.verifiers import ModelKind
@@ -260,6 +261,9 @@ def _verifiers(doc: _Reader) -> tuple[VerifierSpec, ...]:
 
 def _escalation(doc: _Reader, bundle: str) -> tuple[TierSpec, ...]:
     tiers = tuple(_tier(item, bundle) for item in doc.items("escalation", required=False))
+    if any(tier.kind == "review" for tier in tiers[:-1]):
+        doc.fail("escalation", "a 'review' tier must be the last: a person is the last resort, and nothing is "
+                               "called after a case is opened")
     names = [tier.name for tier in tiers]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -270,8 +274,14 @@ def _escalation(doc: _Reader, bundle: str) -> tuple[TierSpec, ...]:
 def _tier(item: _Reader, bundle: str) -> TierSpec:
     common = {"name", "kind", "cost", "timeout_ms", "max_concurrency", "retries", "answer_uncalibrated", "circuit"}
     kind = item.choice("kind", TIER_KINDS)
-    target: BundleTarget | GuardTarget | OpenAITarget
-    if kind == "bundle":
+    target: BundleTarget | GuardTarget | OpenAITarget | ReviewTarget
+    if kind == "review":
+        item.only({"name", "kind", "cost", "lease_seconds"})
+        lease = item.get("lease_seconds", ReviewTarget().lease_seconds)
+        if not isinstance(lease, int | float) or isinstance(lease, bool) or not 10 <= lease <= 86_400:
+            item.fail("lease_seconds", f"expected seconds from 10 to 86400, got {lease!r}")
+        target = ReviewTarget(float(lease))
+    elif kind == "bundle":
         item.only(common | {"bundle", "version"})
         target = BundleTarget(item.text("bundle"), item.text("version", default="") if item.get("version") else "")
         if target.bundle == bundle:

@@ -25,8 +25,10 @@ from opentelemetry import trace
 
 from smallguard.server.core.models import LoadedModel
 from smallguard.server.core.policy import decide
+from smallguard.server.core.review import ReviewTier, review_entry
 from smallguard.server.core.tiers import CircuitBreaker, Tier, TierAnswer, TierError
 from smallguard.server.core.verifier_runner import VerifierRunner
+from smallguard.server.domain.errors import StoreError
 from smallguard.server.domain.predictions import (
     Decision,
     PredictCall,
@@ -72,12 +74,15 @@ class Cascade:
         entries = [_entry_of_model(self.model, small)]
         final = small
         total = 0.0
+        case = 0
         allowed = len(self.slots) if call.max_tier is None else min(call.max_tier, len(self.slots))
         for slot in self.slots[:allowed]:
             spec = slot.tier.spec
             if call.max_cost is not None and total + spec.cost > call.max_cost + 1e-12:
                 continue  # over the request's budget: not called, nothing to report but the cost it kept
-            if span is None:
+            if isinstance(slot.tier, ReviewTier):  # the last resort: a person, through a case in the queue
+                entry, case = self._review(slot.tier, call, final, entries)
+            elif span is None:
                 entry = self._try(slot, call, small.request_id)
             else:
                 with _tracer.start_as_current_span("smallguard.tier.call") as tier_span:
@@ -97,7 +102,25 @@ class Cascade:
         decision = last.decision
         reasons = last.reasons if decision is Decision.ANSWER else tuple(r for e in entries for r in e.reasons)
         return replace(final, decision=decision, reasons=reasons, tiers=tuple(entries), cost=total,
-                       answered_by=final.answered_by or self.model.spec.name)
+                       answered_by=final.answered_by or self.model.spec.name, review_case=case)
+
+    def _review(self, tier: ReviewTier, call: PredictCall, current: PredictOutcome,
+                entries: list[TierOutcome]) -> tuple[TierOutcome, int]:
+        """Open a review case for the request: what the caller gets (``current``) and every tier's answer."""
+        spec, model = tier.spec, self.model.spec
+        started = time.perf_counter()
+        if tier.queue is None:
+            return review_entry(spec, None, "no case opened: this guard keeps no store (an offline replay)"), 0
+        try:
+            case = tier.queue.open(call, replace(current, reasons=tuple(r for e in entries for r in e.reasons)),
+                                   entries)
+        except StoreError as error:
+            self._metrics.record_tier(model.name, model.version, spec.name, "error", 0, 0.0,
+                                      time.perf_counter() - started)
+            return review_entry(spec, None, f"no case opened: {error}"), 0
+        self._metrics.record_tier(model.name, model.version, spec.name, "review", 1, spec.cost,
+                                  time.perf_counter() - started)
+        return review_entry(spec, case), case
 
     def _try(self, slot: TierSlot, call: PredictCall, request_id: str) -> TierOutcome:
         spec = slot.tier.spec

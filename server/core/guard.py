@@ -26,6 +26,7 @@ from smallguard.server.core.inputs import feeds_for
 from smallguard.server.core.models import LoadedModel, ModelRepository
 from smallguard.server.core.policy import decide, escalate_when_drifted
 from smallguard.server.core.request_ids import new_request_id
+from smallguard.server.core.review import QueueCounts, ReviewQueue
 from smallguard.server.core.verifier_runner import VerifierRunner
 from smallguard.server.domain.errors import DeadlineExpiredError, GuardError, InvalidInputError
 from smallguard.server.domain.predictions import (
@@ -41,6 +42,7 @@ from smallguard.server.observability import drift
 from smallguard.server.observability.feedback import Feedback, FeedbackCall, FeedbackResult, FeedbackSummary
 from smallguard.server.observability.instruments import GuardMetrics
 from smallguard.server.store import DecisionLog
+from smallguard.server.store.review_cases import CaseRow
 from smallguard.verifiers import Status
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,10 @@ _tracer = trace.get_tracer("smallguard")
 
 class FeedbackOffError(GuardError):
     """This guard keeps no record of its predictions (an offline replay), so feedback has nothing to match."""
+
+
+class ReviewOffError(GuardError):
+    """This guard keeps no review queue (an offline replay has no store)."""
 
 
 class ItemFailedError(GuardError):
@@ -74,12 +80,13 @@ class Guard:
 
     def __init__(self, repository: ModelRepository, runner: VerifierRunner, metrics: GuardMetrics,
                  feedback: Feedback | None, cascades: Mapping[str, Cascade] | None = None,
-                 decisions: DecisionLog | None = None) -> None:
+                 decisions: DecisionLog | None = None, review: ReviewQueue | None = None) -> None:
         self._repository = repository
         self._runner = runner
         self._metrics = metrics
         self._feedback = feedback
         self._decisions = decisions
+        self._review = review
         self._cascades = dict(cascades or {})  # model name -> its escalation tiers (bundles that have some)
 
     # ------------------------------------------------------------------------------ Predict
@@ -285,6 +292,20 @@ class Guard:
         if self._feedback is None:
             raise FeedbackOffError("this guard keeps no record of its predictions")
         return self._feedback.submit(call)
+
+    # ------------------------------------------------------------------------------ the review queue
+
+    @property
+    def review(self) -> ReviewQueue:
+        """The review queue (cases, claims, resolutions); ReviewOffError when this guard keeps none."""
+        if self._review is None:
+            raise ReviewOffError("this guard keeps no review queue (it has no store)")
+        return self._review
+
+    def list_cases(self, state: str = "", model: str = "", reason: str = "", limit: int = 0,
+                   after_id: int = 0) -> tuple[list[CaseRow], QueueCounts]:
+        queue = self.review
+        return queue.list(state, model, reason, limit, after_id), queue.counts()
 
     def cascade(self, name: str) -> Cascade | None:
         """The escalation tiers of model ``name`` (None when it has none, or this guard calls none)."""

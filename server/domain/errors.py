@@ -59,6 +59,15 @@ class FeedbackConflictError(GuardError):
     """Feedback with another truth was already recorded for that request (maps to ALREADY_EXISTS)."""
 
 
+class CaseNotFoundError(GuardError):
+    """No review case with that id, or none for that request (maps to NOT_FOUND)."""
+
+
+class CaseStateError(GuardError):
+    """The case is not in a state that allows the call: claimed by someone else, a lease that expired, already
+    closed (maps to FAILED_PRECONDITION); the message says who holds it or what to do."""
+
+
 class StoreError(GuardError):
     """The store cannot be opened, reached or used (maps to UNAVAILABLE: the call may be sent again). The message
     names the store, never its password."""

@@ -30,6 +30,7 @@ class ReasonCode(enum.Enum):
     UNCALIBRATED = "UNCALIBRATED"
     DRIFT = "DRIFT"
     TIER_ERROR = "TIER_ERROR"
+    IN_REVIEW = "IN_REVIEW"  # a review case was opened: a person will answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class PredictOutcome:
     tiers: tuple[TierOutcome, ...] = ()
     answered_by: str = ""
     cost: float = 0.0
+    review_case: int = 0  # the review case the cascade opened for the request (0: none)
 
 
 @dataclass(frozen=True, slots=True)

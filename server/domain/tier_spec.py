@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TIER_KINDS = ("bundle", "guard", "openai")
+TIER_KINDS = ("bundle", "guard", "openai", "review")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,16 @@ class OpenAITarget:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewTarget:
+    """The human review queue: the request becomes a case a person claims (under a lease) and resolves."""
+
+    lease_seconds: float = 900.0  # a claim not resolved by then returns the case to the queue
+
+    def describe(self) -> str:
+        return f"the review queue (leases of {self.lease_seconds:g}s)"
+
+
+@dataclass(frozen=True, slots=True)
 class CircuitPolicy:
     """Stop calling a tier after ``failures`` failed calls in a row, for ``open_seconds``; then one trial call."""
 
@@ -67,7 +77,7 @@ class CircuitPolicy:
 class TierSpec:
     name: str
     kind: str  # one of TIER_KINDS
-    target: BundleTarget | GuardTarget | OpenAITarget
+    target: BundleTarget | GuardTarget | OpenAITarget | ReviewTarget
     cost: float = 0.0  # per call made, in the operators' unit (retries are calls)
     timeout_ms: float = 1000.0  # per tier, capped by what is left of the caller's deadline
     max_concurrency: int = 8  # calls in flight; past it the tier is skipped (TIER_ERROR "busy"), never queued

@@ -12,6 +12,7 @@ Without a meter provider nothing is recorded, and the request path skips the met
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from importlib.metadata import PackageNotFoundError, version
@@ -19,9 +20,11 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, NoOpMeterProvider, Observation
 
+from smallguard.server.domain.errors import GuardError
 from smallguard.server.domain.predictions import PredictOutcome
 
 if TYPE_CHECKING:
+    from smallguard.server.core.review import QueueCounts
     from smallguard.server.observability.drift import DriftMonitor
     from smallguard.server.observability.feedback.collector import FeedbackSummary
     from smallguard.server.store import DecisionLog
@@ -39,6 +42,10 @@ TIER = "smallguard.tier.name"
 AUTH_REASON = "smallguard.auth.reason"
 RPC_METHOD = "rpc.method"
 TIER_OUTCOME = "smallguard.tier.outcome"
+CASE_STATE = "smallguard.review.state"
+CASE_OUTCOME = "smallguard.review.outcome"
+AGREED = "smallguard.review.agreed"
+REVIEW_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 8 * 3600.0, 24 * 3600.0, 3 * 86400.0, 7 * 86400.0)
 NO_REASON = "NONE"
 
 # A classifier's top-1 calibrated probability is at least 1/K, mostly above 0.5; the
@@ -96,6 +103,8 @@ class GuardMetrics:
         self._tier_calls = _Tally((MODEL, VERSION, TIER), lock)
         self._tier_cost = _Tally((MODEL, VERSION, TIER), lock)
         self._refused = _Tally((AUTH_REASON, RPC_METHOD), lock)
+        self._reviews = _Tally((MODEL, VERSION, CASE_OUTCOME), lock)
+        self._agreement = _Tally((MODEL, VERSION, TIER, AGREED), lock)
         for name, tally, unit, description in (
             ("smallguard.predictions", self._predictions, "{prediction}",
              "Predictions by model, decision and primary (first) reason code, NONE when there was none"),
@@ -115,6 +124,10 @@ class GuardMetrics:
              "Calls made to each escalation tier, retries included (what the tier bills)"),
             ("smallguard.auth.refused", self._refused, "{call}",
              "Calls refused for their credentials, by reason (unauthenticated, permission_denied) and RPC"),
+            ("smallguard.review.closed", self._reviews, "{case}",
+             "Review cases closed, by outcome: resolved (with the truth) or dismissed"),
+            ("smallguard.review.agreement", self._agreement, "{case}",
+             "Resolved review cases by tier and whether the tier's answer was the reviewer's truth (true, false)"),
             ("smallguard.tier.cost", self._tier_cost, "{cost}",
              "Cost of the calls made to each escalation tier, in the operators' unit (calls x the tier's cost)"),
         ):
@@ -134,6 +147,10 @@ class GuardMetrics:
             "smallguard.tier.duration", unit="s",
             description="Time each escalation tier took per request, retries and waits included",
             explicit_bucket_boundaries_advisory=TIER_DURATION_BUCKETS)
+        self._review_duration = meter.create_histogram(
+            "smallguard.review.duration", unit="s",
+            description="Time from a review case's opening to its resolution or dismissal",
+            explicit_bucket_boundaries_advisory=REVIEW_BUCKETS)
         self._meter = meter
         self._attributes: dict[tuple[str, ...], dict[str, str]] = {}  # the histograms' attributes, built once
 
@@ -201,6 +218,42 @@ class GuardMetrics:
         self._meter.create_observable_up_down_counter(
             "smallguard.store.decisions.pending", callbacks=[_constant(lambda: log.pending)], unit="{decision}",
             description="Decisions buffered in memory, not yet written to the store")
+
+    def watch_review_queue(self, counts: Callable[[], QueueCounts]) -> None:
+        """Register the review queue's gauges, read from the store whenever metrics are collected (nothing is
+        reported while the store cannot be read)."""
+        def read() -> QueueCounts | None:
+            try:
+                return counts()
+            except GuardError:
+                return None
+
+        def cases(_options: CallbackOptions) -> list[Observation]:
+            now = read()
+            return [] if now is None else [Observation(n, {MODEL: model, CASE_STATE: state})
+                                           for (model, state), n in sorted(now.counts.items())]
+
+        def oldest(_options: CallbackOptions) -> list[Observation]:
+            now = read()
+            return [] if now is None else [Observation(max(0.0, time.time() - opened), {MODEL: model})
+                                           for model, opened in sorted(now.oldest_open.items())]
+
+        self._meter.create_observable_gauge("smallguard.review.cases", callbacks=[cases], unit="{case}",
+                                            description="Review cases by model and state (open, claimed, resolved, "
+                                                        "dismissed); an expired claim counts as open")
+        self._meter.create_observable_gauge("smallguard.review.oldest_open_age", callbacks=[oldest], unit="s",
+                                            description="Age of each model's oldest open review case")
+
+    def record_review(self, model: str, model_version: str, outcome: str, seconds: float,
+                      agreement: Iterable[tuple[str, bool]] = ()) -> None:
+        """A review case closed (``outcome``: resolved or dismissed) ``seconds`` after it opened; for a resolution,
+        whether each tier that answered agreed with the reviewer."""
+        if not self.recording:
+            return
+        self._add(self._reviews, (model, model_version, outcome))
+        for tier, agreed in agreement:
+            self._add(self._agreement, (model, model_version, tier, "true" if agreed else "false"))
+        self._review_duration.record(seconds, {MODEL: model, VERSION: model_version, CASE_OUTCOME: outcome})
 
     def record_feedback(self, outcome: str, model: str = "", model_version: str = "") -> None:
         """One Feedback call; the model only when the request id matched a recorded prediction."""

@@ -22,7 +22,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from smallguard.server.domain.errors import StoreError
@@ -47,7 +46,7 @@ class DecisionLog:
             raise ValueError("capacity and batch_rows must be >= 1, flush_interval_s and retention_days > 0")
         self.store = store
         self.capacity, self.flush_interval_s, self.batch_rows = capacity, flush_interval_s, batch_rows
-        self.retention = timedelta(days=retention_days)
+        self.retention_s = retention_days * 86_400.0
         self._listeners: list[Callable[[bool, str], None]] = []
         self._pending: deque[tuple[int, PredictCall | None, PredictOutcome, str, float]] = deque()
         self._seq = itertools.count(1)
@@ -154,35 +153,36 @@ class DecisionLog:
             return
         self._purged_at = now
         try:
-            removed = self.store.purge(datetime.now(UTC) - self.retention)
+            removed = self.store.purge(time.time() - self.retention_s)
         except StoreError as error:
             log.warning("decision log: retention purge failed: %s", error)
             return
         if removed:
-            log.info("decision log: removed %d decisions older than %s", removed, self.retention)
+            log.info("decision log: removed %d decisions older than %g days", removed, self.retention_s / 86_400)
 
 
-def decision_row(call: PredictCall | None, outcome: PredictOutcome, inputs: str, at: float) -> dict[str, Any]:
-    """The decisions table's columns for one outcome (built in the writer thread, not on the request path)."""
+def decision_row(call: PredictCall | None, outcome: PredictOutcome, inputs: str, at: float) -> tuple[Any, ...]:
+    """One decisions row, in ``records.DECISION_COLUMNS`` order (built in the writer thread, not on the request
+    path; everything that is not looked up is one JSON text, encoded once)."""
     prediction = outcome.prediction
     answered_by = outcome.answered_by if outcome.tiers and outcome.answered_by != outcome.model else ""
     logged, value = _logged_input(call, inputs)
-    return {
-        "request_id": outcome.request_id, "model": outcome.model, "version": outcome.model_version,
-        "kind": prediction.kind.value, "decision": outcome.decision.name, "answered_by": answered_by,
-        "confidence": float(outcome.confidence), "raw_confidence": float(outcome.raw_confidence),
-        "threshold": float(outcome.threshold), "label": prediction.label,
-        "fields": {name: [f.value, float(f.confidence)] for name, f in prediction.fields.items()},
+    details: dict[str, Any] = {
+        "fields": {name: [f.value, f.confidence] for name, f in prediction.fields.items()},
         "reasons": [{"code": r.code.value, "verifier": r.verifier, "message": r.message} for r in outcome.reasons],
         "verifiers": [{"name": v.name, "status": v.status.value, "message": v.message} for v in outcome.verifiers],
-        "tiers": [{"name": t.name, "kind": t.kind, "decision": t.decision.name, "confidence": float(t.confidence),
-                   "cost": float(t.cost), "reasons": [r.code.value for r in t.reasons],
-                   "label": None if t.prediction is None else t.prediction.label,
-                   "fields": {} if t.prediction is None else {n: f.value for n, f in t.prediction.fields.items()}}
-                  for t in outcome.tiers],
-        "cost": float(outcome.cost), "trace_id": outcome.trace_id, "input_logged": logged, "input": value,
-        "at": datetime.fromtimestamp(at, UTC),
     }
+    if outcome.tiers:
+        details["tiers"] = [{"name": t.name, "kind": t.kind, "decision": t.decision.name, "confidence": t.confidence,
+                             "cost": t.cost, "reasons": [r.code.value for r in t.reasons],
+                             "label": None if t.prediction is None else t.prediction.label,
+                             "fields": {} if t.prediction is None else {n: f.value
+                                                                        for n, f in t.prediction.fields.items()}}
+                            for t in outcome.tiers]
+    return (outcome.request_id, outcome.model, outcome.model_version, prediction.kind.value, outcome.decision.name,
+            answered_by, float(outcome.confidence), float(outcome.raw_confidence), float(outcome.threshold),
+            prediction.label, json.dumps(details, ensure_ascii=False, default=float), float(outcome.cost),
+            outcome.trace_id, logged, value, at)
 
 
 def _logged_input(call: PredictCall | None, policy: str) -> tuple[str, str | None]:

@@ -8,11 +8,10 @@ the reason instead of INTERNAL.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,6 +20,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from smallguard.server.domain.errors import StoreError
 from smallguard.server.store.engine import describe, first_line, migrate, open_engine
 from smallguard.server.store.schema import decisions, feedback
+
+# the order of a decision row, as ``decision_log.decision_row`` builds it
+DECISION_COLUMNS = ("request_id", "model", "version", "kind", "decision", "answered_by", "confidence",
+                    "raw_confidence", "threshold", "label", "details", "cost", "trace_id", "input_logged", "input",
+                    "at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +41,7 @@ class StoredDecision:
     confidence: float
     label: str | None
     fields: dict[str, tuple[str | None, float]]
-    at: datetime
+    at: float  # seconds since the epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,32 +72,37 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.where = describe(engine.url)
-        self._insert = (postgresql.insert if engine.url.get_backend_name() == "postgresql" else sqlite.insert)
+        postgres = engine.url.get_backend_name() == "postgresql"
+        self._insert = postgresql.insert if postgres else sqlite.insert
+        # one prepared statement, rows as tuples: the driver binds them in C, with no per-row work in Python
+        marks = ", ".join(["%s" if postgres else "?"] * len(DECISION_COLUMNS))
+        self._insert_decisions = f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) VALUES ({marks})"
 
     # ------------------------------------------------------------------------------ decisions
 
-    def write_decisions(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Append ``rows`` (the decisions table's columns) in one transaction."""
-        with self._writing() as connection:
-            connection.execute(decisions.insert(), list(rows))
+    def write_decisions(self, rows: Sequence[tuple]) -> None:
+        """Append ``rows`` (tuples in DECISION_COLUMNS order) in one transaction."""
+        with self.writing(durable=False) as connection:  # acknowledged to nobody: survives a kill, not a power cut
+            connection.exec_driver_sql(self._insert_decisions, list(rows))
 
     def latest_decision(self, request_id: str) -> StoredDecision | None:
         """The newest decision made for ``request_id``, or None."""
         query = (select(decisions.c.id, decisions.c.request_id, decisions.c.model, decisions.c.version,
                         decisions.c.kind, decisions.c.decision, decisions.c.answered_by, decisions.c.confidence,
-                        decisions.c.label, decisions.c.fields, decisions.c.at)
+                        decisions.c.label, decisions.c.details, decisions.c.at)
                  .where(decisions.c.request_id == request_id).order_by(decisions.c.id.desc()).limit(1))
-        with self._reading() as connection:
+        with self.reading() as connection:
             row = connection.execute(query).first()
         if row is None:
             return None
-        fields = {name: (value, float(confidence)) for name, (value, confidence) in (row.fields or {}).items()}
+        fields = {name: (value, float(confidence))
+                  for name, (value, confidence) in json.loads(row.details).get("fields", {}).items()}
         return StoredDecision(row.id, row.request_id, row.model, row.version, row.kind, row.decision,
                               row.answered_by, row.confidence, row.label, fields, row.at)
 
     # ------------------------------------------------------------------------------ feedback
 
-    def add_feedback(self, decision: StoredDecision, row: FeedbackRow, at: datetime) -> FeedbackRow | None:
+    def add_feedback(self, decision: StoredDecision, row: FeedbackRow, at: float) -> FeedbackRow | None:
         """Record ``row`` for ``decision`` unless feedback got there first (here or in another process): then
         return that earlier feedback, unchanged. LookupError when retention removed the decision meanwhile."""
         values = {"decision_id": decision.id, "model": decision.model, "version": decision.version,
@@ -103,7 +112,7 @@ class Store:
                   "source": row.source, "at": at}
         statement = self._insert(feedback).values(values).on_conflict_do_nothing(
             index_elements=[feedback.c.decision_id]).returning(feedback.c.id)
-        with self._writing() as connection:
+        with self.writing() as connection:
             if connection.execute(select(decisions.c.id).where(decisions.c.id == decision.id)).first() is None:
                 raise LookupError(decision.request_id)
             if connection.execute(statement).first() is not None:
@@ -124,7 +133,7 @@ class Store:
                   .order_by(feedback.c.id.desc()).limit(window))
         matched = select(func.count()).select_from(feedback).where(feedback.c.model == model,
                                                                    feedback.c.version == version)
-        with self._reading() as connection:
+        with self.reading() as connection:
             rows = connection.execute(recent).all()
             total = connection.execute(matched).scalar_one()
         scored = [Scored(bool(r.correct), float(r.confidence), tuple((n, bool(c), float(p))
@@ -134,24 +143,27 @@ class Store:
 
     # ------------------------------------------------------------------------------ retention
 
-    def purge(self, before: datetime) -> int:
+    def purge(self, before: float) -> int:
         """Delete decisions made before ``before`` (their feedback goes with them: ON DELETE CASCADE); how many went."""
-        with self._writing() as connection:
+        with self.writing() as connection:
             return connection.execute(delete(decisions).where(decisions.c.at < before)).rowcount or 0
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextmanager
-    def _writing(self) -> Iterator[Connection]:
+    def writing(self, durable: bool = True) -> Iterator[Connection]:
+        """A write transaction; ``durable``: on disk when it commits (SQLite: synchronous=FULL, not NORMAL)."""
         try:
-            with self.engine.connect().execution_options(writes=True) as connection, connection.begin():
+            with self.engine.connect().execution_options(writes=True, durable=durable) as connection, \
+                    connection.begin():
                 yield connection
         except SQLAlchemyError as error:
             raise StoreError(f"the store {self.where} failed: {first_line(error)}") from None
 
     @contextmanager
-    def _reading(self) -> Iterator[Connection]:
+    def reading(self) -> Iterator[Connection]:
+        """A read transaction."""
         try:
             with self.engine.connect() as connection, connection.begin():
                 yield connection

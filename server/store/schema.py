@@ -2,6 +2,10 @@
 
 Decisions are appended, never updated: a request id sent twice keeps both decisions (the audit trail
 shows both) and feedback judges the latest. Every lookup the server makes has its index.
+
+Written for a cheap insert (the decision log writes one row per prediction): what is looked up or
+filtered on has a column; the rest of a decision (fields, reasons, verifiers, tiers) is one JSON text
+encoded once; times are seconds since the epoch (UTC), as floats.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -40,15 +43,15 @@ decisions = Table(
     Column("raw_confidence", Float, nullable=False),
     Column("threshold", Float, nullable=False),
     Column("label", Text),  # a classifier's label
-    Column("fields", JSON, nullable=False),  # an extractor's fields: name -> [value or null, confidence]
-    Column("reasons", JSON, nullable=False),  # [{code, verifier, message}]
-    Column("verifiers", JSON, nullable=False),  # [{name, status, message}]
-    Column("tiers", JSON, nullable=False),  # [{name, kind, decision, label, fields, confidence, cost}]
+    # JSON: {"fields": {name: [value or null, confidence]}, "reasons": [{code, verifier, message}],
+    #        "verifiers": [{name, status, message}], "tiers": [{name, kind, decision, confidence, cost, reasons,
+    #        label, fields}]}
+    Column("details", Text, nullable=False),
     Column("cost", Float, nullable=False),
     Column("trace_id", String(32), nullable=False),
     Column("input_logged", String(4), nullable=False),  # none, hash or full (the bundle's decision_log.inputs)
     Column("input", Text),  # the input's SHA-256, or the input as JSON, or null
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", Float, nullable=False),  # seconds since the epoch
     Index("ix_decisions_request_id", "request_id", "id"),
     Index("ix_decisions_at", "at"),
 )
@@ -68,6 +71,31 @@ feedback = Table(
     Column("confidence", Float, nullable=False),
     Column("field_scores", JSON, nullable=False),  # [[field, correct, confidence], ...]
     Column("source", String(20), nullable=False),  # api, or review (a person's resolution)
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", Float, nullable=False),  # seconds since the epoch
     Index("ix_feedback_tally", "model", "version", "counted", "id"),
+)
+
+review_cases = Table(
+    "review_cases", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("request_id", Text, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("version", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("reason", String(40), nullable=False),  # the first reason code: the queue filters on it
+    # open -> claimed (under a lease; an expired lease is open again) -> resolved or dismissed
+    Column("state", String(10), nullable=False),
+    Column("opened_at", Float, nullable=False),
+    Column("claimed_by", Text),
+    Column("lease_until", Float),
+    Column("closed_by", Text),
+    Column("closed_at", Float),
+    Column("truth", Text),  # JSON: the reviewer's label, or {field: value}
+    Column("note", Text),
+    # JSON: {"input": {"text"} or {"tensors"}, "prediction": {label, fields, confidence}, "reasons": [...],
+    #        "verifiers": [...], "tiers": [...]}
+    Column("details", Text, nullable=False),
+    Index("ix_review_cases_queue", "state", "opened_at"),
+    Index("ix_review_cases_model", "model", "state"),
+    Index("ix_review_cases_request_id", "request_id"),
 )

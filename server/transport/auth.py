@@ -15,17 +15,19 @@ a JWT signed by one of its keys (by ``kid``), not expired, for ``--jwt-audience`
 is accepted with the roles of its ``roles`` claim, under the name of its ``sub``. The key set is
 re-read when it changes, as the tokens file is.
 
-Roles per RPC: ``predict`` for Predict, PredictBatch, ListModels and GetModel; ``feedback`` for
-Feedback; ``admin`` holds every role. Health stays open (probes carry no token), and so does
-reflection. A call without a token, or with one the file does not list, gets UNAUTHENTICATED; a
-token without the RPC's role gets PERMISSION_DENIED; neither message repeats the token. The
-file is re-read when it changes (checked every second), so a token is revoked by deleting its
-line, without a restart; a file that does not parse keeps the tokens read before, and says why
-in the log. Only hashes are stored: a leaked file lets nobody call.
+Roles per RPC: ``predict`` for Predict, PredictBatch, ListModels, GetModel and WaitForReview;
+``feedback`` for Feedback; ``review`` for the review queue's ListCases, GetCase, ClaimCase, ResolveCase
+and DismissCase, which act under the token's name (``caller()``); ``admin`` holds every role. Health
+stays open (probes carry no token), and so does reflection. A call without a token, or with one the
+file does not list, gets UNAUTHENTICATED; a token without the RPC's role gets PERMISSION_DENIED;
+neither message repeats the token. The file is re-read when it changes (checked every second), so a
+token is revoked by deleting its line, without a restart; a file that does not parse keeps the tokens
+read before, and says why in the log. Only hashes are stored: a leaked file lets nobody call.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import threading
@@ -39,14 +41,23 @@ import jwt
 import yaml
 
 log = logging.getLogger(__name__)
-ROLES = ("predict", "feedback", "admin")
+ROLES = ("predict", "feedback", "review", "admin")
 RPC_ROLES = {
     "/smallguard.v1.Guard/Predict": "predict",
     "/smallguard.v1.Guard/PredictBatch": "predict",
     "/smallguard.v1.Guard/ListModels": "predict",
     "/smallguard.v1.Guard/GetModel": "predict",
+    "/smallguard.v1.Guard/WaitForReview": "predict",
     "/smallguard.v1.Guard/Feedback": "feedback",
+    **{f"/smallguard.v1.Guard/{rpc}": "review"
+       for rpc in ("ListCases", "GetCase", "ClaimCase", "ResolveCase", "DismissCase")},
 }
+_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("smallguard_caller", default="")
+
+
+def caller() -> str:
+    """The name of the token or JWT subject the current unary call was authenticated as ("" without tokens)."""
+    return _CALLER.get()
 _CHECK_EVERY_S = 1.0
 
 
@@ -115,7 +126,11 @@ class TokenAuth(grpc.ServerInterceptor):
             self._on_refused("permission_denied", details.method)
             return _refuse(grpc.StatusCode.PERMISSION_DENIED, f"token {holder.name!r} does not hold the role "
                                                               f"{role!r} that {details.method} needs")
-        return continuation(details)
+        return _as_caller(continuation(details), holder.name)
+
+    def holder(self, token: str) -> Holder | None:
+        """Who holds ``token`` (a listed token or a valid JWT), or None."""
+        return self._holder(token)[0] if token else None
 
     def _holder(self, token: str) -> tuple[Holder | None, str]:
         """Who holds ``token``, or None and why not (never the token itself)."""
@@ -185,6 +200,22 @@ def _bearer(metadata: Any) -> str | None:
         if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
             return value[len("Bearer "):].strip()
     return None
+
+
+def _as_caller(handler: Any, name: str) -> Any:
+    """``handler`` with its unary behaviour run as ``name`` (``caller()`` answers it inside the call)."""
+    if handler is None or handler.unary_unary is None:
+        return handler
+    behavior = handler.unary_unary
+
+    def run(request: Any, context: grpc.ServicerContext) -> Any:
+        token = _CALLER.set(name)
+        try:
+            return behavior(request, context)
+        finally:
+            _CALLER.reset(token)
+
+    return handler._replace(unary_unary=run)
 
 
 def _refuse(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:

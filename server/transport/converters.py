@@ -10,10 +10,12 @@ import grpc
 import numpy as np
 from google.protobuf import struct_pb2
 
-from smallguard.server.core.guard import FeedbackOffError, ModelReport
+from smallguard.server.core.guard import FeedbackOffError, ModelReport, ReviewOffError
 from smallguard.server.core.models import LoadedModel
 from smallguard.server.domain.bundle_spec import BundleSpec
 from smallguard.server.domain.errors import (
+    CaseNotFoundError,
+    CaseStateError,
     DeadlineExpiredError,
     FeedbackConflictError,
     GuardError,
@@ -66,6 +68,9 @@ _STATUS_OF: tuple[tuple[type[GuardError], grpc.StatusCode], ...] = (
     (FeedbackOffError, grpc.StatusCode.FAILED_PRECONDITION),
     (DeadlineExpiredError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (StoreError, grpc.StatusCode.UNAVAILABLE),
+    (CaseNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (CaseStateError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ReviewOffError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 
@@ -212,6 +217,7 @@ def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
     if outcome.tiers:
         response.cost = outcome.cost
         response.tiers.extend(_tier_result(entry) for entry in outcome.tiers)
+        response.review_case = outcome.review_case
     return response
 
 

@@ -11,6 +11,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -26,7 +27,15 @@ from smallguard.server.transport.tls import CertificateFiles
 
 log = logging.getLogger(__name__)
 
-STORE_HEALTH = "smallguard.store"  # the health service name that follows the store
+STORE_HEALTH = "smallguard.store"
+
+
+class Companion(Protocol):
+    """Something served beside gRPC for as long as it is (the review console)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...  # the health service name that follows the store
 
 # grpc's own limit sits well above --max-request-bytes so that the service, not the
 # transport, answers an oversized request (with a message that names the limit).
@@ -41,6 +50,7 @@ class GuardServer:
 
     def __init__(self, guard: Guard, settings: Settings, metrics_export: MetricsExport | None, tracing: bool) -> None:
         self._settings = settings
+        self.companions: list[Companion] = []  # served beside gRPC, started and stopped with it (the console)
         self._guard = guard
         self.metrics_export = metrics_export  # owned: shut down (flushed) by stop()
         self._pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="smallguard-rpc")
@@ -96,6 +106,8 @@ class GuardServer:
         # The store's own service says whether decisions are being logged (Predict serves either way).
         self.health.set(STORE_HEALTH, serving)
         self._guard.on_store_health(lambda up, _reason: self.health.set(STORE_HEALTH, serving if up else not_serving))
+        for companion in self.companions:
+            companion.start()
         log.info("serving %d model(s) on %s (port %d)", len(names), self._settings.address, self._port)
 
     def stop(self, grace: float | None = None, drain: float = 0.0) -> None:
@@ -120,11 +132,18 @@ class GuardServer:
             time.sleep(_QUIET_S / 5)
         self._server.stop(None if deadline is None else max(0.0, deadline - time.monotonic())).wait()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for companion in self.companions:
+            companion.stop()
         if self._auth is not None:
             self._auth.close()
         self._guard.close()
         if self.metrics_export is not None:
             self.metrics_export.shutdown()
+
+    @property
+    def auth(self) -> TokenAuth | None:
+        """The bearer-token check, when the server has tokens (--tokens-file, --jwks-file)."""
+        return self._auth
 
     def wait(self) -> None:
         self._server.wait_for_termination()

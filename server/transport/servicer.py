@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -19,7 +19,9 @@ from google.protobuf.message import DecodeError
 from smallguard.server.core.guard import Guard
 from smallguard.server.domain.errors import GuardError
 from smallguard.server.transport import converters
+from smallguard.server.transport.auth import caller
 from smallguard.server.transport.feedback_converters import feedback_call, feedback_response
+from smallguard.server.transport.review_converters import list_cases_response, review_case
 from smallguard.v1 import guard_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,52 @@ class GuardService:
         request = self._decode(raw, pb.FeedbackRequest, context, predict=False)
         return _answer(context, lambda: feedback_response(self._guard.feedback(feedback_call(request))))
 
+    # ------------------------------------------------------------------------------ the review queue
+
+    def ListCases(self, raw: bytes, context: grpc.ServicerContext) -> pb.ListCasesResponse:
+        self._admit(context)
+        request = self._decode(raw, pb.ListCasesRequest, context, predict=False)
+
+        def work() -> pb.ListCasesResponse:
+            cases, counts = self._guard.list_cases(request.state, request.model, request.reason, request.limit,
+                                                   request.after_id)
+            return list_cases_response(cases, counts, time.time())
+        return _answer(context, work)
+
+    def GetCase(self, raw: bytes, context: grpc.ServicerContext) -> pb.ReviewCase:
+        self._admit(context)
+        request = self._decode(raw, pb.GetCaseRequest, context, predict=False)
+        return _answer(context, lambda: review_case(self._guard.review.get(request.id)))
+
+    def ClaimCase(self, raw: bytes, context: grpc.ServicerContext) -> pb.ReviewCase:
+        self._admit(context)
+        request = self._decode(raw, pb.ClaimCaseRequest, context, predict=False)
+        return _answer(context, lambda: review_case(self._guard.review.claim(
+            request.id, _reviewer(context, request.reviewer))))
+
+    def ResolveCase(self, raw: bytes, context: grpc.ServicerContext) -> pb.ReviewCase:
+        self._admit(context)
+        request = self._decode(raw, pb.ResolveCaseRequest, context, predict=False)
+        return _answer(context, lambda: review_case(self._guard.review.resolve(
+            request.id, _reviewer(context, request.reviewer), request.label, dict(request.fields),
+            request.note)[0]))
+
+    def DismissCase(self, raw: bytes, context: grpc.ServicerContext) -> pb.ReviewCase:
+        self._admit(context)
+        request = self._decode(raw, pb.DismissCaseRequest, context, predict=False)
+        return _answer(context, lambda: review_case(self._guard.review.dismiss(
+            request.id, _reviewer(context, request.reviewer), request.note)))
+
+    def WaitForReview(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[pb.ReviewCase]:
+        self._admit(context)
+        request = self._decode(raw, pb.WaitForReviewRequest, context, predict=False)
+        cases = _answer(context, lambda: self._guard.review.wait(request.request_id, _deadline(context),
+                                                                  context.is_active))
+        first = _answer(context, lambda: next(cases))  # NOT_FOUND before the stream starts
+        yield review_case(first)
+        for case in cases:
+            yield review_case(case)
+
     def handler(self) -> grpc.GenericRpcHandler:
         """Handlers for every RPC the proto declares (a test checks none is missing)."""
         def unary(behavior: Callable, response_type: type) -> grpc.RpcMethodHandler:  # raw bytes in, see above
@@ -107,6 +155,13 @@ class GuardService:
             "ListModels": unary(self.ListModels, pb.ListModelsResponse),
             "GetModel": unary(self.GetModel, pb.ModelInfo),
             "Feedback": unary(self.Feedback, pb.FeedbackResponse),
+            "ListCases": unary(self.ListCases, pb.ListCasesResponse),
+            "GetCase": unary(self.GetCase, pb.ReviewCase),
+            "ClaimCase": unary(self.ClaimCase, pb.ReviewCase),
+            "ResolveCase": unary(self.ResolveCase, pb.ReviewCase),
+            "DismissCase": unary(self.DismissCase, pb.ReviewCase),
+            "WaitForReview": grpc.unary_stream_rpc_method_handler(
+                self.WaitForReview, response_serializer=pb.ReviewCase.SerializeToString),
         })
 
 
@@ -130,6 +185,12 @@ def health_handler(health: Any) -> grpc.GenericRpcHandler:
         "Watch": grpc.unary_stream_rpc_method_handler(
             lambda raw, context: health.Watch(decoded(raw, context), context), response_serializer=serialize),
     })
+
+
+def _reviewer(_context: grpc.ServicerContext, given: str) -> str:
+    """Who reviews: the authenticated token's or JWT subject's name when the call carried one (a reviewer
+    cannot act under another's name), else the name the request gives."""
+    return caller() or given
 
 
 def _ignore(_status: str) -> None:

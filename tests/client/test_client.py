@@ -70,7 +70,7 @@ def test_batch_feedback_and_models(shipped: Running) -> None:
         assert client.feedback("batch-2", label=rows[2]["label"]).duplicate
         names = {m.name: m for m in client.models()}
         assert {"digits", "invoice-extractor", "invoice-extractor-large"} <= set(names)
-        assert names["invoice-extractor"].tiers == ("large",) and names["digits"].kind == "CLASSIFIER"
+        assert names["invoice-extractor"].tiers == ("large", "people") and names["digits"].kind == "CLASSIFIER"
         assert client.model("digits").calibrated
 
 

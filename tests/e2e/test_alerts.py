@@ -25,7 +25,9 @@ from tests.e2e.prometheus_backend import Prometheus, running_prometheus, tool, w
 # Drift and feedback series: they exist only once a model has a full drift window or its first label.
 PLANNED = {"smallguard_drift_score", "smallguard_drift_limit", "smallguard_feedback_accuracy_observed",
            "smallguard_feedback_accuracy_estimated", "smallguard_feedback_accuracy_gap",
-           "smallguard_feedback_received_total"}
+           "smallguard_feedback_received_total",
+           # the review queue's: they exist once a bundle with a review tier has a case
+           "smallguard_review_cases", "smallguard_review_oldest_open_age_seconds"}
 BY_PROMETHEUS = {"up", "ALERTS"}  # series Prometheus makes itself
 # Grafana's variables, as Grafana would fill them in with the models that served the traffic selected.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$model": "digits|invoice-extractor"}
@@ -185,7 +187,8 @@ def test_the_dashboard_shows_what_sres_watch() -> None:
 @pytest.mark.parametrize(("title", "alert"), [("Escalation rate vs alert threshold", "SmallguardEscalationRateHigh"),
                                               ("Verifier failure share", "SmallguardVerifierFailureRateHigh"),
                                               ("Latency", "SmallguardLatencyP99High"),
-                                              ("Tier errors", "SmallguardTierErrors")])
+                                              ("Tier errors", "SmallguardTierErrors"),
+                                              ("Oldest open review case", "SmallguardReviewBacklog")])
 def test_the_dashboard_draws_the_threshold_the_alert_uses(title: str, alert: str) -> None:
     threshold = float(re.search(r"\S+ > ([\d.]+)", alerts()[alert]["expr"]).group(1))
     steps = panels()[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
@@ -209,11 +212,13 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promethe
         answers = [stub.Predict(digits_request(row["pixels"])) for row in rows]
         answered = next(i for i, answer in enumerate(answers) if answer.decision == pb.ANSWER)
         stub.Feedback(pb.FeedbackRequest(request_id=answers[answered].request_id, label=rows[answered]["label"]))
-        # invoices in the layout the small extractor never saw: escalated to its tier, which answers most
-        unseen = (MODELS / "invoice-extractor" / "data" / "unseen.jsonl").read_text().splitlines()[-12:]
+        # invoices in the layouts the small extractor never saw: escalated to its tier, which answers most; the
+        # rest go on to people (review cases)
+        unseen = (MODELS / "invoice-extractor" / "data" / "unseen.jsonl").read_text().splitlines()[-70:-40]
         tiered = [stub.Predict(pb.PredictRequest(model="invoice-extractor", text=json.loads(line)["text"]))
                   for line in unseen]
         assert any(response.answered_by == "large" for response in tiered)
+        assert any(response.review_case for response in tiered)
         exported = {sample.name for family in scrape(metrics_port).values() for sample in family.samples}
         folder: Path = tmp_path_factory.mktemp("prometheus")
         with running_prometheus(folder, [f"127.0.0.1:{metrics_port}"]) as prometheus:

@@ -58,6 +58,21 @@ def test_serve_refuses_to_start_with_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("store", "message"), [
+    ("mysql://u:secret@db/x", "cannot start: --store 'mysql://u:***@db/x': 'mysql' databases are not supported"),
+    ("postgresql://u:secret@127.0.0.1:{port}/x", "cannot start: cannot reach the store "
+                                                "postgresql+psycopg://u:***@127.0.0.1:{port}/x"),
+])
+def test_a_store_that_does_not_parse_or_answer_refuses_start_up_naming_it(store: str, message: str) -> None:
+    port = free_port()
+    started = time.monotonic()
+    result = run("serve", "--port", "0", "--store", store.format(port=port))
+    assert result.returncode == 2 and time.monotonic() - started < 60
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and message.format(port=port) in errors[0], result.stderr
+    assert "secret" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_bad_flag_values_are_named() -> None:
     result = run("serve", "--port", "eighty")
     assert result.returncode == 2 and "--port='eighty': expected int" in result.stderr

@@ -30,11 +30,12 @@ def layout(record: dict) -> str:
     return "markdown" if "|---|" in text else "dot_leaders" if " ....." in text else "other"
 
 
-def test_both_bundles_extract_the_same_fields_and_the_small_one_escalates_to_the_large() -> None:
+def test_both_bundles_extract_the_same_fields_and_the_small_one_escalates_to_the_large_then_to_people() -> None:
     small, large = read_bundle(INVOICE), read_bundle(LARGE)
     assert small.fields == large.fields and small.inputs == large.inputs
-    (tier,) = small.escalation
+    tier, people = small.escalation
     assert (tier.kind, tier.target.bundle) == ("bundle", large.name)
+    assert people.kind == "review"
     assert not large.escalation
 
 

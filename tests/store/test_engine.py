@@ -58,11 +58,13 @@ def test_migrations_build_exactly_the_declared_schema_on_both_engines(store_url:
     with store.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), metadata)
         revision = MigrationContext.configure(connection).get_current_revision()
-        indexes = {i["name"] for t in ("decisions", "feedback") for i in sa.inspect(connection).get_indexes(t)}
+        indexes = {i["name"] for t in ("decisions", "feedback", "review_cases")
+                   for i in sa.inspect(connection).get_indexes(t)}
     store.close()
     assert differences == []
-    assert revision == "0001"
-    assert {"ix_decisions_request_id", "ix_decisions_at", "ix_feedback_tally"} <= indexes
+    assert revision == "0002"
+    assert {"ix_decisions_request_id", "ix_decisions_at", "ix_feedback_tally", "ix_review_cases_queue",
+            "ix_review_cases_model", "ix_review_cases_request_id"} <= indexes
 
 
 def test_migrating_again_changes_nothing_and_processes_take_turns(store_url: str) -> None:
@@ -84,7 +86,7 @@ def test_migrating_again_changes_nothing_and_processes_take_turns(store_url: str
         engine.dispose()
     assert errors == []
     engine = open_engine(store_url)
-    assert migrate(engine) == "0001"
+    assert migrate(engine) == "0002"
     engine.dispose()
 
 

@@ -171,6 +171,7 @@ class Reason(_message.Message):
         UNCALIBRATED: _ClassVar[Reason.Code]
         DRIFT: _ClassVar[Reason.Code]
         TIER_ERROR: _ClassVar[Reason.Code]
+        IN_REVIEW: _ClassVar[Reason.Code]
     CODE_UNSPECIFIED: Reason.Code
     LOW_CONFIDENCE: Reason.Code
     VERIFIER_FAILED: Reason.Code
@@ -179,6 +180,7 @@ class Reason(_message.Message):
     UNCALIBRATED: Reason.Code
     DRIFT: Reason.Code
     TIER_ERROR: Reason.Code
+    IN_REVIEW: Reason.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     VERIFIER_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -216,7 +218,7 @@ class VerifierResult(_message.Message):
     def __init__(self, name: _Optional[str] = ..., use: _Optional[str] = ..., status: _Optional[_Union[VerifierResult.Status, str]] = ..., message: _Optional[str] = ..., on_fail: _Optional[_Union[Decision, str]] = ..., duration_ms: _Optional[float] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("request_id", "model", "model_version", "decision", "classification", "extraction", "confidence", "raw_confidence", "threshold", "reasons", "verifiers", "trace_id", "answered_by", "tiers", "cost")
+    __slots__ = ("request_id", "model", "model_version", "decision", "classification", "extraction", "confidence", "raw_confidence", "threshold", "reasons", "verifiers", "trace_id", "answered_by", "tiers", "cost", "review_case")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +234,7 @@ class PredictResponse(_message.Message):
     ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
     TIERS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_CASE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     model_version: str
@@ -247,7 +250,8 @@ class PredictResponse(_message.Message):
     answered_by: str
     tiers: _containers.RepeatedCompositeFieldContainer[TierResult]
     cost: float
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., extraction: _Optional[_Union[Extraction, _Mapping]] = ..., confidence: _Optional[float] = ..., raw_confidence: _Optional[float] = ..., threshold: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., verifiers: _Optional[_Iterable[_Union[VerifierResult, _Mapping]]] = ..., trace_id: _Optional[str] = ..., answered_by: _Optional[str] = ..., tiers: _Optional[_Iterable[_Union[TierResult, _Mapping]]] = ..., cost: _Optional[float] = ...) -> None: ...
+    review_case: int
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., extraction: _Optional[_Union[Extraction, _Mapping]] = ..., confidence: _Optional[float] = ..., raw_confidence: _Optional[float] = ..., threshold: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., verifiers: _Optional[_Iterable[_Union[VerifierResult, _Mapping]]] = ..., trace_id: _Optional[str] = ..., answered_by: _Optional[str] = ..., tiers: _Optional[_Iterable[_Union[TierResult, _Mapping]]] = ..., cost: _Optional[float] = ..., review_case: _Optional[int] = ...) -> None: ...
 
 class TierResult(_message.Message):
     __slots__ = ("name", "kind", "decision", "classification", "extraction", "calibrated", "confidence", "threshold", "reasons", "verifiers", "latency_ms", "cost", "calls")
@@ -618,3 +622,138 @@ class FeedbackSummary(_message.Message):
     min_labelled: int
     window: int
     def __init__(self, accuracy: _Optional[_Union[AccuracyCheck, _Mapping]] = ..., calibration_drifted: _Optional[bool] = ..., explanation: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[FieldAccuracy, _Mapping]]] = ..., matched: _Optional[int] = ..., tolerance: _Optional[float] = ..., alpha: _Optional[float] = ..., min_labelled: _Optional[int] = ..., window: _Optional[int] = ...) -> None: ...
+
+class ReviewCase(_message.Message):
+    __slots__ = ("id", "request_id", "model", "model_version", "state", "reason", "opened_at", "claimed_by", "lease_until", "closed_by", "closed_at", "text", "inputs_json", "classification", "extraction", "reasons", "verifiers", "tiers", "label", "fields", "note")
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OPENED_AT_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_BY_FIELD_NUMBER: _ClassVar[int]
+    LEASE_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_BY_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_AT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    EXTRACTION_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIERS_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    request_id: str
+    model: str
+    model_version: str
+    state: str
+    reason: str
+    opened_at: float
+    claimed_by: str
+    lease_until: float
+    closed_by: str
+    closed_at: float
+    text: str
+    inputs_json: str
+    classification: Classification
+    extraction: Extraction
+    reasons: _containers.RepeatedCompositeFieldContainer[Reason]
+    verifiers: _containers.RepeatedCompositeFieldContainer[VerifierResult]
+    tiers: _containers.RepeatedCompositeFieldContainer[TierResult]
+    label: str
+    fields: _containers.ScalarMap[str, str]
+    note: str
+    def __init__(self, id: _Optional[int] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., opened_at: _Optional[float] = ..., claimed_by: _Optional[str] = ..., lease_until: _Optional[float] = ..., closed_by: _Optional[str] = ..., closed_at: _Optional[float] = ..., text: _Optional[str] = ..., inputs_json: _Optional[str] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., extraction: _Optional[_Union[Extraction, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., verifiers: _Optional[_Iterable[_Union[VerifierResult, _Mapping]]] = ..., tiers: _Optional[_Iterable[_Union[TierResult, _Mapping]]] = ..., label: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ListCasesRequest(_message.Message):
+    __slots__ = ("state", "model", "reason", "limit", "after_id")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ID_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    model: str
+    reason: str
+    limit: int
+    after_id: int
+    def __init__(self, state: _Optional[str] = ..., model: _Optional[str] = ..., reason: _Optional[str] = ..., limit: _Optional[int] = ..., after_id: _Optional[int] = ...) -> None: ...
+
+class ListCasesResponse(_message.Message):
+    __slots__ = ("cases", "counts", "oldest_open_seconds")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    CASES_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_OPEN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    cases: _containers.RepeatedCompositeFieldContainer[ReviewCase]
+    counts: _containers.ScalarMap[str, int]
+    oldest_open_seconds: float
+    def __init__(self, cases: _Optional[_Iterable[_Union[ReviewCase, _Mapping]]] = ..., counts: _Optional[_Mapping[str, int]] = ..., oldest_open_seconds: _Optional[float] = ...) -> None: ...
+
+class GetCaseRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class ClaimCaseRequest(_message.Message):
+    __slots__ = ("id", "reviewer")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    reviewer: str
+    def __init__(self, id: _Optional[int] = ..., reviewer: _Optional[str] = ...) -> None: ...
+
+class ResolveCaseRequest(_message.Message):
+    __slots__ = ("id", "reviewer", "label", "fields", "note")
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    reviewer: str
+    label: str
+    fields: _containers.ScalarMap[str, str]
+    note: str
+    def __init__(self, id: _Optional[int] = ..., reviewer: _Optional[str] = ..., label: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., note: _Optional[str] = ...) -> None: ...
+
+class DismissCaseRequest(_message.Message):
+    __slots__ = ("id", "reviewer", "note")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    reviewer: str
+    note: str
+    def __init__(self, id: _Optional[int] = ..., reviewer: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class WaitForReviewRequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...

@@ -61,6 +61,36 @@ class GuardStub:
                 request_serializer=smallguard_dot_v1_dot_guard__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=smallguard_dot_v1_dot_guard__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.ListCases = channel.unary_unary(
+                '/smallguard.v1.Guard/ListCases',
+                request_serializer=smallguard_dot_v1_dot_guard__pb2.ListCasesRequest.SerializeToString,
+                response_deserializer=smallguard_dot_v1_dot_guard__pb2.ListCasesResponse.FromString,
+                _registered_method=True)
+        self.GetCase = channel.unary_unary(
+                '/smallguard.v1.Guard/GetCase',
+                request_serializer=smallguard_dot_v1_dot_guard__pb2.GetCaseRequest.SerializeToString,
+                response_deserializer=smallguard_dot_v1_dot_guard__pb2.ReviewCase.FromString,
+                _registered_method=True)
+        self.ClaimCase = channel.unary_unary(
+                '/smallguard.v1.Guard/ClaimCase',
+                request_serializer=smallguard_dot_v1_dot_guard__pb2.ClaimCaseRequest.SerializeToString,
+                response_deserializer=smallguard_dot_v1_dot_guard__pb2.ReviewCase.FromString,
+                _registered_method=True)
+        self.ResolveCase = channel.unary_unary(
+                '/smallguard.v1.Guard/ResolveCase',
+                request_serializer=smallguard_dot_v1_dot_guard__pb2.ResolveCaseRequest.SerializeToString,
+                response_deserializer=smallguard_dot_v1_dot_guard__pb2.ReviewCase.FromString,
+                _registered_method=True)
+        self.DismissCase = channel.unary_unary(
+                '/smallguard.v1.Guard/DismissCase',
+                request_serializer=smallguard_dot_v1_dot_guard__pb2.DismissCaseRequest.SerializeToString,
+                response_deserializer=smallguard_dot_v1_dot_guard__pb2.ReviewCase.FromString,
+                _registered_method=True)
+        self.WaitForReview = channel.unary_stream(
+                '/smallguard.v1.Guard/WaitForReview',
+                request_serializer=smallguard_dot_v1_dot_guard__pb2.WaitForReviewRequest.SerializeToString,
+                response_deserializer=smallguard_dot_v1_dot_guard__pb2.ReviewCase.FromString,
+                _registered_method=True)
 
 
 class GuardServicer:
@@ -104,12 +134,57 @@ class GuardServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Feedback(self, request, context):
-        """Ground truth for a past prediction, matched by request id against the server's bounded
-        record of recent predictions; an OK response means it matched. Errors: NOT_FOUND for a
-        request id the record does not hold (never seen, or expired: the message says which),
+        """Ground truth for a past prediction, matched by request id against the decision log in the
+        store (any worker or replica); an OK response means it matched and was stored. Errors:
+        NOT_FOUND for a request id the store does not hold (never seen, or past the retention),
         INVALID_ARGUMENT for a truth that does not fit the model, ALREADY_EXISTS when another truth
-        was already recorded for the request. The same truth sent again is answered again
-        (duplicate = true) and not counted twice.
+        was already recorded for the request, UNAVAILABLE when the store cannot be reached (send it
+        again). The same truth sent again is answered again (duplicate = true) and not counted twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCases(self, request, context):
+        """The review queue: requests a bundle's `review` tier sent to a person. Cases are listed
+        oldest first; a reviewer claims one under a lease, then resolves it with the truth (recorded
+        as Feedback) or dismisses it. A lease that expires returns the case to the queue.
+        Errors: NOT_FOUND for an unknown case, FAILED_PRECONDITION when the case is claimed by
+        someone else, the lease expired or the case is closed (the message says which),
+        INVALID_ARGUMENT for a truth that does not fit the model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimCase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveCase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DismissCase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitForReview(self, request, context):
+        """Wait for a person's answer to a request that went to review: the case as it is now, then
+        again at every change, until it is resolved or dismissed (the stream ends) or the caller's
+        deadline passes. NOT_FOUND when no case was opened for the request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,6 +217,36 @@ def add_GuardServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=smallguard_dot_v1_dot_guard__pb2.FeedbackRequest.FromString,
                     response_serializer=smallguard_dot_v1_dot_guard__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'ListCases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCases,
+                    request_deserializer=smallguard_dot_v1_dot_guard__pb2.ListCasesRequest.FromString,
+                    response_serializer=smallguard_dot_v1_dot_guard__pb2.ListCasesResponse.SerializeToString,
+            ),
+            'GetCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCase,
+                    request_deserializer=smallguard_dot_v1_dot_guard__pb2.GetCaseRequest.FromString,
+                    response_serializer=smallguard_dot_v1_dot_guard__pb2.ReviewCase.SerializeToString,
+            ),
+            'ClaimCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimCase,
+                    request_deserializer=smallguard_dot_v1_dot_guard__pb2.ClaimCaseRequest.FromString,
+                    response_serializer=smallguard_dot_v1_dot_guard__pb2.ReviewCase.SerializeToString,
+            ),
+            'ResolveCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveCase,
+                    request_deserializer=smallguard_dot_v1_dot_guard__pb2.ResolveCaseRequest.FromString,
+                    response_serializer=smallguard_dot_v1_dot_guard__pb2.ReviewCase.SerializeToString,
+            ),
+            'DismissCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.DismissCase,
+                    request_deserializer=smallguard_dot_v1_dot_guard__pb2.DismissCaseRequest.FromString,
+                    response_serializer=smallguard_dot_v1_dot_guard__pb2.ReviewCase.SerializeToString,
+            ),
+            'WaitForReview': grpc.unary_stream_rpc_method_handler(
+                    servicer.WaitForReview,
+                    request_deserializer=smallguard_dot_v1_dot_guard__pb2.WaitForReviewRequest.FromString,
+                    response_serializer=smallguard_dot_v1_dot_guard__pb2.ReviewCase.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -281,6 +386,168 @@ class Guard:
             '/smallguard.v1.Guard/Feedback',
             smallguard_dot_v1_dot_guard__pb2.FeedbackRequest.SerializeToString,
             smallguard_dot_v1_dot_guard__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smallguard.v1.Guard/ListCases',
+            smallguard_dot_v1_dot_guard__pb2.ListCasesRequest.SerializeToString,
+            smallguard_dot_v1_dot_guard__pb2.ListCasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smallguard.v1.Guard/GetCase',
+            smallguard_dot_v1_dot_guard__pb2.GetCaseRequest.SerializeToString,
+            smallguard_dot_v1_dot_guard__pb2.ReviewCase.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smallguard.v1.Guard/ClaimCase',
+            smallguard_dot_v1_dot_guard__pb2.ClaimCaseRequest.SerializeToString,
+            smallguard_dot_v1_dot_guard__pb2.ReviewCase.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smallguard.v1.Guard/ResolveCase',
+            smallguard_dot_v1_dot_guard__pb2.ResolveCaseRequest.SerializeToString,
+            smallguard_dot_v1_dot_guard__pb2.ReviewCase.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DismissCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smallguard.v1.Guard/DismissCase',
+            smallguard_dot_v1_dot_guard__pb2.DismissCaseRequest.SerializeToString,
+            smallguard_dot_v1_dot_guard__pb2.ReviewCase.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitForReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/smallguard.v1.Guard/WaitForReview',
+            smallguard_dot_v1_dot_guard__pb2.WaitForReviewRequest.SerializeToString,
+            smallguard_dot_v1_dot_guard__pb2.ReviewCase.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 from smallguard.server.domain.bundle_spec import BundleSpec, FeedbackPolicy
 from smallguard.server.domain.errors import (
@@ -131,7 +130,7 @@ class Feedback:
             spec = self._spec(entry.model)
             verdict = _judge(entry, call, spec)
             row = _row(entry, verdict, spec, call.source)
-            earlier = self._store.add_feedback(entry, row, datetime.now(UTC))
+            earlier = self._store.add_feedback(entry, row, time.time())
         except LookupError:
             self._metrics.record_feedback("expired", entry.model, entry.version)
             raise RequestNotFoundError("the decision was removed by the store's retention (--store-retention-days) "

@@ -29,15 +29,12 @@ def upgrade() -> None:
         sa.Column("raw_confidence", sa.Float, nullable=False),
         sa.Column("threshold", sa.Float, nullable=False),
         sa.Column("label", sa.Text),
-        sa.Column("fields", sa.JSON, nullable=False),
-        sa.Column("reasons", sa.JSON, nullable=False),
-        sa.Column("verifiers", sa.JSON, nullable=False),
-        sa.Column("tiers", sa.JSON, nullable=False),
+        sa.Column("details", sa.Text, nullable=False),
         sa.Column("cost", sa.Float, nullable=False),
         sa.Column("trace_id", sa.String(32), nullable=False),
         sa.Column("input_logged", sa.String(4), nullable=False),
         sa.Column("input", sa.Text),
-        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("at", sa.Float, nullable=False),
     )
     op.create_index("ix_decisions_request_id", "decisions", ["request_id", "id"])
     op.create_index("ix_decisions_at", "decisions", ["at"])
@@ -55,7 +52,7 @@ def upgrade() -> None:
         sa.Column("confidence", sa.Float, nullable=False),
         sa.Column("field_scores", sa.JSON, nullable=False),
         sa.Column("source", sa.String(20), nullable=False),
-        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("at", sa.Float, nullable=False),
     )
     op.create_index("ix_feedback_tally", "feedback", ["model", "version", "counted", "id"])
 
