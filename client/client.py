@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from smallguard.client.results import FeedbackResult, ItemError, ModelSummary, Result
+from smallguard.client.results import FeedbackResult, ItemError, ModelSummary, Result, Review
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
 
@@ -94,6 +94,23 @@ class Client:
         r = self._call(self._stub.Feedback, request, timeout)
         return FeedbackResult(r.request_id, r.model, pb.Decision.Name(r.decision), r.correct, tuple(r.wrong_fields),
                               r.counted, r.duplicate)
+
+    def wait_for_review(self, request_id: str, timeout: float | None = None) -> Review:
+        """Wait (at most ``timeout`` seconds) for a person's answer to a request that went to review
+        (``Result.review_case``); the case as last seen: RESOLVED or DISMISSED, or still OPEN or CLAIMED when
+        the time ran out. CallError NOT_FOUND when the request went to no review."""
+        last = None
+        try:
+            for case in self._stub.WaitForReview(pb.WaitForReviewRequest(request_id=request_id),
+                                                 timeout=self._timeout if timeout is None else timeout,
+                                                 metadata=self._metadata, wait_for_ready=self._wait_for_ready):
+                last = case
+        except grpc.RpcError as error:
+            if error.code() is not grpc.StatusCode.DEADLINE_EXCEEDED or last is None:  # type: ignore[attr-defined]
+                raise CallError(error.code().name, error.details() or "") from None  # type: ignore[attr-defined]
+        if last is None:
+            raise CallError("NOT_FOUND", f"request_id {request_id!r}: no review case")
+        return Review.of(last)
 
     def models(self, timeout: float | None = None) -> list[ModelSummary]:
         response = self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)

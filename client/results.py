@@ -64,6 +64,7 @@ class Result:
     cost: float
     trace_id: str
     response: Any = field(repr=False, compare=False, default=None)  # the PredictResponse, for what is not here
+    review_case: int = 0  # the review case opened for the request (a person will answer: Client.wait_for_review)
 
     @property
     def answered(self) -> bool:
@@ -94,7 +95,30 @@ class Result:
             answered_by=response.answered_by or response.model,
             tiers=tuple(Tier(t.name, t.kind, pb.Decision.Name(t.decision), t.calibrated, t.confidence,
                              _reasons(t.reasons), t.latency_ms, t.cost, t.calls) for t in response.tiers),
-            cost=response.cost, trace_id=response.trace_id, response=response)
+            cost=response.cost, trace_id=response.trace_id, response=response, review_case=response.review_case)
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """A review case as last seen: ``state`` RESOLVED (with the person's ``label`` or ``fields``) or DISMISSED
+    (with a ``note``), or still OPEN or CLAIMED when the wait ran out."""
+
+    case_id: int
+    request_id: str
+    state: str
+    label: str | None
+    fields: Mapping[str, str]
+    reviewer: str  # who claimed or closed it
+    note: str
+
+    @property
+    def resolved(self) -> bool:
+        return self.state == "RESOLVED"
+
+    @classmethod
+    def of(cls, case: pb.ReviewCase) -> Review:
+        return cls(case.id, case.request_id, case.state, case.label or None, dict(case.fields),
+                   case.closed_by or case.claimed_by, case.note)
 
 
 @dataclass(frozen=True, slots=True)

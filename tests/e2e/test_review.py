@@ -7,17 +7,32 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from smallguard.server.assembly import create_server
 from smallguard.server.bundle.bundle_file import read_bundle
 from smallguard.server.commands.labelled_data import read_labelled
+from smallguard.server.settings import Settings
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
-from tests.conftest import DIGITS, SMALLGUARD, Running, copy_bundle, digits_request, digits_rows, start_server
+from tests.conftest import (
+    DIGITS,
+    SMALLGUARD,
+    Running,
+    by,
+    copy_bundle,
+    digits_request,
+    digits_rows,
+    points,
+    start_server,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -158,3 +173,66 @@ def test_resolved_cases_export_as_labelled_data_that_calibrate_reads(running: Ru
     assert [spec.labels[e.label] for e in examples] == [row["label"] for row in rows[:2]]
     assert [e.call.context for e in examples] == [{"allowed_labels": "0"}] * 2
     assert examples[0].feeds["pixels"].ravel().tolist() == pytest.approx(rows[0]["pixels"])
+
+
+def test_the_queue_and_its_closings_are_measured(tmp_path: Path) -> None:
+    copy_bundle(DIGITS, tmp_path / "models", "digits", BUNDLE)
+    reader = InMemoryMetricReader()
+    settings = Settings(host="127.0.0.1", port=0, model_repository=tmp_path / "models",
+                        store=f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    server = create_server(settings, meter_provider=MeterProvider(metric_readers=[reader]))
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = guard_pb2_grpc.GuardStub(channel)
+            rows = rows_not_zero()[:3]
+            responses = [escalated(stub, row) for row in rows]
+            ids = [response.review_case for response in responses]
+            got = points(reader)
+            assert by(got["smallguard.review.cases"], "smallguard.review.state") == {"open": 3}
+            [age] = got["smallguard.review.oldest_open_age"]
+            assert 0 <= age.value < 60 and dict(age.attributes) == {"smallguard.model.name": "digits"}
+            for case_id in ids[:2]:
+                stub.ClaimCase(pb.ClaimCaseRequest(id=case_id, reviewer="alice"), timeout=10)
+            # the reviewer confirms the first case's true label and corrects the second's answer
+            said = [response.classification.label for response in responses]
+            wrong = next(label for label in "123456789" if label != said[1])
+            stub.ResolveCase(pb.ResolveCaseRequest(id=ids[0], reviewer="alice", label=rows[0]["label"]), timeout=10)
+            stub.ResolveCase(pb.ResolveCaseRequest(id=ids[1], reviewer="alice", label=wrong), timeout=10)
+            stub.ClaimCase(pb.ClaimCaseRequest(id=ids[2], reviewer="bob"), timeout=10)
+            stub.DismissCase(pb.DismissCaseRequest(id=ids[2], reviewer="bob"), timeout=10)
+        got = points(reader)
+        assert by(got["smallguard.review.closed"], "smallguard.review.outcome") == {"resolved": 2, "dismissed": 1}
+        agreement = by(got["smallguard.review.agreement"], "smallguard.tier.name", "smallguard.review.agreed")
+        agreed_first = said[0] == rows[0]["label"]
+        # one answer per resolved case, the small model's: the corrected one disagreed
+        assert agreement == Counter({("digits", "true"): int(agreed_first), ("digits", "false"): 2 - int(agreed_first)})
+        assert by(got["smallguard.review.duration"], "smallguard.review.outcome") == {"resolved": 2, "dismissed": 1}
+        assert by(got["smallguard.review.cases"], "smallguard.review.state") == {"resolved": 2, "dismissed": 1}
+    finally:
+        server.stop(0)
+
+
+def test_the_client_waits_for_a_persons_answer(running: Running) -> None:
+    from smallguard.client import Client
+
+    row, other = rows_not_zero()[6:8]
+    with Client(running.address) as client:
+        result = client.predict("digits", pixels=row["pixels"], context={"allowed_labels": "0"})
+        assert result.decision == "ESCALATE" and result.review_case > 0
+
+        def review() -> None:
+            time.sleep(0.5)
+            running.stub.ClaimCase(pb.ClaimCaseRequest(id=result.review_case, reviewer="carol"), timeout=10)
+            running.stub.ResolveCase(pb.ResolveCaseRequest(id=result.review_case, reviewer="carol",
+                                                           label=row["label"]), timeout=10)
+
+        reviewer = threading.Thread(target=review)
+        reviewer.start()
+        answer = client.wait_for_review(result.request_id, timeout=20)
+        reviewer.join()
+        assert (answer.resolved, answer.label, answer.reviewer) == (True, row["label"], "carol")
+        pending = client.predict("digits", pixels=other["pixels"], context={"allowed_labels": "0"})
+        started = time.monotonic()
+        still = client.wait_for_review(pending.request_id, timeout=0.8)  # nobody answers in time
+        assert still.state == "OPEN" and not still.resolved and time.monotonic() - started < 5
