@@ -20,6 +20,7 @@ from smallguard.verifiers.registry import (
     VerifierRegistry,
 )
 from smallguard.verifiers.verifier_types import (
+    BundleInfo,
     CheckResult,
     ExtractedField,
     LabelScore,
@@ -31,6 +32,7 @@ from smallguard.verifiers.verifier_types import (
 
 __all__ = [
     "DEFAULT_GROUP",
+    "BundleInfo",
     "CheckResult",
     "ExtractedField",
     "LabelScore",

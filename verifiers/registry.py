@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
-from smallguard.verifiers.verifier_types import Verifier
+from smallguard.verifiers.verifier_types import BundleInfo, Verifier
 
 __all__ = ["DEFAULT_GROUP", "UnknownVerifierError", "VerifierConfigError", "VerifierError", "VerifierRegistry"]
 
@@ -124,13 +124,19 @@ class VerifierRegistry:
         self._factory(name)
         return self._distributions.get(name, _UNKNOWN_DISTRIBUTION)
 
-    def build(self, name: str, params: Mapping[str, object]) -> Verifier:
-        """``factory(**params)``, with every way that can go wrong turned into one clear error."""
+    def build(self, name: str, params: Mapping[str, object], bundle: BundleInfo | None = None) -> Verifier:
+        """``factory(**params)``, with every way that can go wrong turned into one clear error. A factory with a
+        ``bundle`` parameter also gets ``bundle``: what it may know of the bundle it checks."""
         factory = self._factory(name)
         label = f"verifier {name!r} ({self.distribution(name)})"
         if not isinstance(params, Mapping) or not all(isinstance(key, str) for key in params):
             raise VerifierConfigError(name, f"{label}: params must be a mapping of parameter names to values, "
                                             f"got {params!r}")
+        if "bundle" in params:
+            raise VerifierConfigError(name, f"{label}: 'bundle' is not a parameter a bundle.yaml may set: the server "
+                                            "gives it")
+        if bundle is not None and _takes(factory, "bundle"):
+            params = {**params, "bundle": bundle}
         _check_signature(name, label, factory, params)
         try:
             verifier = factory(**params)
@@ -158,6 +164,13 @@ class VerifierRegistry:
                 message += f" (did you mean {close[0]!r}?)"
             message += f"; available: {available}"
         raise UnknownVerifierError(name, message)
+
+
+def _takes(factory: Factory, parameter: str) -> bool:
+    try:
+        return parameter in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _check_signature(name: str, label: str, factory: Factory, params: Mapping[str, object]) -> None:

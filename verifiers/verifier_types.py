@@ -56,6 +56,17 @@ class Prediction:
         return None if extracted is None else extracted.value
 
 
+@dataclass(frozen=True, slots=True)
+class BundleInfo:
+    """What a verifier may know of the bundle it checks: given to a factory that has a ``bundle`` parameter
+    (the ``rule`` verifier declares the bundle's fields as typed variables with it)."""
+
+    name: str
+    kind: ModelKind
+    fields: tuple[str, ...] = ()  # an extractor's
+    labels: tuple[str, ...] = ()  # a classifier's
+
+
 class Status(enum.StrEnum):
     PASSED = "passed"
     FAILED = "failed"

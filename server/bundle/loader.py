@@ -19,7 +19,7 @@ from smallguard.server.calibration import Calibration, CalibrationError, load_ca
 from smallguard.server.domain.bundle_spec import BUNDLE_FILE, BundleSpec, VerifierSpec
 from smallguard.server.domain.errors import BundleError
 from smallguard.server.observability.drift import DriftMonitor, DriftReferenceError, load_monitor
-from smallguard.verifiers import Verifier, VerifierRegistry
+from smallguard.verifiers import BundleInfo, Verifier, VerifierRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +54,10 @@ def load_bundle(folder: Path, registry: VerifierRegistry, intra_op_threads: int)
         except CalibrationError as exc:
             raise BundleError(exc.problem, spec.calibration_path) from None
     verifiers = []
+    info = BundleInfo(spec.name, spec.kind, spec.fields, spec.labels)
     for entry in spec.verifiers:
         try:
-            verifier = registry.build(entry.use, entry.params)
+            verifier = registry.build(entry.use, entry.params, info)
             verifiers.append(BoundVerifier(entry, verifier, getattr(verifier, "inline", False) is True))
         except Exception as exc:  # unknown name, bad params, or a factory that blew up
             raise BundleError(f"verifier {entry.name!r}: {exc}", spec.file) from None
