@@ -78,7 +78,6 @@ def build_guard(settings: Settings, *, registry: VerifierRegistry | None = None,
     repository = (load_repository(settings.model_repository, registry, threads) if bundles is None
                   else load_models(bundles, registry, threads))
     metrics = GuardMetrics.from_provider(meter_provider)
-    metrics.watch_drift(model.drift for model in repository if model.drift is not None)
     feedback = decisions = review = None
     if keep_feedback:
         store = open_store(settings.store or default_store_url())
@@ -93,7 +92,25 @@ def build_guard(settings: Settings, *, registry: VerifierRegistry | None = None,
     pauses.install()
     runner = VerifierRunner(settings.verifier_threads, pauses)
     cascades = build_cascades(repository, runner, metrics, review)
-    return Guard(repository, runner, metrics, feedback, cascades, decisions, review)
+    guard = Guard(repository, runner, metrics, feedback, cascades, decisions, review)
+    metrics.watch_drift(guard.drift_monitors)
+    metrics.watch_circuits(guard.circuits)
+    return guard
+
+
+def reload_models(guard: Guard, settings: Settings, registry: VerifierRegistry | None = None) -> list[str]:
+    """Load the model repository again and serve it, all or nothing: a bundle that does not load (BundleError,
+    naming it) leaves the models served as they were. Verifier plugins are discovered again, so a newly
+    installed one can be used. The names of the models served now."""
+    registry = VerifierRegistry.discover() if registry is None else registry
+    repository = load_repository(settings.model_repository, registry, settings.intra_op_threads)
+    runner, metrics, review = guard.parts()
+    cascades = build_cascades(repository, runner, metrics, review)
+    guard.replace_models(repository, cascades)
+    names = [model.spec.name for model in repository]
+    log.info("reloaded %d model(s) from %s: %s", len(names), settings.model_repository,
+             ", ".join(f"{m.spec.name} {m.spec.version}" for m in repository))
+    return names
 
 
 def build_cascades(repository: ModelRepository, runner: VerifierRunner, metrics: GuardMetrics,
@@ -120,9 +137,6 @@ def build_cascades(repository: ModelRepository, runner: VerifierRunner, metrics:
         for tier in made:
             tier.close()
         raise
-    metrics.watch_circuits((cascade.model.spec.name, cascade.model.spec.version, slot.tier.spec.name,
-                            lambda breaker=slot.breaker: breaker.state)
-                           for cascade in cascades.values() for slot in cascade.slots)
     return cascades
 
 
@@ -193,7 +207,8 @@ def create_server(settings: Settings, *, registry: VerifierRegistry | None = Non
     guard = None
     try:
         guard = build_guard(settings, registry=registry, meter_provider=provider)
-        server = GuardServer(guard, settings, export, tracing=tracing_enabled())
+        server = GuardServer(guard, settings, export, tracing=tracing_enabled(),
+                             reload=lambda: reload_models(guard, settings, registry))
         if settings.console_port:
             server.companions.append(build_console(guard, server, settings))
         return server
@@ -217,8 +232,8 @@ def build_console(guard: Guard, server: GuardServer, settings: Settings) -> Cons
     else:
         token = secrets.token_urlsafe(24)
         login = Login.shared(token)
-    specs = {name: guard.report(name).model.spec for name in guard.model_names()}
-    console = ConsoleServer(console_app(guard.review, specs, login), settings.console_host, settings.console_port)
+    console = ConsoleServer(console_app(guard.review, guard.specs, login), settings.console_host,
+                            settings.console_port)
     if auth is None:
         log.warning("review console: log in at http://%s:%d/login with the token %s (no --tokens-file: this token, "
                     "new at every start, is the console's only one)", settings.console_host, console.port, token)

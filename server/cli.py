@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from smallguard.server.settings import Settings
 
@@ -78,6 +79,8 @@ def serve_command(settings: Settings) -> int:
     # Handlers first: a SIGTERM that lands while bundles load still means "stop cleanly".
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    reload_asked = threading.Event()
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: reload_asked.set())
     provider = configure_tracing()
     try:
         server = create_server(settings)
@@ -90,12 +93,29 @@ def serve_command(settings: Settings) -> int:
     gc.freeze()
     server.start()
     print(f"smallguard serving on port {server.port}", flush=True)
+    threading.Thread(target=_reload_on_sighup, args=(server, reload_asked, stopping), name="smallguard-sighup",
+                     daemon=True).start()
     stopping.wait()
     server.stop(settings.grace_seconds, drain=drain[0])
     if provider is not None:
         provider.shutdown()
     log.info("stopped")
     return 0
+
+
+def _reload_on_sighup(server: Any, asked: threading.Event, stopping: threading.Event) -> None:
+    """SIGHUP: load the model repository again and serve it (a bundle that does not load keeps the old ones)."""
+    while not stopping.is_set():
+        if not asked.wait(0.5):
+            continue
+        asked.clear()
+        log.info("SIGHUP: reloading the model repository")
+        try:
+            names = server.reload()
+        except Exception as exc:  # a bundle that does not load: say which, keep serving the old models
+            log.error("reload refused, the models served are unchanged: %s", exc)
+            continue
+        log.info("reloaded: serving %s", ", ".join(names))
 
 
 def _start_worker(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -142,6 +162,8 @@ def _supervise(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: [w.send_signal(signal.SIGHUP) for w in workers
+                                                           if w.poll() is None])
     while not stopping.is_set():
         for i, worker in enumerate(workers):
             code = worker.poll()

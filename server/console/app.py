@@ -47,8 +47,9 @@ class Login:
         return cls(lambda given: "" if hmac.compare_digest(given.encode(), token.encode()) else None)
 
 
-def console_app(queue: ReviewQueue, specs: Mapping[str, BundleSpec], login: Login) -> Starlette:
-    """The console over ``queue``; ``specs`` say each model's labels and fields."""
+def console_app(queue: ReviewQueue, specs: Callable[[], Mapping[str, BundleSpec]], login: Login) -> Starlette:
+    """The console over ``queue``; ``specs()`` says each loaded model's labels and fields (a reload changes
+    them)."""
     pages = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                undefined=jinja2.StrictUndefined)
     pages.filters["ago"] = _ago
@@ -108,13 +109,13 @@ def console_app(queue: ReviewQueue, specs: Mapping[str, BundleSpec], login: Logi
             counts = await run_in_threadpool(queue.counts)
         except GuardError as error:
             return render("queue.html", 400, who=who, cases=[], totals={}, state=state, model=model, reason=reason,
-                          models=sorted(specs), reasons=[c.value for c in ReasonCode], states=STATES,
+                          models=sorted(specs()), reasons=[c.value for c in ReasonCode], states=STATES,
                           problem=str(error), now=time.time())
         totals: dict[str, int] = {}
         for (_model, case_state), count in counts.counts.items():
             totals[case_state] = totals.get(case_state, 0) + count
         return render("queue.html", who=who, cases=cases, totals=totals, state=state, model=model, reason=reason,
-                      models=sorted(specs), reasons=[c.value for c in ReasonCode], states=STATES, problem="",
+                      models=sorted(specs()), reasons=[c.value for c in ReasonCode], states=STATES, problem="",
                       now=time.time())
 
     async def case_page(request: Request, problem: str = "", status: int = 200) -> Response:
@@ -126,7 +127,7 @@ def console_app(queue: ReviewQueue, specs: Mapping[str, BundleSpec], login: Logi
             case = await run_in_threadpool(queue.get, case_id)
         except GuardError as error:
             return render("missing.html", 404, who=who, problem=str(error))
-        return render("case.html", status, **_case_view(case, specs.get(case.model), who), problem=problem)
+        return render("case.html", status, **_case_view(case, specs().get(case.model), who), problem=problem)
 
     def action(run: Callable[[int, str, Any], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -144,7 +145,7 @@ def console_app(queue: ReviewQueue, specs: Mapping[str, BundleSpec], login: Logi
 
     def resolve(case_id: int, who: str, form: Any) -> None:
         case = queue.get(case_id)
-        spec = specs.get(case.model)
+        spec = specs().get(case.model)
         if spec is not None and spec.is_extractor:
             queue.resolve(case_id, who, fields={name: str(form.get(f"field.{name}", "")).strip()
                                                 for name in spec.fields}, note=str(form.get("note", "")))

@@ -14,6 +14,7 @@ from; when nothing records, it does no span work at all and the trace id is empt
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from smallguard.server.core.policy import decide, escalate_when_drifted
 from smallguard.server.core.request_ids import new_request_id
 from smallguard.server.core.review import QueueCounts, ReviewQueue
 from smallguard.server.core.verifier_runner import VerifierRunner
+from smallguard.server.domain.bundle_spec import BundleSpec
 from smallguard.server.domain.errors import DeadlineExpiredError, GuardError, InvalidInputError
 from smallguard.server.domain.predictions import (
     Decision,
@@ -53,12 +55,25 @@ class FeedbackOffError(GuardError):
     """This guard keeps no record of its predictions (an offline replay), so feedback has nothing to match."""
 
 
+class ReloadOffError(GuardError):
+    """This server was built without a way to load its models again."""
+
+
 class ReviewOffError(GuardError):
     """This guard keeps no review queue (an offline replay has no store)."""
 
 
 class ItemFailedError(GuardError):
     """One item of a batch could not be served for a reason of the server's (logged); the others were."""
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """The models a guard serves and their escalation tiers: replaced whole by a reload, so a request that
+    began with one set finishes with it."""
+
+    repository: ModelRepository
+    cascades: Mapping[str, Cascade]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +96,14 @@ class Guard:
     def __init__(self, repository: ModelRepository, runner: VerifierRunner, metrics: GuardMetrics,
                  feedback: Feedback | None, cascades: Mapping[str, Cascade] | None = None,
                  decisions: DecisionLog | None = None, review: ReviewQueue | None = None) -> None:
-        self._repository = repository
+        self._loaded = Loaded(repository, dict(cascades or {}))  # cascades: model name -> its escalation tiers
         self._runner = runner
         self._metrics = metrics
         self._feedback = feedback
         self._decisions = decisions
         self._review = review
-        self._cascades = dict(cascades or {})  # model name -> its escalation tiers (bundles that have some)
+        self._drift_listeners: list[Callable[[str, bool], None]] = []
+        self._retired: list[threading.Timer] = []
 
     # ------------------------------------------------------------------------------ Predict
 
@@ -95,11 +111,12 @@ class Guard:
         """One prediction, one decision. Raises ModelNotFoundError, InvalidInputError or DeadlineExpiredError."""
         started = time.perf_counter()
         _refuse_if_expired(call.deadline)
-        model = self._repository.get(call.model, call.version)
+        loaded = self._loaded  # one set of models for the whole request, whatever a reload does meanwhile
+        model = loaded.repository.get(call.model, call.version)
         with self._metrics.in_flight(model.spec.name, model.spec.version):
             outcome = self._predict(call, model)
             if outcome.decision is Decision.ESCALATE and model.spec.escalation:
-                outcome = self._escalate(call, model, outcome)
+                outcome = self._escalate(call, model, outcome, loaded)
         self._metrics.record_prediction(outcome, time.perf_counter() - started)
         if self._decisions is not None:
             self._decisions.append(call, outcome, model.spec.log_inputs)
@@ -115,9 +132,10 @@ class Guard:
             head = model.head.predict(feeds)
         return self._decide(call, model, feeds, head, span)
 
-    def _escalate(self, call: PredictCall, model: LoadedModel, outcome: PredictOutcome) -> PredictOutcome:
+    def _escalate(self, call: PredictCall, model: LoadedModel, outcome: PredictOutcome,
+                  loaded: Loaded) -> PredictOutcome:
         """The bundle's escalation tiers, in turn, for a request the small model escalated."""
-        cascade = self._cascades.get(model.spec.name)
+        cascade = loaded.cascades.get(model.spec.name)
         if cascade is None:  # a guard assembled without tiers (an offline replay that does not call them)
             return outcome
         span = trace.get_current_span()
@@ -169,7 +187,8 @@ class Guard:
         keeps its error and the others are served. Raises ModelNotFoundError for the batch's model."""
         started = time.perf_counter()
         _refuse_if_expired(next((c.deadline for c in calls if isinstance(c, PredictCall)), None))  # one per call
-        loaded = self._repository.get(model, version)
+        current = self._loaded
+        loaded = current.repository.get(model, version)
         spec = loaded.spec
         results: list[PredictOutcome | GuardError] = list(calls)
         served: list[tuple[int, PredictCall, dict[str, np.ndarray]]] = []
@@ -187,7 +206,7 @@ class Guard:
                 results[i] = error
         if served:
             with self._metrics.in_flight(spec.name, spec.version, len(served)):
-                self._serve_batch(loaded, served, len(calls), results)
+                self._serve_batch(loaded, served, len(calls), results, current)
         elapsed = (time.perf_counter() - started) / max(len(served), 1)  # each item's share of the call
         for call, result in zip(calls, results, strict=True):
             if isinstance(result, PredictOutcome):
@@ -197,7 +216,7 @@ class Guard:
         return results
 
     def _serve_batch(self, loaded: LoadedModel, served: list[tuple[int, PredictCall, dict[str, np.ndarray]]],
-                     size: int, results: list[PredictOutcome | GuardError]) -> None:
+                     size: int, results: list[PredictOutcome | GuardError], current: Loaded) -> None:
         """The model over the served items, then each item's decision into its place in ``results``."""
         spec = loaded.spec
         span = trace.get_current_span()
@@ -217,7 +236,7 @@ class Guard:
                     continue
                 outcome = self._decide(call, loaded, feeds, head, None, trace_id)
                 if outcome.decision is Decision.ESCALATE and spec.escalation:  # item by item, within the deadline
-                    outcome = self._escalate(call, loaded, outcome)
+                    outcome = self._escalate(call, loaded, outcome, current)
                 results[i] = outcome
             except Exception:
                 log.exception("batch item %d of model %s failed", i, spec.name)
@@ -265,14 +284,15 @@ class Guard:
     # ------------------------------------------------------------------------------ models
 
     def model_names(self) -> list[str]:
-        return [model.spec.name for model in self._repository]
+        return [model.spec.name for model in self._loaded.repository]
 
     def report(self, name: str) -> ModelReport:
         """One model's report; ModelNotFoundError for an unknown name."""
-        model = self._repository.get(name)
+        loaded = self._loaded
+        model = loaded.repository.get(name)
         snapshot = model.drift.snapshot() if model.drift is not None else drift.off(model.spec)
         summary = self._feedback.summary(name) if self._feedback is not None else None
-        cascade = self._cascades.get(name)
+        cascade = loaded.cascades.get(name)
         tiers = () if cascade is None else tuple((slot.tier.spec, slot.breaker.state) for slot in cascade.slots)
         return ModelReport(model, snapshot, summary, tiers)
 
@@ -280,10 +300,53 @@ class Guard:
         return [self.report(name) for name in self.model_names()]
 
     def on_drift_change(self, listener: Callable[[str, bool], None]) -> None:
-        """Call ``listener(model name, drifted)`` whenever a monitored model starts or stops being drifted."""
-        for model in self._repository:
+        """Call ``listener(model name, drifted)`` whenever a monitored model starts or stops being drifted (the
+        models loaded now, and those a reload brings)."""
+        self._drift_listeners.append(listener)
+        self._subscribe(self._loaded.repository, [listener])
+
+    def _subscribe(self, repository: ModelRepository, listeners: Sequence[Callable[[str, bool], None]]) -> None:
+        for model in repository:
             if model.drift is not None:
-                model.drift.subscribe(lambda snapshot, name=model.spec.name: listener(name, snapshot.drifted))
+                for listener in listeners:
+                    model.drift.subscribe(lambda snapshot, name=model.spec.name, hear=listener:
+                                          hear(name, snapshot.drifted))
+
+    def drift_monitors(self) -> list[drift.DriftMonitor]:
+        """The drift monitors of the models loaded now."""
+        return [model.drift for model in self._loaded.repository if model.drift is not None]
+
+    def circuits(self) -> list[tuple[str, str, str, str]]:
+        """(model, version, tier, circuit state) of every escalation tier loaded now."""
+        return [(cascade.model.spec.name, cascade.model.spec.version, slot.tier.spec.name, slot.breaker.state)
+                for cascade in self._loaded.cascades.values() for slot in cascade.slots]
+
+    def specs(self) -> dict[str, BundleSpec]:
+        """The bundles loaded now, by name."""
+        return self._loaded.repository.specs()
+
+    # ------------------------------------------------------------------------------ reloading
+
+    def parts(self) -> tuple[VerifierRunner, GuardMetrics, ReviewQueue | None]:
+        """What a reload builds new tiers with: the verifier runner, the metrics and the review queue."""
+        return self._runner, self._metrics, self._review
+
+    def replace_models(self, repository: ModelRepository, cascades: Mapping[str, Cascade],
+                       retire_after_s: float = 30.0) -> None:
+        """Serve ``repository`` from now on. Requests already running finish with the models they began with;
+        the old tiers are closed ``retire_after_s`` later, once those requests are long done."""
+        old = self._loaded
+        specs = repository.specs()
+        if self._feedback is not None:
+            self._feedback.update_specs(specs)
+        if self._review is not None:
+            self._review.update_specs(specs)
+        self._subscribe(repository, self._drift_listeners)
+        self._loaded = Loaded(repository, dict(cascades))
+        retire = threading.Timer(retire_after_s, lambda: [cascade.close() for cascade in old.cascades.values()])
+        retire.daemon = True
+        retire.start()
+        self._retired.append(retire)
 
     # ------------------------------------------------------------------------------ Feedback
 
@@ -309,7 +372,7 @@ class Guard:
 
     def cascade(self, name: str) -> Cascade | None:
         """The escalation tiers of model ``name`` (None when it has none, or this guard calls none)."""
-        return self._cascades.get(name)
+        return self._loaded.cascades.get(name)
 
     def on_store_health(self, listener: Callable[[bool, str], None]) -> None:
         """Call ``listener(up, reason)`` whenever the store starts or stops taking the decision log's writes."""
@@ -318,7 +381,9 @@ class Guard:
 
     def close(self) -> None:
         """Stop the tiers and the verifier threads; write the decisions still buffered, then let the store go."""
-        for cascade in self._cascades.values():
+        for retire in self._retired:
+            retire.cancel()
+        for cascade in self._loaded.cascades.values():
             cascade.close()
         self._runner.close()
         if self._decisions is not None:

@@ -58,6 +58,10 @@ class ReviewQueue:
         self._specs = dict(specs)
         self._clock = clock
 
+    def update_specs(self, specs: Mapping[str, BundleSpec]) -> None:
+        """The bundles loaded now (after a reload): their labels, fields and leases."""
+        self._specs = dict(specs)
+
     # ------------------------------------------------------------------------------ the cascade's side
 
     def open(self, call: PredictCall, outcome: PredictOutcome, entries: Sequence[TierOutcome]) -> int:

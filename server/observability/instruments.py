@@ -260,19 +260,17 @@ class GuardMetrics:
         if self.recording:
             self._add(self._feedback, (outcome, model, model_version) if model else (outcome,))
 
-    def watch_drift(self, monitors: Iterable[DriftMonitor]) -> None:
-        """Register the drift gauges over ``monitors``, read whenever metrics are collected. Called once, by
-        whoever assembles the guard."""
-        monitors = tuple(monitors)
-
+    def watch_drift(self, monitors: Callable[[], Iterable[DriftMonitor]]) -> None:
+        """Register the drift gauges over ``monitors()`` (the models loaded at collection time: a reload changes
+        them), read whenever metrics are collected. Called once, by whoever assembles the guard."""
         def scores(_options: CallbackOptions) -> list[Observation]:
             """Each signal's score, evaluated now; none while a model has fewer than min_samples predictions."""
             return [Observation(s.score, {MODEL: m.model, VERSION: m.version, DRIFT_SIGNAL: s.signal})
-                    for m in monitors for s in m.snapshot().scores]
+                    for m in monitors() for s in m.snapshot().scores]
 
         def limits(_options: CallbackOptions) -> list[Observation]:
             return [Observation(limit, {MODEL: m.model, VERSION: m.version, DRIFT_SIGNAL: signal})
-                    for m in monitors for signal, limit in m.limits()]
+                    for m in monitors() for signal, limit in m.limits()]
 
         self._meter.create_observable_gauge(
             "smallguard.drift.score", callbacks=[scores], unit="1",
@@ -297,14 +295,12 @@ class GuardMetrics:
         if duration_s is not None:
             self._tier_duration.record(duration_s, {MODEL: model, VERSION: model_version, TIER: tier})
 
-    def watch_circuits(self, circuits: Iterable[tuple[str, str, str, Callable[[], str]]]) -> None:
-        """Register the circuit gauge over (model, version, tier, state()) for every escalation tier. Called once,
-        by whoever assembles the guard."""
-        circuits = tuple(circuits)
-
+    def watch_circuits(self, circuits: Callable[[], Iterable[tuple[str, str, str, str]]]) -> None:
+        """Register the circuit gauge over ``circuits()``: (model, version, tier, state) of every escalation tier
+        loaded at collection time. Called once, by whoever assembles the guard."""
         def states(_options: CallbackOptions) -> list[Observation]:
-            return [Observation(1.0 if state() == "open" else 0.0, {MODEL: model, VERSION: version, TIER: tier})
-                    for model, version, tier, state in circuits]
+            return [Observation(1.0 if state == "open" else 0.0, {MODEL: model, VERSION: version, TIER: tier})
+                    for model, version, tier, state in circuits()]
 
         self._meter.create_observable_gauge(
             "smallguard.tier.circuit_open", callbacks=[states], unit="1",

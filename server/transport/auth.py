@@ -17,7 +17,8 @@ re-read when it changes, as the tokens file is.
 
 Roles per RPC: ``predict`` for Predict, PredictBatch, ListModels, GetModel and WaitForReview;
 ``feedback`` for Feedback; ``review`` for the review queue's ListCases, GetCase, ClaimCase, ResolveCase
-and DismissCase, which act under the token's name (``caller()``); ``admin`` holds every role. Health
+and DismissCase, which act under the token's name (``caller()``); ``admin`` for ReloadModels, and holds every
+role. Health
 stays open (probes carry no token), and so does reflection. A call without a token, or with one the
 file does not list, gets UNAUTHENTICATED; a token without the RPC's role gets PERMISSION_DENIED;
 neither message repeats the token. The file is re-read when it changes (checked every second), so a
@@ -49,6 +50,7 @@ RPC_ROLES = {
     "/smallguard.v1.Guard/GetModel": "predict",
     "/smallguard.v1.Guard/WaitForReview": "predict",
     "/smallguard.v1.Guard/Feedback": "feedback",
+    "/smallguard.v1.Guard/ReloadModels": "admin",
     **{f"/smallguard.v1.Guard/{rpc}": "review"
        for rpc in ("ListCases", "GetCase", "ClaimCase", "ResolveCase", "DismissCase")},
 }

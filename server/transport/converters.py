@@ -10,10 +10,11 @@ import grpc
 import numpy as np
 from google.protobuf import struct_pb2
 
-from smallguard.server.core.guard import FeedbackOffError, ModelReport, ReviewOffError
+from smallguard.server.core.guard import FeedbackOffError, ModelReport, ReloadOffError, ReviewOffError
 from smallguard.server.core.models import LoadedModel
 from smallguard.server.domain.bundle_spec import BundleSpec
 from smallguard.server.domain.errors import (
+    BundleError,
     CaseNotFoundError,
     CaseStateError,
     DeadlineExpiredError,
@@ -71,6 +72,8 @@ _STATUS_OF: tuple[tuple[type[GuardError], grpc.StatusCode], ...] = (
     (CaseNotFoundError, grpc.StatusCode.NOT_FOUND),
     (CaseStateError, grpc.StatusCode.FAILED_PRECONDITION),
     (ReviewOffError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ReloadOffError, grpc.StatusCode.FAILED_PRECONDITION),
+    (BundleError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 

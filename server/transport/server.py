@@ -8,7 +8,9 @@ More cores: more processes on the same port (SO_REUSEPORT), see ``smallguard.ser
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +20,7 @@ from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import filters, server_interceptor
 
-from smallguard.server.core.guard import Guard
+from smallguard.server.core.guard import Guard, ReloadOffError
 from smallguard.server.observability.telemetry import MetricsExport
 from smallguard.server.settings import Settings
 from smallguard.server.transport.auth import TokenAuth
@@ -48,8 +50,11 @@ _REFUSING_MAX_S = 1.0
 class GuardServer:
     """A running smallguard server: ``start()``, ``port``, ``stop(grace)``."""
 
-    def __init__(self, guard: Guard, settings: Settings, metrics_export: MetricsExport | None, tracing: bool) -> None:
+    def __init__(self, guard: Guard, settings: Settings, metrics_export: MetricsExport | None, tracing: bool,
+                 reload: Callable[[], list[str]] | None = None) -> None:
         self._settings = settings
+        self._reload = reload  # loads the model repository again (the assembly's); None: models are fixed
+        self._reloading = threading.Lock()
         self.companions: list[Companion] = []  # served beside gRPC, started and stopped with it (the console)
         self._guard = guard
         self.metrics_export = metrics_export  # owned: shut down (flushed) by stop()
@@ -75,7 +80,8 @@ class GuardServer:
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
-        self._service = GuardService(guard, settings.max_request_bytes, settings.max_batch_items)
+        self._service = GuardService(guard, settings.max_request_bytes, settings.max_batch_items,
+                                     self.reload if reload is not None else None)
         self._server.add_generic_rpc_handlers((self._service.handler(),))
         self.health = health.HealthServicer()
         self._server.add_generic_rpc_handlers((health_handler(self.health),))
@@ -139,6 +145,21 @@ class GuardServer:
         self._guard.close()
         if self.metrics_export is not None:
             self.metrics_export.shutdown()
+
+    def reload(self) -> list[str]:
+        """Load the model repository again and serve it without dropping a request (one reload at a time);
+        health follows: new models SERVING, models no longer loaded SERVICE_UNKNOWN. Raises BundleError (the
+        models served stay as they were)."""
+        if self._reload is None:
+            raise ReloadOffError("this server cannot reload its models")
+        with self._reloading:
+            before = set(self._guard.model_names())
+            names = self._reload()
+            for name in names:
+                self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            for name in before - set(names):
+                self.health.set(name, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+            return names
 
     @property
     def auth(self) -> TokenAuth | None:

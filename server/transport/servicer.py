@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 
-from smallguard.server.core.guard import Guard
+from smallguard.server.core.guard import Guard, ReloadOffError
 from smallguard.server.domain.errors import GuardError
 from smallguard.server.transport import converters
 from smallguard.server.transport.auth import caller
@@ -33,8 +33,10 @@ T = TypeVar("T")
 
 
 class GuardService:
-    def __init__(self, guard: Guard, max_request_bytes: int, max_batch_items: int) -> None:
+    def __init__(self, guard: Guard, max_request_bytes: int, max_batch_items: int,
+                 reload: Callable[[], list[str]] | None = None) -> None:
         self._guard = guard
+        self._reload = reload
         self._max_request_bytes = max_request_bytes
         self._max_batch_items = max_batch_items
         self.refusing = False  # shutting down: every new call gets UNAVAILABLE at once
@@ -98,6 +100,17 @@ class GuardService:
         request = self._decode(raw, pb.FeedbackRequest, context, predict=False)
         return _answer(context, lambda: feedback_response(self._guard.feedback(feedback_call(request))))
 
+    def ReloadModels(self, raw: bytes, context: grpc.ServicerContext) -> pb.ListModelsResponse:
+        self._admit(context)
+        self._decode(raw, pb.ReloadModelsRequest, context, predict=False)
+
+        def work() -> pb.ListModelsResponse:
+            if self._reload is None:
+                raise ReloadOffError("this server cannot reload its models")
+            self._reload()
+            return pb.ListModelsResponse(models=[converters.model_info(report) for report in self._guard.reports()])
+        return _answer(context, work)
+
     # ------------------------------------------------------------------------------ the review queue
 
     def ListCases(self, raw: bytes, context: grpc.ServicerContext) -> pb.ListCasesResponse:
@@ -155,6 +168,7 @@ class GuardService:
             "ListModels": unary(self.ListModels, pb.ListModelsResponse),
             "GetModel": unary(self.GetModel, pb.ModelInfo),
             "Feedback": unary(self.Feedback, pb.FeedbackResponse),
+            "ReloadModels": unary(self.ReloadModels, pb.ListModelsResponse),
             "ListCases": unary(self.ListCases, pb.ListCasesResponse),
             "GetCase": unary(self.GetCase, pb.ReviewCase),
             "ClaimCase": unary(self.ClaimCase, pb.ReviewCase),

@@ -19,6 +19,12 @@ EXPECTED = {
     "/smallguard.v1.Guard/ListModels": "smallguard.v1.ListModelsRequest",
     "/smallguard.v1.Guard/GetModel": "smallguard.v1.GetModelRequest",
     "/smallguard.v1.Guard/Feedback": "smallguard.v1.FeedbackRequest",
+    "/smallguard.v1.Guard/ReloadModels": "smallguard.v1.ReloadModelsRequest",
+    "/smallguard.v1.Guard/ListCases": "smallguard.v1.ListCasesRequest",
+    "/smallguard.v1.Guard/GetCase": "smallguard.v1.GetCaseRequest",
+    "/smallguard.v1.Guard/ClaimCase": "smallguard.v1.ClaimCaseRequest",
+    "/smallguard.v1.Guard/ResolveCase": "smallguard.v1.ResolveCaseRequest",
+    "/smallguard.v1.Guard/DismissCase": "smallguard.v1.DismissCaseRequest",
     "/grpc.health.v1.Health/Check": "grpc.health.v1.HealthCheckRequest",
 }
 
@@ -35,8 +41,9 @@ def test_garbage_bytes_get_invalid_argument_on_every_rpc(shipped: Running, metho
     assert shipped.stub.ListModels(pb.ListModelsRequest()).models  # and the server goes on serving
 
 
-def test_garbage_on_health_watch_gets_invalid_argument(shipped: Running) -> None:
-    watch = shipped.channel.unary_stream("/grpc.health.v1.Health/Watch")
+@pytest.mark.parametrize("method", ["/grpc.health.v1.Health/Watch", "/smallguard.v1.Guard/WaitForReview"])
+def test_garbage_on_a_stream_gets_invalid_argument(shipped: Running, method: str) -> None:
+    watch = shipped.channel.unary_stream(method)
     with pytest.raises(grpc.RpcError) as caught:
         next(iter(watch(GARBAGE, timeout=10)))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -676,6 +676,10 @@ class ReviewCase(_message.Message):
     note: str
     def __init__(self, id: _Optional[int] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., opened_at: _Optional[float] = ..., claimed_by: _Optional[str] = ..., lease_until: _Optional[float] = ..., closed_by: _Optional[str] = ..., closed_at: _Optional[float] = ..., text: _Optional[str] = ..., inputs_json: _Optional[str] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., extraction: _Optional[_Union[Extraction, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., verifiers: _Optional[_Iterable[_Union[VerifierResult, _Mapping]]] = ..., tiers: _Optional[_Iterable[_Union[TierResult, _Mapping]]] = ..., label: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., note: _Optional[str] = ...) -> None: ...
 
+class ReloadModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class ListCasesRequest(_message.Message):
     __slots__ = ("state", "model", "reason", "limit", "after_id")
     STATE_FIELD_NUMBER: _ClassVar[int]

@@ -61,6 +61,11 @@ class GuardStub:
                 request_serializer=smallguard_dot_v1_dot_guard__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=smallguard_dot_v1_dot_guard__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.ReloadModels = channel.unary_unary(
+                '/smallguard.v1.Guard/ReloadModels',
+                request_serializer=smallguard_dot_v1_dot_guard__pb2.ReloadModelsRequest.SerializeToString,
+                response_deserializer=smallguard_dot_v1_dot_guard__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
         self.ListCases = channel.unary_unary(
                 '/smallguard.v1.Guard/ListCases',
                 request_serializer=smallguard_dot_v1_dot_guard__pb2.ListCasesRequest.SerializeToString,
@@ -145,6 +150,16 @@ class GuardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadModels(self, request, context):
+        """Load the model repository again and serve it without dropping a request: calls already running
+        finish with the models they began with. All or nothing: FAILED_PRECONDITION naming the bundle
+        that does not load, and the models served stay as they were. The models served now. With
+        tokens on, it needs the role admin. SIGHUP does the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListCases(self, request, context):
         """The review queue: requests a bundle's `review` tier sent to a person. Cases are listed
         oldest first; a reviewer claims one under a lease, then resolves it with the truth (recorded
@@ -217,6 +232,11 @@ def add_GuardServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=smallguard_dot_v1_dot_guard__pb2.FeedbackRequest.FromString,
                     response_serializer=smallguard_dot_v1_dot_guard__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'ReloadModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadModels,
+                    request_deserializer=smallguard_dot_v1_dot_guard__pb2.ReloadModelsRequest.FromString,
+                    response_serializer=smallguard_dot_v1_dot_guard__pb2.ListModelsResponse.SerializeToString,
             ),
             'ListCases': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCases,
@@ -386,6 +406,33 @@ class Guard:
             '/smallguard.v1.Guard/Feedback',
             smallguard_dot_v1_dot_guard__pb2.FeedbackRequest.SerializeToString,
             smallguard_dot_v1_dot_guard__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smallguard.v1.Guard/ReloadModels',
+            smallguard_dot_v1_dot_guard__pb2.ReloadModelsRequest.SerializeToString,
+            smallguard_dot_v1_dot_guard__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

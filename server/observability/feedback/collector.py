@@ -189,6 +189,12 @@ class Feedback:
             self._summaries[spec.name] = (now, summary)
         return summary
 
+    def update_specs(self, specs: Mapping[str, BundleSpec]) -> None:
+        """Judge against these bundles from now on (the models a reload brought)."""
+        self._specs = dict(specs)
+        with self._lock:
+            self._summaries.clear()
+
     def summaries(self) -> list[FeedbackSummary]:
         return [self.summary(name) for name in sorted(self._specs)]
 
