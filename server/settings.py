@@ -61,7 +61,7 @@ class Settings:
                                                            "slow or down; past it new ones are dropped (counted)"})
     tls_cert: str = field(default="", metadata={
         "env": "SMALLGUARD_TLS_CERT", "help": "PEM certificate chain: serve gRPC over TLS (with --tls-key; re-read "
-                                              "when the files change)"})
+                                              "when the files change), and /metrics over HTTPS"})
     tls_key: str = field(default="", metadata={"env": "SMALLGUARD_TLS_KEY", "help": "PEM private key of --tls-cert"})
     tls_client_ca: str = field(default="", metadata={
         "env": "SMALLGUARD_TLS_CLIENT_CA", "help": "PEM CA certificates: require client certificates they signed "

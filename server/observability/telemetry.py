@@ -137,7 +137,8 @@ def configure_metrics(settings: Settings, environ: Mapping[str, str] | None = No
         else:  # OTEL_METRICS_EXPORTER=prometheus alone: the SDK's own variables, default port 9464
             host = environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", scrape_host(settings.metrics_host))
             port = int(environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
-        reader, scrape = _prometheus(host, port)
+        tls = (settings.tls_cert, settings.tls_key, settings.tls_client_ca) if settings.tls_cert else None
+        reader, scrape = _prometheus(host, port, tls)
         readers.append(reader)
         log.info("metrics: Prometheus endpoint on http://%s:%d/metrics", *scrape.server_address[:2])
     if not readers and not chosen:
@@ -167,9 +168,10 @@ _scrape_lock = threading.Lock()
 _scrape_in_process: tuple[str, int] | None = None
 
 
-def _prometheus(host: str, port: int) -> tuple[MetricReader, WSGIServer]:
+def _prometheus(host: str, port: int, tls: tuple[str, str, str] | None = None) -> tuple[MetricReader, WSGIServer]:
     """A reader and the HTTP endpoint that serves it, in a registry of its own (with the process's
-    CPU, memory and GC metrics)."""
+    CPU, memory and GC metrics). ``tls``: (certificate, key, client CA): HTTPS with the gRPC port's certificate,
+    and client certificates from that CA required when one is given (read once, at start-up)."""
     global _scrape_in_process
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import CollectorRegistry, start_http_server
@@ -183,7 +185,9 @@ def _prometheus(host: str, port: int) -> tuple[MetricReader, WSGIServer]:
                                f"{_scrape_in_process[1]}; one Prometheus endpoint per process")
         registry = CollectorRegistry()
         try:
-            scrape, _thread = start_http_server(port, addr=host, registry=registry)
+            secure = {} if tls is None else {"certfile": tls[0], "keyfile": tls[1], "client_cafile": tls[2] or None,
+                                             "client_auth_required": bool(tls[2])}
+            scrape, _thread = start_http_server(port, addr=host, registry=registry, **secure)
         except OSError as exc:
             raise OSError(f"metrics port {port} on {host}: {exc.strerror or exc} (with --workers N, each worker "
                           "process needs a metrics port of its own)") from exc

@@ -5,11 +5,15 @@ certificate is served to new connections without a restart."""
 from __future__ import annotations
 
 import datetime
+import os
+import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,7 +25,7 @@ from smallguard.server.assembly import create_server
 from smallguard.server.settings import Settings
 from smallguard.server.transport.server import GuardServer
 from smallguard.server.transport.tls import TlsConfigError
-from tests.conftest import MODELS
+from tests.conftest import MODELS, SMALLGUARD, free_port
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -130,3 +134,37 @@ def test_half_a_tls_configuration_refuses_start_up(pki) -> None:
     with pytest.raises(TlsConfigError, match="not a PEM file"):
         create_server(Settings(host="127.0.0.1", port=0, model_repository=MODELS, tls_cert=str(pki["cert"]),
                                tls_key=str(pki["key"])))
+
+
+@pytest.mark.parametrize("mutual", [False, True])
+def test_the_metrics_endpoint_serves_https_with_the_same_certificate(pki, mutual: bool) -> None:
+    """With --tls-cert the /metrics endpoint is HTTPS too (and, with --tls-client-ca, asks for a client
+    certificate), so a scrape cannot be read or forged on the way."""
+    port, metrics_port = free_port(), free_port()
+    args = ["--port", str(port), "--metrics-port", str(metrics_port), "--tls-cert", str(pki["cert"]),
+            "--tls-key", str(pki["key"])] + (["--tls-client-ca", str(pki["ca"])] if mutual else [])
+    env = {**os.environ, "SMALLGUARD_HOST": "127.0.0.1"}
+    trusted = ssl.create_default_context(cafile=str(pki["ca"]))
+    if mutual:
+        trusted.load_cert_chain(str(pki["client_cert"]), str(pki["client_key"]))
+    with subprocess.Popen([*SMALLGUARD, "serve", *args], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL) as process:
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    scraped = httpx.get(f"https://localhost:{metrics_port}/metrics", verify=trusted, timeout=5)
+                    break
+                except httpx.ConnectError:
+                    assert process.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.2)
+            assert scraped.status_code == 200 and "process_cpu_seconds_total" in scraped.text
+            with pytest.raises(httpx.HTTPError):  # plaintext gets no metrics
+                httpx.get(f"http://localhost:{metrics_port}/metrics", timeout=5)
+            if mutual:
+                with pytest.raises(httpx.HTTPError):  # nor does a scraper without a client certificate
+                    httpx.get(f"https://localhost:{metrics_port}/metrics",
+                              verify=ssl.create_default_context(cafile=str(pki["ca"])), timeout=5)
+        finally:
+            process.kill()
+            process.wait()
