@@ -85,9 +85,16 @@ def test_a_case_is_opened_claimed_and_resolved_while_the_caller_waits(running: R
     assert listed.counts["OPEN"] == 1
 
     seen: list[pb.ReviewCase] = []
-    waiter = threading.Thread(target=lambda: seen.extend(stub.WaitForReview(
-        pb.WaitForReviewRequest(request_id=response.request_id), timeout=30)))
+    first = threading.Event()
+
+    def wait() -> None:
+        for case_now in stub.WaitForReview(pb.WaitForReviewRequest(request_id=response.request_id), timeout=30):
+            seen.append(case_now)
+            first.set()
+
+    waiter = threading.Thread(target=wait)
     waiter.start()
+    assert first.wait(10)  # the caller is waiting before the reviewer starts
     claimed = stub.ClaimCase(pb.ClaimCaseRequest(id=case.id, reviewer="alice"), timeout=10)
     assert (claimed.state, claimed.claimed_by) == ("CLAIMED", "alice") and claimed.lease_until > time.time()
     with pytest.raises(grpc.RpcError) as caught:
