@@ -38,6 +38,9 @@ def test_with_two_workers_every_feedback_matches_on_any_channel_and_after_a_rest
     with serving(*args, port=port) as process, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = guard_pb2_grpc.GuardStub(channel)
         ids = [stub.Predict(digits_request(row["pixels"]), timeout=30).request_id for row in rows]
+        # Feedback waits 0.3 s for a decision another worker has not written yet (it writes every 50 ms); on a
+        # loaded machine the last ones could take longer, and ground truth comes later than this in life
+        time.sleep(0.5)
         with ThreadPoolExecutor(8) as pool:
             before = list(pool.map(lambda i: feedback_on_a_new_channel(port, ids[i], rows[i]["label"]), range(500)))
         process.send_signal(signal.SIGTERM)
