@@ -114,6 +114,7 @@ def test_replicas_sharing_a_postgresql_match_each_others_requests(postgres: Clus
             grpc.insecure_channel(f"127.0.0.1:{ports[1]}") as second:
         one, other = guard_pb2_grpc.GuardStub(first), guard_pb2_grpc.GuardStub(second)
         ids = [one.Predict(digits_request(row["pixels"]), timeout=10).request_id for row in rows]
+        time.sleep(0.5)  # the first replica's decision log writes them (every 50 ms)
         judged = [other.Feedback(pb.FeedbackRequest(request_id=i, label=row["label"]), timeout=10)
                   for i, row in zip(ids, rows, strict=True)]
         assert [r.request_id for r in judged] == ids
