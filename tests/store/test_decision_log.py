@@ -71,7 +71,7 @@ def test_inputs_are_kept_as_the_bundle_says(tmp_path: Path) -> None:
     log.close()
     log.store.close()
     assert found[0] == ("hash", hashlib.sha256(b"Invoice INV-7 total 120.00").hexdigest())
-    assert found[1] == ("full", json.dumps({"text": "Invoice INV-7 total 120.00"}))
+    assert (found[1][0], json.loads(found[1][1])) == ("full", {"text": "Invoice INV-7 total 120.00"})
     assert found[2][0] == "hash" and len(found[2][1]) == 64 and found[2][1] != found[0][1]
     assert json.loads(found[3][1]) == {"tensors": [{"name": "pixels", "dtype": "float32", "shape": [1, 4],
                                                     "values": [0.0, 1.0, 2.0, 3.0]}]}
