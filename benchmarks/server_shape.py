@@ -250,11 +250,11 @@ def pinned_group(run: Run) -> None:
         metrics_port = free_port()
         servers = [
             ServerUnderTest("bare", (p := free_port()), [bare_command(p)], clean_env(), run.folder, run.server_cpus),
-            ServerUnderTest("defaults", (p := free_port()), [smallguard_command(p)], clean_env(), run.folder,
-                            run.server_cpus),
+            ServerUnderTest("defaults", (p := free_port()), [smallguard_command(p)],
+                            clean_env(own_store(run, "defaults")), run.folder, run.server_cpus),
             ServerUnderTest("traced+metrics", (p := free_port()),
-                            [smallguard_command(p, "--metrics-port", str(metrics_port))], clean_env(traced_env),
-                            run.folder, run.server_cpus),
+                            [smallguard_command(p, "--metrics-port", str(metrics_port))],
+                            clean_env(traced_env | own_store(run, "traced")), run.folder, run.server_cpus),
         ]
         with started(run, servers) as by_name, load_generator(run, run.load_cpus) as load:
             take_turns(run, by_name, load, "bare")
@@ -265,14 +265,20 @@ def pinned_group(run: Run) -> None:
         receiver.stop()
 
 
+def own_store(run: Run, name: str) -> dict[str, str]:
+    """A server's default store (its decision log and feedback) in the run's folder: a new user's first start,
+    and nothing written to the store of the user who runs the benchmark."""
+    return {"XDG_STATE_HOME": str(run.folder / f"state-{name}")}
+
+
 def unpinned_group(run: Run) -> None:
     """smallguard --workers 2 against two bare processes on one port; nothing pinned."""
     set_own_affinity(None)
     bare_port, workers_port = free_port(), free_port()
     servers = [
         ServerUnderTest("bare x2", bare_port, [bare_command(bare_port)] * 2, clean_env(), run.folder, None),
-        ServerUnderTest("workers2", workers_port, [smallguard_command(workers_port, "--workers", "2")], clean_env(),
-                        run.folder, None, ready_lines=2),
+        ServerUnderTest("workers2", workers_port, [smallguard_command(workers_port, "--workers", "2")],
+                        clean_env(own_store(run, "workers2")), run.folder, None, ready_lines=2),
     ]
     with started(run, servers) as by_name, load_generator(run, None) as load:
         take_turns(run, by_name, load, "bare x2")
@@ -490,8 +496,8 @@ def soak(run: Run, count: int) -> None:
     """``count`` Predict calls at SOAK_IN_FLIGHT in flight against a GC-logged `smallguard serve`."""
     set_own_affinity(run.load_cpus)
     gc_log, port = run.folder / "gc.json", free_port()
-    server = ServerUnderTest("soak", port, [gc_logged_command(gc_log, port)], clean_env(), run.folder,
-                             run.server_cpus)
+    server = ServerUnderTest("soak", port, [gc_logged_command(gc_log, port)], clean_env(own_store(run, "soak")),
+                             run.folder, run.server_cpus)
     limit = 120.0 + count * 0.02  # at least 50 calls/s, or it stops and says how far it got
     with started(run, [server]), load_generator(run, run.load_cpus) as load:
         pid = server.processes[0].pid

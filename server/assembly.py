@@ -16,7 +16,6 @@ from pathlib import Path
 from opentelemetry.metrics import MeterProvider
 
 from smallguard.server.bundle.loader import bundle_folders, load_bundle
-from smallguard.server.console import ConsoleServer, Login, console_app
 from smallguard.server.core.bundle_tier import BundleTier
 from smallguard.server.core.cascade import Cascade
 from smallguard.server.core.guard import Guard
@@ -34,7 +33,7 @@ from smallguard.server.settings import Settings
 from smallguard.server.store import DecisionLog, default_store_url, open_store
 from smallguard.server.store.review_cases import ReviewCases
 from smallguard.server.transport.guard_tier import GuardTier
-from smallguard.server.transport.server import GuardServer
+from smallguard.server.transport.server import Companion, GuardServer
 from smallguard.verifiers import VerifierRegistry
 
 log = logging.getLogger(__name__)
@@ -220,9 +219,12 @@ def create_server(settings: Settings, *, registry: VerifierRegistry | None = Non
         raise
 
 
-def build_console(guard: Guard, server: GuardServer, settings: Settings) -> ConsoleServer:
+def build_console(guard: Guard, server: GuardServer, settings: Settings) -> Companion:
     """The review console on --console-port, behind the server's tokens (those holding the ``review`` role) or,
-    when it has none, a token of the console's own, logged once at start-up for the operator to hand out."""
+    when it has none, a token of the console's own, logged once at start-up for the operator to hand out. Its web
+    stack is imported only here: a server without a console does not carry it."""
+    from smallguard.server.console import ConsoleServer, Login, console_app
+
     auth = server.auth
     if auth is not None:
         def check(token: str) -> str | None:

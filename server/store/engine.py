@@ -19,11 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -34,6 +30,9 @@ log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines (plugins, contexts) say nothing to operators
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# The newest migration (tests/store checks it is Alembic's head): a store already there is opened without
+# importing Alembic at all, which a serving process then does not carry.
+SCHEMA_REVISION = "0002"
 _PG_MIGRATION_LOCK = 0x736D_616C_6C67  # pg_advisory_lock key: "smallg"
 CONNECT_TIMEOUT_S = 5
 
@@ -132,16 +131,22 @@ def _sqlite_engine(url: URL, where: str) -> Engine:
 
 def migrate(engine: Engine) -> str:
     """Bring the schema to this code's version (``alembic upgrade head``), one process at a time; the revision."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    scripts = ScriptDirectory.from_config(config)
-    head = scripts.get_current_head()
     where = describe(engine.url)
     try:
+        if _revision(engine) == SCHEMA_REVISION:
+            return SCHEMA_REVISION
+        from alembic import command
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        scripts = ScriptDirectory.from_config(config)
+        head = scripts.get_current_head() or ""
         with startup_lock(engine.url), _advisory_lock(engine), engine.begin() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
+            current = _revision(engine, connection)
             if current == head:
-                return head or ""
+                return head
             if current is not None and current not in {script.revision for script in scripts.walk_revisions()}:
                 raise StoreError(f"the store {where} is at schema revision {current!r}, which this smallguard does "
                                  f"not know (its newest is {head!r}): a newer smallguard migrated it")
@@ -150,7 +155,17 @@ def migrate(engine: Engine) -> str:
             log.info("store %s migrated from revision %s to %s", where, current or "(empty)", head)
     except SQLAlchemyError as error:
         raise StoreError(f"cannot migrate the store {where}: {first_line(error)}") from None
-    return head or ""
+    return head
+
+
+def _revision(engine: Engine, connection: Connection | None = None) -> str | None:
+    """The schema revision Alembic recorded in the store, or None for an empty store."""
+    if connection is None:
+        with engine.connect() as own:
+            return _revision(engine, own)
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 @contextmanager

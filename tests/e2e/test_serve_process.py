@@ -38,6 +38,7 @@ def test_serve_never_imports_the_offline_stack_and_builds_no_trace_without_an_ex
                 if line.startswith("import time:") and "|" in line]
     assert "onnxruntime" in imported and "grpc" in imported  # the log is the serving process's own
     assert [name for name in imported if name.startswith(OFFLINE)] == []
+    assert [name for name in imported if name.startswith(("starlette", "uvicorn", "jinja2"))] == []  # no console
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

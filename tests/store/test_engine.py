@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 
 from smallguard.server.domain.errors import StoreError
 from smallguard.server.store import open_store
-from smallguard.server.store.engine import default_store_url, migrate, open_engine
+from smallguard.server.store.engine import MIGRATIONS, SCHEMA_REVISION, default_store_url, migrate, open_engine
 from smallguard.server.store.schema import metadata
 from tests.conftest import free_port
 
@@ -65,6 +65,15 @@ def test_migrations_build_exactly_the_declared_schema_on_both_engines(store_url:
     assert revision == "0002"
     assert {"ix_decisions_request_id", "ix_decisions_at", "ix_feedback_tally", "ix_review_cases_queue",
             "ix_review_cases_model", "ix_review_cases_request_id"} <= indexes
+
+
+def test_the_revision_the_server_expects_is_alembics_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
 
 
 def test_migrating_again_changes_nothing_and_processes_take_turns(store_url: str) -> None:
