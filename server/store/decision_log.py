@@ -80,6 +80,11 @@ class DecisionLog:
         """Call ``listener(up, reason)`` whenever the store starts or stops taking the log's writes."""
         self._listeners.append(listener)
 
+    def holds(self, request_id: str) -> bool:
+        """Whether a decision for ``request_id`` is buffered here, not yet written (a scan: only feedback that
+        found nothing asks)."""
+        return any(entry[2].request_id == request_id for entry in list(self._pending))
+
     @property
     def pending(self) -> int:
         return len(self._pending)

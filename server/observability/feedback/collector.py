@@ -5,8 +5,10 @@ the wire an empty true value means the document has no such field.
 
 Decisions and feedback live in the store, so any worker or replica matches any request id and the
 tallies count every worker's feedback. A decision reaches the store a flush interval after its
-response (the decision log writes off the request path): a feedback that finds nothing first has this
-process's buffer written and waits briefly for the other processes' before it says "unknown".
+response (the decision log writes off the request path): a feedback that finds nothing has this
+process's buffer written when the decision is in it, and otherwise waits two flush intervals for the
+other processes' before it says "unknown" (at most two such waits at once, so that ids nobody made
+cannot tie up the request threads).
 
 Feedback is idempotent per request id: the same truth sent again (a retry) is answered as
 before, marked a duplicate and not counted twice; a different truth for a request that already
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 # a classifier's true label, or an extractor's true fields (name -> value, "" for absent)
 Truth = str | tuple[tuple[str, str], ...]
 SUMMARY_TTL_S = 1.0  # a tally read from the store serves GetModel and the gauges this long
+MAX_WAITING = 2  # Feedback calls that may wait at once for another process's decision to be written
+OWN_FLUSH_S = 2.0  # at most this long for this process's buffer to be written; past it the id is not found
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +111,10 @@ class Feedback:
         self._metrics = metrics
         self._store = store
         self._decisions = decisions
-        # how long a feedback waits for the decision to reach the store: other processes flush as often
-        self._wait_s = 4 * decisions.flush_interval_s + 0.1 if wait_s is None else wait_s
+        # How long a feedback that finds nothing waits for another process's decision log (it writes every flush
+        # interval), and how many may wait at once: ids nobody made must not tie up the request threads.
+        self._wait_s = 2 * decisions.flush_interval_s + 0.05 if wait_s is None else wait_s
+        self._waiters = threading.Semaphore(MAX_WAITING)
         self._lock = threading.Lock()
         self._summaries: dict[str, tuple[float, FeedbackSummary]] = {}  # model -> (read at, summary)
 
@@ -157,16 +163,16 @@ class Feedback:
         entry = self._store.latest_decision(request_id)
         if entry is not None:
             return entry
-        # not yet written: ours first (it may be in this process's buffer), then the other processes'
-        deadline = time.monotonic() + self._wait_s
-        self._decisions.flush(self._wait_s)
-        while True:
-            entry = self._store.latest_decision(request_id)
-            if entry is not None:
-                return entry
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+        if self._decisions.holds(request_id):  # made here, not written yet: write it now
+            self._decisions.flush(OWN_FLUSH_S)
+        elif self._waiters.acquire(blocking=False):  # perhaps another process's, written within a flush or two
+            try:
+                time.sleep(self._wait_s)
+            finally:
+                self._waiters.release()
+        entry = self._store.latest_decision(request_id)
+        if entry is not None:
+            return entry
         raise RequestNotFoundError(f"no decision with this id in the store {self._store.where}; expected the "
                                    "request_id of a PredictResponse (decisions are kept for --store-retention-days)",
                                    request_id, expired=False)

@@ -9,8 +9,11 @@ both stores: a SQLite file and a PostgreSQL database.
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -197,3 +200,36 @@ def test_feedback_is_counted_by_outcome_and_the_gauges_read_the_tally(feedback: 
         assert math.isclose(point.value, value, abs_tol=1e-12), name
     assert [p.value for p in got["smallguard.feedback.labelled"]] == [40]
     assert [p.value for p in got["smallguard.feedback.calibration.drifted"]] == [1.0]
+
+
+def test_feedback_right_after_its_prediction_writes_this_processs_buffer_first(store_url: str) -> None:
+    store = open_store(store_url)
+    log = DecisionLog(store, flush_interval_s=60)  # the writer would not write on its own for a minute
+    feedback = Feedback({DIGITS_SPEC.name: DIGITS_SPEC}, GuardMetrics(), store, log, wait_s=0.0)
+    log.append(None, digit("fresh", "3", 0.9), "none")
+    assert feedback.submit(FeedbackCall("fresh", label="3")).correct
+    log.close()
+    store.close()
+
+
+def test_ids_nobody_made_cannot_tie_up_the_request_threads(tmp_path: Path) -> None:
+    """A feedback that finds nothing may wait for another process's buffer, but only two at once: the third
+    answers NOT_FOUND without waiting."""
+    store = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    log = DecisionLog(store)
+    feedback = Feedback({DIGITS_SPEC.name: DIGITS_SPEC}, GuardMetrics(), store, log, wait_s=5.0)
+
+    def unknown() -> None:
+        with pytest.raises(RequestNotFoundError):
+            feedback.submit(FeedbackCall(f"nobody-{threading.get_ident()}", label="3"))
+
+    waiting = [threading.Thread(target=unknown) for _ in range(2)]
+    for thread in waiting:
+        thread.start()
+    time.sleep(0.5)  # both are waiting now
+    unknown()  # the third does not wait its turn
+    assert all(thread.is_alive() for thread in waiting)  # the two still wait their 5 s
+    for thread in waiting:
+        thread.join()
+    log.close()
+    store.close()
