@@ -50,6 +50,7 @@ _OPERATORS: dict[str, Callable[[Decimal, Decimal, Decimal], bool]] = {
 }
 # DateFormat's latest: the date when the check runs.
 TODAY = "today"
+ISO_4217 = frozenset(currency.alpha_3 for currency in pycountry.currencies)  # the currency codes there are
 _GROUPED = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")
 
 
@@ -80,7 +81,7 @@ def _param_number(value: object, param: str) -> Decimal:
     """A number from YAML (int, float or string) as an exact Decimal; floats via their shortest repr."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{param} must be a number, got {value!r}")
-    parsed = _parse_number(str(value))
+    parsed = parse_number(str(value))
     if parsed is None:
         raise ValueError(f"{param} must be a finite number, got {value!r}")
     return parsed
@@ -102,7 +103,7 @@ def _param_choice(value: object, param: str, choices: Sequence[str]) -> str:
 # --- reading a prediction ------------------------------------------------------------------
 
 
-def _parse_number(text: str) -> Decimal | None:
+def parse_number(text: str) -> Decimal | None:
     """``"1234.5"``, ``"-3"``, ``"1e3"`` or ``"1,234.50"`` (comma thousands groups); None otherwise."""
     text = text.strip()
     if not text.isascii() or "_" in text:  # Decimal would take "1_000" and non-ASCII digits
@@ -125,7 +126,7 @@ def _present(prediction: Prediction, name: str) -> str:
 
 def _number(prediction: Prediction, name: str) -> Decimal:
     value = _present(prediction, name)
-    number = _parse_number(value)
+    number = parse_number(value)
     if number is None:
         raise _Unusable(CheckResult.failed(f"{name} is {value!r}, which is not a number"))
     return number
@@ -334,7 +335,7 @@ class CurrencyCode:
 
     def __init__(self, field: str, allowed: Sequence[str] | None = None) -> None:
         self.field = _param_name(field, "field")
-        self.known = frozenset(currency.alpha_3 for currency in pycountry.currencies)
+        self.known = ISO_4217
         self.allowed = None if allowed is None else frozenset(_param_names(allowed, "allowed"))
         unknown = sorted((self.allowed or frozenset()) - self.known)
         if unknown:

@@ -30,12 +30,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import pycountry
 from cel_expr_python import cel
 
+from smallguard.verifiers.builtin import ISO_4217, parse_number
 from smallguard.verifiers.verifier_types import BundleInfo, CheckResult, ModelKind, Prediction
 
 TYPES = ("string", "money", "number", "integer", "date")
@@ -45,8 +44,6 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STRING = re.compile(r"'(?:[^'\\]|\\.)*'" + r'|"(?:[^"\\]|\\.)*"')  # CEL string literals
 _CEL_ERROR = re.compile(r"ERROR: <input>:(\d+):(\d+): (.*)")
 _MISSING = re.compile(r"No value with name \"([^\"]+)\" found")
-_CURRENCIES = frozenset(currency.alpha_3 for currency in pycountry.currencies)
-_GROUPED = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d+)?")
 
 
 class Rule:
@@ -83,7 +80,7 @@ class Rule:
                                                     parameters=[cel.Type.STRING], impl=self._literal)]),
             cel.FunctionDecl("iso4217", [cel.Overload("iso4217_string", return_type=cel.Type.BOOL,
                                                       parameters=[cel.Type.STRING],
-                                                      impl=lambda code: code in _CURRENCIES)]),
+                                                      impl=lambda code: code in ISO_4217)]),
         ])
         try:
             self._program = env.compile(expr)
@@ -142,13 +139,8 @@ class Rule:
                 return datetime.strptime(text, self.date_format).replace(tzinfo=UTC)
             except ValueError:
                 raise ValueError(f"not a date in the format {self.date_format!r}") from None
-        if _GROUPED.fullmatch(text):
-            text = text.replace(",", "")
-        try:
-            number = Decimal(text) if text.isascii() and "_" not in text else None
-        except InvalidOperation:
-            number = None
-        if number is None or not number.is_finite():
+        number = parse_number(text)  # as the built-ins read numbers: exact, comma thousands groups allowed
+        if number is None:
             raise ValueError("not a number")
         if kind == "number":
             return float(number)
