@@ -15,14 +15,16 @@ server is pinned to CPU 0, the client processes to CPU 1 (`--workers` and its ba
 Per point: requests/s, p50/p99 latency measured per call in the clients, server CPU per request,
 how busy the server and the client processes were (a client near 100% of its core would be the
 bottleneck), and each ratio to the bare server. The issue's targets are then reported as met or
-not met; nothing is asserted.
+not met; nothing is asserted. Last, overload and abuse (benchmarks/shape_abuse.py, issue #13): how soon
+a call past `--max-concurrent-rpcs` is refused and what overload does to the accepted calls, and how
+often a canary's calls succeed while an attacker holds half-sent calls or sends the costliest texts.
 
 The load generator (benchmarks/shape_load.py) is 2 client processes with blocking stubs on threads,
 one thread per call in flight: measured against grpc.aio clients and against 4 or 8 processes, it
 spends the least client CPU per call (about 2/3 of what the bare server spends per request), so one
 load core outruns one server core; the report prints both figures for each run.
 
-    .venv/bin/python benchmarks/server_shape.py [--seconds 10 | --quick] [--json PATH]
+    .venv/bin/python benchmarks/server_shape.py [--seconds 10 | --quick] [--json PATH] [--abuse-only]
     .venv/bin/python benchmarks/server_shape.py --soak [N]     # N Predict calls (default 100,000)
 
 `--soak` keeps 16 calls in flight against `smallguard serve` (defaults) until N calls are done and
@@ -52,6 +54,9 @@ from typing import Any
 
 import grpc
 import onnxruntime
+from shape_abuse import SHED_LIMIT, shedding, under_attacks
+from shape_abuse import as_json as abuse_json
+from shape_abuse import report as abuse_report
 from shape_load import (
     BATCH_ITEMS,
     CALL_TIMEOUT_S,
@@ -284,6 +289,25 @@ def unpinned_group(run: Run) -> None:
         take_turns(run, by_name, load, "bare x2")
 
 
+def abuse_group(run: Run) -> list[str]:
+    """Overload and abuse (shape_abuse.py): shedding against a limit of 16, then a canary under attacks."""
+    set_own_affinity(run.load_cpus)
+    servers = [
+        ServerUnderTest("limit16", (p := free_port()),
+                        [smallguard_command(p, "--max-concurrent-rpcs", str(SHED_LIMIT))],
+                        clean_env(own_store(run, "limit16")), run.folder, run.server_cpus),
+        ServerUnderTest("attacked", (p := free_port()), [smallguard_command(p)],
+                        clean_env(own_store(run, "attacked")), run.folder, run.server_cpus),
+    ]
+    with started(run, servers) as by_name:
+        with load_generator(run, run.load_cpus) as load:
+            shed = shedding(by_name["limit16"].target, load, run.args.seconds, run.warmup)
+        attacks = under_attacks(by_name["attacked"].target, run.args.seconds, run.load_cpus)
+    lines = abuse_report(shed, attacks)
+    run.extra["abuse"] = abuse_json(shed, attacks)
+    return lines
+
+
 def batch(run: Run, server: ServerUnderTest, load: LoadGenerator) -> None:
     """PredictBatch, BATCH_ITEMS digits a call, if the server serves it."""
     with grpc.insecure_channel(server.target) as channel:
@@ -480,11 +504,16 @@ def _no_nan(value: Any) -> Any:
 def benchmark(run: Run) -> None:
     head = header(run)
     print("\n".join(head), file=sys.stderr)
-    pinned_group(run)
-    unpinned_group(run)
-    add_ratios(run.points)
-    checked = check_targets(run.points)
-    print("\n".join(["", *head, "", *table(run.points), "", *footnotes(run), "", *target_lines(checked)]))
+    checked: list[dict[str, Any]] = []
+    lines = ["", *head]
+    if not run.args.abuse_only:
+        pinned_group(run)
+        unpinned_group(run)
+        add_ratios(run.points)
+        checked = check_targets(run.points)
+        lines += ["", *table(run.points), "", *footnotes(run), "", *target_lines(checked)]
+    lines += ["", *abuse_group(run)]
+    print("\n".join(lines))
     if run.args.json:
         write_json(run.args.json, run, checked, head)
 
@@ -589,6 +618,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--soak", type=int, nargs="?", const=100_000, metavar="N",
                         help="instead: N Predict calls (default 100,000) at 16 in flight, then verifier errors, "
                              "GC pauses and RSS of the server")
+    parser.add_argument("--abuse-only", action="store_true",
+                        help="only the overload and abuse part (shedding, half-sent calls, costly texts)")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -67,6 +67,7 @@ class Tally:
     item_errors: int = 0
     errors: Counter[str] = field(default_factory=Counter)  # non-OK calls by status code
     latencies: list[float] = field(default_factory=list)  # seconds, OK calls inside the window
+    refusal_latencies: list[float] = field(default_factory=list)  # seconds, RESOURCE_EXHAUSTED inside the window
     decisions: Counter[str] = field(default_factory=Counter)
     escalated_verifier_error: int = 0
     verifier_error_messages: Counter[str] = field(default_factory=Counter)
@@ -78,6 +79,7 @@ class Tally:
         self.item_errors += other.item_errors
         self.errors.update(other.errors)
         self.latencies.extend(other.latencies)
+        self.refusal_latencies.extend(other.refusal_latencies)
         self.decisions.update(other.decisions)
         self.escalated_verifier_error += other.escalated_verifier_error
         self.verifier_error_messages.update(other.verifier_error_messages)
@@ -141,8 +143,11 @@ class _Worker:
         elif self._job.inspect:
             self._inspect(pb.PredictResponse.FromString(reply))
 
-    def failed(self, code: grpc.StatusCode | None) -> None:
+    def failed(self, began: float, code: grpc.StatusCode | None) -> None:
         self.tally.errors[code.name if code is not None else "UNKNOWN"] += 1
+        ended = time.monotonic()
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and self._job.start <= ended <= self._job.end:
+            self.tally.refusal_latencies.append(ended - began)
 
     def _inspect(self, response: pb.PredictResponse) -> None:
         tally = self.tally
@@ -182,7 +187,7 @@ async def _run_aio(job: Job, workers: list[_Worker]) -> None:
             try:
                 worker.done(began, await call(request, timeout=CALL_TIMEOUT_S))
             except grpc.aio.AioRpcError as exc:
-                worker.failed(exc.code())
+                worker.failed(began, exc.code())
                 await asyncio.sleep(0.01)
 
     try:
@@ -202,7 +207,7 @@ def _run_sync(job: Job, workers: list[_Worker]) -> None:
             try:
                 worker.done(began, call(request, timeout=CALL_TIMEOUT_S))
             except grpc.RpcError as exc:
-                worker.failed(exc.code() if isinstance(exc, grpc.Call) else None)
+                worker.failed(began, exc.code() if isinstance(exc, grpc.Call) else None)
                 time.sleep(0.01)
 
     threads = [threading.Thread(target=keep_calling, args=(w, calls[i % len(calls)]), daemon=True)

@@ -197,7 +197,7 @@ def create_server(settings: Settings, *, registry: VerifierRegistry | None = Non
     environment ask for, owned by the server, or nowhere when they ask for none.
     """
     small = [f"--{name.replace('_', '-')}={getattr(settings, name)}" for name in
-             ("threads", "verifier_threads", "max_batch_items", "max_request_bytes", "max_concurrent_rpcs")
+             ("verifier_threads", "max_batch_items", "max_request_bytes", "max_concurrent_rpcs")
              if getattr(settings, name) < 1]
     if small:
         raise ValueError(f"{', '.join(small)}: expected a whole number of at least 1")

@@ -23,9 +23,9 @@ class Settings:
         "env": "SMALLGUARD_MODEL_REPOSITORY", "help": "folder of bundles (default: the shipped models)"})
     workers: int = field(default=1, metadata={
         "env": "SMALLGUARD_WORKERS", "help": "server processes sharing the port (SO_REUSEPORT)"})
-    threads: int = field(default=8, metadata={"env": "SMALLGUARD_THREADS", "help": "request threads per process"})
     max_concurrent_rpcs: int = field(default=256, metadata={
-        "env": "SMALLGUARD_MAX_CONCURRENT_RPCS", "help": "in-flight RPCs per process before RESOURCE_EXHAUSTED"})
+        "env": "SMALLGUARD_MAX_CONCURRENT_RPCS",
+        "help": "in-flight RPCs per process before RESOURCE_EXHAUSTED; each has a thread of its own"})
     grace_seconds: float = field(default=10.0, metadata={
         "env": "SMALLGUARD_GRACE_SECONDS", "help": "on SIGTERM, how long in-flight requests may finish"})
     drain_seconds: float = field(default=1.0, metadata={

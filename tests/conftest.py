@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -82,14 +83,42 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ServeProcess(subprocess.Popen[str]):
+    """`smallguard serve` whose output a thread reads as it comes: a pipe nobody reads fills up (64 KiB) and
+    then blocks the server's next log line. ``output()`` is what it printed so far (all of it once it exited)."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        super().__init__(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.stdout is not None
+        try:
+            for line in self.stdout:
+                self._lines.append(line)
+        except (OSError, ValueError):  # closed under it: the process is gone and its output with it
+            pass
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.poll() is not None:  # read to the end before Popen closes the pipe
+            self._reader.join(timeout=10)
+        super().__exit__(*exc_info)
+
+    def output(self) -> str:
+        if self.poll() is not None:
+            self._reader.join(timeout=10)
+        return "".join(self._lines)
+
+
 @contextmanager
-def serving(*args: str, port: int, metrics_port: int | None = None) -> Iterator[subprocess.Popen[str]]:
+def serving(*args: str, port: int, metrics_port: int | None = None) -> Iterator[ServeProcess]:
     """`smallguard serve` in its own process; yields once the port answers."""
     env = {**os.environ, "SMALLGUARD_HOST": "127.0.0.1", "SMALLGUARD_PORT": str(port)}
     if metrics_port is not None:
         env["SMALLGUARD_METRICS_PORT"] = str(metrics_port)
-    with subprocess.Popen([*SMALLGUARD, "serve", *args], env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+    with ServeProcess([*SMALLGUARD, "serve", *args], env) as process:
         try:
             _wait_until_serving(process, port)
             yield process
@@ -99,7 +128,7 @@ def serving(*args: str, port: int, metrics_port: int | None = None) -> Iterator[
                 process.wait(timeout=30)
 
 
-def _wait_until_serving(process: subprocess.Popen[str], port: int, timeout: float = 60.0) -> None:
+def _wait_until_serving(process: ServeProcess, port: int, timeout: float = 60.0) -> None:
     """Until the port answers; a process that exits first fails at once, with what it printed."""
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -110,9 +139,8 @@ def _wait_until_serving(process: subprocess.Popen[str], port: int, timeout: floa
                 return
             except grpc.FutureTimeoutError:
                 if process.poll() is not None:
-                    output = process.stdout.read() if process.stdout else ""
                     raise AssertionError(f"smallguard serve exited with {process.returncode} before serving:\n"
-                                         f"{output}") from None
+                                         f"{process.output()}") from None
                 if time.monotonic() > deadline:
                     raise
 

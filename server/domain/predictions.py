@@ -73,6 +73,7 @@ class PredictCall:
     deadline: float | None = None  # time.monotonic() by which the caller wants the answer; None: no deadline
     max_tier: int | None = None  # escalation tiers the request may reach (0: the small model only); None: all
     max_cost: float | None = None  # the request's budget in the operators' cost unit; None: no budget
+    caller: str = ""  # who asked: the token's name or the JWT's subject ("" when the server has no tokens)
 
 
 @dataclass(frozen=True, slots=True)

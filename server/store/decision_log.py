@@ -180,6 +180,8 @@ def decision_row(call: PredictCall | None, outcome: PredictOutcome, inputs: str,
         "reasons": [{"code": r.code.value, "verifier": r.verifier, "message": r.message} for r in outcome.reasons],
         "verifiers": [{"name": v.name, "status": v.status.value, "message": v.message} for v in outcome.verifiers],
     }
+    if call is not None and call.caller:
+        details["caller"] = call.caller
     if outcome.tiers:
         details["tiers"] = [{"name": t.name, "kind": t.kind, "decision": t.decision.name, "confidence": t.confidence,
                              "cost": t.cost, "reasons": [r.code.value for r in t.reasons],

@@ -61,10 +61,10 @@ class ReviewCases:
         return None if row is None else _case(row, now)
 
     def for_request(self, request_id: str, now: float) -> CaseRow | None:
-        """The newest case opened for ``request_id``."""
+        """The first case opened for ``request_id`` (as feedback judges the first decision made for an id)."""
         with self.store.reading() as connection:
             row = connection.execute(select(cases).where(cases.c.request_id == request_id)
-                                     .order_by(cases.c.id.desc()).limit(1)).first()
+                                     .order_by(cases.c.id).limit(1)).first()
         return None if row is None else _case(row, now)
 
     def queue(self, now: float, *, state: str = OPEN, model: str = "", reason: str = "", limit: int = 100,

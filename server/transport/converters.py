@@ -36,6 +36,7 @@ from smallguard.server.domain.predictions import (
     TierOutcome,
 )
 from smallguard.server.observability import drift
+from smallguard.server.transport.auth import caller
 from smallguard.server.transport.feedback_converters import feedback_summary
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.verifiers import ExtractedField, LabelScore, ModelKind, Prediction, Status
@@ -97,6 +98,7 @@ def predict_call(request: pb.PredictRequest, deadline: float | None = None) -> P
         deadline=deadline,
         max_tier=request.max_tier if request.HasField("max_tier") else None,
         max_cost=_max_cost(request) if request.HasField("max_cost") else None,
+        caller=caller(),
     )
 
 

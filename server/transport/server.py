@@ -44,6 +44,7 @@ class Companion(Protocol):
 _TRANSPORT_LIMIT = 64 * 1024 * 1024
 # On stop, how long no call must arrive before grpc shuts down (what arrives after is cancelled by grpc).
 _QUIET_S = 0.1
+STREAMS_PER_CONNECTION = 100
 _REFUSING_MAX_S = 1.0
 
 
@@ -58,7 +59,10 @@ class GuardServer:
         self.companions: list[Companion] = []  # served beside gRPC, started and stopped with it (the console)
         self._guard = guard
         self.metrics_export = metrics_export  # owned: shut down (flushed) by stop()
-        self._pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="smallguard-rpc")
+        # A thread for every call admitted: grpc's sync server reads a call's body on a pool thread, so a pool
+        # smaller than the calls admitted lets a client that sends headers and never its body (slowloris) hold
+        # every thread. Threads are made only when no idle one is left; the GIL, not the pool, bounds the work.
+        self._pool = ThreadPoolExecutor(max_workers=settings.max_concurrent_rpcs, thread_name_prefix="smallguard-rpc")
         interceptors: list[grpc.ServerInterceptor] = []
         self._auth = None
         if settings.tokens_file or settings.jwks_file:  # first: a refused call does no other work
@@ -77,6 +81,8 @@ class GuardServer:
                 ("grpc.so_reuseport", 1),
                 ("grpc.max_receive_message_length", _TRANSPORT_LIMIT),
                 ("grpc.max_send_message_length", _TRANSPORT_LIMIT),
+                # One connection cannot take every call slot: its streams past this wait in the client.
+                ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )

@@ -86,7 +86,7 @@ def test_serve_answers_then_drains_on_sigterm() -> None:
         assert response.decision in (pb.ANSWER, pb.ABSTAIN)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-        output = process.stdout.read() if process.stdout else ""
+        output = process.output()
         assert "SIGTERM: draining" in output and "stopped" in output
 
 

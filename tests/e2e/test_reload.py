@@ -108,5 +108,5 @@ def test_sighup_reloads_the_models_of_every_worker(tmp_path: Path) -> None:
             if versions == {"2.0.0"}:
                 break
             time.sleep(0.2)
-        assert versions == {"2.0.0"}
+        assert versions == {"2.0.0"}, process.output()[-4000:]
         assert process.poll() is None  # still serving

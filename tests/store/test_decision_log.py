@@ -77,14 +77,16 @@ def test_inputs_are_kept_as_the_bundle_says(tmp_path: Path) -> None:
                                                     "values": [0.0, 1.0, 2.0, 3.0]}]}
 
 
-def test_a_request_id_sent_twice_keeps_both_decisions_and_feedback_judges_the_latest(store_url: str) -> None:
+def test_a_request_id_sent_twice_keeps_both_decisions_and_the_first_owns_the_id(store_url: str) -> None:
+    """A second Predict with an id (another caller's guess, or a retry) is logged for the audit, but the
+    id's feedback still judges the first decision: nobody can replace another caller's record."""
     log = DecisionLog(open_store(store_url), flush_interval_s=0.01)
     log.append(None, outcome("same", Decision.ESCALATE), "none")
     log.append(None, outcome("same", Decision.ANSWER), "none")
     log.flush(5)
     assert [r.decision for r in rows(log.store)] == ["ESCALATE", "ANSWER"]
-    assert log.store.latest_decision("same").decision == "ANSWER"
-    assert log.store.latest_decision("other") is None
+    assert log.store.first_decision("same").decision == "ESCALATE"
+    assert log.store.first_decision("other") is None
     log.close()
     log.store.close()
 
@@ -142,10 +144,10 @@ def test_retention_removes_old_decisions_and_their_feedback(store_url: str) -> N
     with store.engine.begin() as connection:
         connection.execute(sa.update(decisions).where(decisions.c.request_id == "old")
                            .values(at=time.time() - 40 * 86_400))
-    old = store.latest_decision("old")
+    old = store.first_decision("old")
     store.add_feedback(old, FeedbackRow("x", True, (), True, 0.6, ()), time.time())
     assert store.purge(time.time() - 30 * 86_400) == 1
-    assert store.latest_decision("old") is None and store.latest_decision("new") is not None
+    assert store.first_decision("old") is None and store.first_decision("new") is not None
     with pytest.raises(LookupError):
         store.add_feedback(old, FeedbackRow("x", True, (), True, 0.6, ()), time.time())
     with store.engine.connect() as connection:

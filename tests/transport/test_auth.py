@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,3 +182,26 @@ def test_jwts_signed_by_a_key_of_the_set_are_accepted_with_their_roles(tmp_path:
             client.models()
     finally:
         server.stop(0)
+
+
+def test_a_caller_who_reuses_a_request_id_cannot_replace_the_first_callers_record(secured) -> None:
+    """Mallory (a predict token) sends a Predict with an id another caller already used: it is answered and
+    logged (the audit names both callers), but the id's feedback still judges the first caller's decision."""
+    address, _, _ = secured
+    rows = digits_rows()
+    with Client(address, token=LABELLER) as labeller, Client(address, token=PREDICT_ONLY) as mallory:
+        first = labeller.predict("digits", pixels=rows[0]["pixels"], request_id="order-1234")
+        other = next(row for row in rows if mallory.predict("digits", pixels=row["pixels"]).label != first.label)
+        assert mallory.predict("digits", pixels=other["pixels"], request_id="order-1234").label != first.label
+        judged = labeller.feedback("order-1234", label=first.label)
+    assert judged.correct  # against the labeller's decision; mallory's answered another label
+    store = sqlite3.connect(Path(os.environ["XDG_STATE_HOME"]) / "smallguard" / "store.sqlite3")
+    deadline = time.monotonic() + 10
+    while True:  # the decision log writes within a flush interval
+        callers = [json.loads(details).get("caller") for (details,) in store.execute(
+            "SELECT details FROM decisions WHERE request_id = 'order-1234' ORDER BY at")]
+        if len(callers) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    store.close()
+    assert callers == ["labellers", "checkout"]

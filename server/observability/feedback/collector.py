@@ -160,7 +160,7 @@ class Feedback:
                               duplicate=earlier is not None)
 
     def _find(self, request_id: str) -> StoredDecision:
-        entry = self._store.latest_decision(request_id)
+        entry = self._store.first_decision(request_id)
         if entry is not None:
             return entry
         if self._decisions.holds(request_id):  # made here, not written yet: write it now
@@ -170,7 +170,7 @@ class Feedback:
                 time.sleep(self._wait_s)
             finally:
                 self._waiters.release()
-        entry = self._store.latest_decision(request_id)
+        entry = self._store.first_decision(request_id)
         if entry is not None:
             return entry
         raise RequestNotFoundError(f"no decision with this id in the store {self._store.where}; expected the "
