@@ -36,4 +36,4 @@ bench: $(STAMP)
 
 # A longer fuzzing soak than the tests': N generated requests (default 100000), counts by status and RSS.
 fuzz: $(STAMP)
-	SMALLGUARD_FUZZ_EXAMPLES=$(or $(N),100000) SMALLGUARD_FUZZ_IN_FLIGHT=16 $(BIN)/pytest -q -s tests/transport/test_fuzz.py
+	SMALLGUARD_FUZZ_EXAMPLES=$(or $(N),100000) SMALLGUARD_FUZZ_IN_FLIGHT=16 SMALLGUARD_FUZZ_GARBAGE=10000 $(BIN)/pytest -q -s tests/transport/test_fuzz.py

@@ -43,7 +43,7 @@ def test_a_reload_under_load_drops_no_call_and_serves_the_new_models(tmp_path: P
                     errors.append(f"{error.code().name}: {error.details()}")
                 i += 1
 
-    callers = [threading.Thread(target=call) for _ in range(4)]
+    callers = [threading.Thread(target=call) for _ in range(32)]
     try:
         for caller in callers:
             caller.start()

@@ -43,7 +43,7 @@ def test_serve_never_imports_the_offline_stack_and_builds_no_trace_without_an_ex
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sigterm_under_load_fails_no_call_in_flight(workers: str) -> None:
-    """16 callers in a closed loop, then SIGTERM: health says NOT_SERVING at once, every call sent before the
+    """32 callers in a closed loop, then SIGTERM: health says NOT_SERVING at once, every call sent before the
     signal is answered, later ones are served during the drain or refused with UNAVAILABLE (safe to send
     again), and the processes exit within the grace. (Before: about 23 of 32 calls in flight came back
     CANCELLED and the server was gone in 60 ms.)"""
@@ -72,7 +72,7 @@ def test_sigterm_under_load_fails_no_call_in_flight(workers: str) -> None:
                     calls.append((sent, error.code().name))
                     time.sleep(0.02)
 
-        threads = [threading.Thread(target=caller) for _ in range(16)]
+        threads = [threading.Thread(target=caller) for _ in range(32)]
         for thread in threads:
             thread.start()
         time.sleep(1.0)

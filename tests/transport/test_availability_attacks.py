@@ -1,8 +1,12 @@
-"""Calls that send their headers and never their body (slowloris): grpc's sync server reads a body on a
-pool thread, so with a pool smaller than the calls it admits, 8 such calls took every thread and every
-other caller, Health/Check included, waited past its deadline. Each admitted call now has a thread of its
-own, one connection may open at most STREAMS_PER_CONNECTION streams, and past --max-concurrent-rpcs a
-call is refused at once."""
+"""Attacks on availability: while they go on, a canary's Predict and Health/Check must be answered.
+
+- Calls that send their headers and never their body (slowloris): grpc's sync server reads a body on a
+  pool thread, so with a pool smaller than the calls it admits, 8 such calls took every thread and every
+  other caller, Health/Check included, waited past its deadline. Each admitted call now has a thread of
+  its own, one connection may open at most STREAMS_PER_CONNECTION streams, and past --max-concurrent-rpcs
+  a call is refused at once.
+- The costliest invoice texts under the length limit, sent again and again by 8 callers: they once took
+  seconds each (parsing grew ~4x per doubling of length) and starved everyone else for a minute."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from smallguard.server.transport.server import STREAMS_PER_CONNECTION
 from smallguard.v1 import guard_pb2 as pb
+from smallguard.v1 import guard_pb2_grpc
 from tests.conftest import MODELS, Running, digits_request, digits_rows, start_server
 
 PREDICT = "/smallguard.v1.Guard/Predict"
@@ -87,6 +92,39 @@ def test_one_connection_cannot_take_every_call_slot() -> None:
     finally:
         attacker.release()
         limited.stop()
+
+
+COSTLY_TEXTS = ("$ " * 1990, "(1.00)" * 660, "Total 1.00\n" * 360)  # under the 4,000-character limit
+
+
+def test_callers_of_the_costliest_texts_do_not_stop_other_callers(server: Running) -> None:
+    stop = threading.Event()
+    outcomes: list[str] = []
+
+    def send_costly(index: int) -> None:
+        with grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            stub = guard_pb2_grpc.GuardStub(channel)
+            while not stop.is_set():
+                request = pb.PredictRequest(model="invoice-extractor", text=COSTLY_TEXTS[index % len(COSTLY_TEXTS)])
+                try:
+                    stub.Predict(request, timeout=1)
+                    outcomes.append("OK")
+                except grpc.RpcError as error:
+                    outcomes.append(error.code().name)
+                index += 1
+
+    attackers = [threading.Thread(target=send_costly, args=(i,)) for i in range(8)]
+    for attacker in attackers:
+        attacker.start()
+    try:
+        time.sleep(0.5)
+        for _ in range(5):
+            canary(server)
+    finally:
+        stop.set()
+        for attacker in attackers:
+            attacker.join(timeout=30)
+    assert outcomes and set(outcomes) <= {"OK", "DEADLINE_EXCEEDED"}
 
 
 def test_past_the_limit_a_call_is_refused_at_once() -> None:
