@@ -92,7 +92,8 @@ def test_spans_go_to_the_otlp_endpoint_with_the_callers_trace_id(collector: tupl
             resource, span = receiver.spans.get(timeout=30)
             spans[span.name] = (resource, span)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        process.communicate(timeout=30)  # reads both pipes while it waits: a full pipe would block the server
+        assert process.returncode == 0
     assert set(spans) == {"/smallguard.v1.Guard/Predict", "smallguard.model.run", "smallguard.verifiers.run"}
     resource, server_span = spans["/smallguard.v1.Guard/Predict"]
     assert resource["service.name"] == "smallguard-test"
@@ -108,8 +109,8 @@ def test_console_exporter_prints_the_spans_and_none_prints_nothing() -> None:
         with serving({"OTEL_TRACES_EXPORTER": exporter}) as (process, stub):
             _predict_with_caller_trace(stub)
             process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=30) == 0
-            output = process.stdout.read() if process.stdout else ""
+            output, _ = process.communicate(timeout=30)  # reads both pipes while it waits (a full one blocks)
+            assert process.returncode == 0
         names = [json.loads(block)["name"] for block in _json_blocks(output)]
         if expect_spans:
             assert "/smallguard.v1.Guard/Predict" in names and "smallguard.model.run" in names
