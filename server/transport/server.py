@@ -44,8 +44,10 @@ class Companion(Protocol):
 _TRANSPORT_LIMIT = 64 * 1024 * 1024
 # On stop, how long no call must arrive before grpc shuts down (what arrives after is cancelled by grpc).
 _QUIET_S = 0.1
-STREAMS_PER_CONNECTION = 100
 _REFUSING_MAX_S = 1.0
+# HTTP/2 MAX_CONCURRENT_STREAMS: the calls one connection may have in the server at once (the rest wait in
+# the client), so that a single connection cannot take every place --max-concurrent-rpcs gives.
+STREAMS_PER_CONNECTION = 100
 
 
 class GuardServer:
