@@ -86,13 +86,15 @@ class Store:
             connection.exec_driver_sql(self._insert_decisions, list(rows))
 
     def first_decision(self, request_id: str) -> StoredDecision | None:
-        """The first decision made for ``request_id``, or None. The first owns the id: a later Predict that
+        """The first decision logged for ``request_id``, or None. The first owns the id: a later Predict that
         reuses it (another caller's retry, or a caller who guessed it) is logged, but cannot change what the
-        id's feedback judges."""
+        id's feedback judges. First by row id: one seek in the (request_id, id) index, however many times the
+        id was reused (ordering by decision time sorted them all, on every feedback). Each process logs its
+        decisions in order; between processes, within a flush interval, the first written wins."""
         query = (select(decisions.c.id, decisions.c.request_id, decisions.c.model, decisions.c.version,
                         decisions.c.kind, decisions.c.decision, decisions.c.answered_by, decisions.c.confidence,
                         decisions.c.label, decisions.c.details, decisions.c.at)
-                 .where(decisions.c.request_id == request_id).order_by(decisions.c.at, decisions.c.id).limit(1))
+                 .where(decisions.c.request_id == request_id).order_by(decisions.c.id).limit(1))
         with self.reading() as connection:
             row = connection.execute(query).first()
         if row is None:

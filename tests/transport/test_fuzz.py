@@ -33,10 +33,9 @@ RUN_EXAMPLES = 2_000
 # Calls in flight: 1 in `make test` (a failing example is shrunk); `make fuzz` keeps 16, as callers would.
 IN_FLIGHT = int(os.environ.get("SMALLGUARD_FUZZ_IN_FLIGHT", "1"))
 # What the server may grow by over a run, and over its second half (a leak of the kind grpc had, 16 KB a
-# call, would add hundreds of MiB). Measured with 16 in flight on 2026-12-03: +50 MiB by the 16,000th call;
-# +55 MiB at 30,000 (twice), +62 and +78 MiB at 100,000; second halves +8, +17 and +13 MiB. Not the
-# store's page cache (the same with SQLite's cache at 128 KiB) and not valid Predict traffic (flat over
-# 100,000 in `make bench ARGS=--soak`): what the fuzz's mix leaves behind is not found yet.
+# call, would add hundreds of MiB). Measured with 16 in flight on 2026-12-03: +50 MiB by the 10,000th call,
+# then flat over a 30,000 run. Two 100,000 runs before a fix crept on (+62 and +78 MiB; second halves +13):
+# Feedback for an id that thousands of Predicts reused sorted all their decisions on every lookup.
 RSS_GROWTH_MIB = 96
 RSS_LATE_GROWTH_MIB = 24
 # Undecodable bytes sent to each RPC: INVALID_ARGUMENT every time and RSS growth under GARBAGE_GROWTH_MIB
