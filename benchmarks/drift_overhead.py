@@ -26,7 +26,6 @@ import numpy as np
 from smallguard.server.assembly import build_guard, create_server
 from smallguard.server.core.guard import Guard
 from smallguard.server.domain.predictions import Decision, PredictCall, TensorInput
-from smallguard.server.observability.drift.monitor import FLUSH_EVERY
 from smallguard.server.settings import Settings
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
@@ -133,7 +132,7 @@ def main() -> None:
     print(f"over loopback gRPC, median: {grpc_without * 1e6:.1f} us without, {grpc_with * 1e6:.1f} us with drift: "
           f"ratio {grpc_with / grpc_without:.3f}x")
     print(f"DriftMonitor.observe alone: {observe_us:.1f} us per prediction (binning and a score every "
-          f"{FLUSH_EVERY} predictions included); a full snapshot (what a scrape or GetModel costs): "
+          f"{drift.flush_every} predictions included); a full snapshot (what a scrape or GetModel costs): "
           f"{snapshot_us:.1f} us")
 
 

@@ -18,12 +18,17 @@ from smallguard.server.domain.predictions import PredictCall, TensorInput
 
 def feeds_for(specs: Sequence[InputSpec], call: PredictCall) -> dict[str, np.ndarray]:
     """Validate ``call`` against ``specs``; return onnxruntime feeds with a batch dimension of 1."""
+    tensors = call.tensors
+    if len(specs) == 1 and len(tensors) == 1 and not call.text:  # the usual tensor model: one input, given once
+        spec, tensor = specs[0], tensors[0]
+        if spec.kind != "text" and tensor.name == spec.name:
+            return {spec.name: _checked(spec, tensor)}
     if any(spec.kind == "text" for spec in specs):
         return _text_feeds(specs, call)
     if call.text:
         raise InvalidInputError("this model takes tensors, not text; send them in 'inputs'", "text")
     given = {}
-    for tensor in call.tensors:
+    for tensor in tensors:
         if tensor.name in given:
             raise InvalidInputError("given more than once", f"inputs[{echoed(tensor.name, quoted=False)}]")
         given[tensor.name] = tensor
@@ -38,20 +43,24 @@ def feeds_for(specs: Sequence[InputSpec], call: PredictCall) -> dict[str, np.nda
         tensor = given.get(spec.name)
         if tensor is None:
             raise InvalidInputError(f"missing; expected {_describe(spec)}", f"inputs[{spec.name}]")
-        feeds[spec.name] = _checked(spec, tensor)[np.newaxis, ...]
+        feeds[spec.name] = _checked(spec, tensor)
     return feeds
 
 
 def _checked(spec: InputSpec, tensor: TensorInput) -> np.ndarray:
-    where = f"inputs[{spec.name}]"
+    """The tensor's values, checked, shaped as one example of a batch (a leading dimension of 1)."""
+    shape = tensor.shape
     if tensor.dtype != spec.dtype:
-        raise InvalidInputError(f"dtype {tensor.dtype} does not match; expected {_describe(spec)}", where)
-    if len(tensor.shape) != len(spec.shape) or any(
-        want not in (-1, got) for want, got in zip(spec.shape, tensor.shape, strict=True)
-    ):
-        raise InvalidInputError(f"shape {list(tensor.shape)} does not match; expected {_describe(spec)}", where)
+        raise InvalidInputError(f"dtype {tensor.dtype} does not match; expected {_describe(spec)}",
+                                f"inputs[{spec.name}]")
+    if shape != spec.shape and (len(shape) != len(spec.shape) or any(
+        want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
+    )):
+        raise InvalidInputError(f"shape {list(shape)} does not match; expected {_describe(spec)}",
+                                f"inputs[{spec.name}]")
     values = tensor.values
     if values.size and not _plainly_valid(spec, values):  # the usual case costs two reductions
+        where = f"inputs[{spec.name}]"
         if values.dtype.kind == "f":
             finite = np.isfinite(values)
             if not finite.all():
@@ -64,13 +73,16 @@ def _checked(spec: InputSpec, tensor: TensorInput) -> np.ndarray:
                 index = int(np.flatnonzero(outside)[0])
                 raise InvalidInputError(f"value {values.flat[index]} at flat index {index} is outside "
                                         f"the declared range [{spec.min:g}, {spec.max:g}]", where)
-    return values.reshape(tensor.shape)
+    return values.reshape((1, *shape))
+
+
+_lowest, _highest = np.minimum.reduce, np.maximum.reduce
 
 
 def _plainly_valid(spec: InputSpec, values: np.ndarray) -> bool:
     """True when every value is finite and within the declared range (a NaN fails every comparison)."""
-    if spec.min is not None and spec.max is not None:
-        return bool(values.min() >= spec.min) and bool(values.max() <= spec.max)
+    if spec.min is not None and spec.max is not None:  # the ufuncs' own reductions: .min() adds a wrapper
+        return bool(_lowest(values) >= spec.min) and bool(_highest(values) <= spec.max)
     if values.dtype.kind == "f":
         return bool(np.isfinite(values).all())
     return True

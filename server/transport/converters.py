@@ -88,17 +88,16 @@ def status_of(error: GuardError) -> grpc.StatusCode:
 
 def predict_call(request: pb.PredictRequest, deadline: float | None = None) -> PredictCall:
     """The core's call; ``deadline`` (time.monotonic) is when the caller stops waiting, if it said."""
+    context = request.context
     return PredictCall(
-        model=request.model,
-        version=request.version,
-        request_id=request.request_id,
-        tensors=tuple(_tensor(t, i) for i, t in enumerate(request.inputs)),
-        text=request.text,
-        context=dict(request.context),
-        deadline=deadline,
-        max_tier=request.max_tier if request.HasField("max_tier") else None,
-        max_cost=_max_cost(request) if request.HasField("max_cost") else None,
-        caller=caller(),
+        request.model, request.version, request.request_id,
+        tuple([_tensor(t, i) for i, t in enumerate(request.inputs)]),
+        request.text,
+        dict(context) if context else {},
+        deadline,
+        request.max_tier if request.HasField("max_tier") else None,
+        _max_cost(request) if request.HasField("max_cost") else None,
+        caller(),
     )
 
 
@@ -171,40 +170,52 @@ def predict_batch_response(results: Sequence[PredictOutcome | GuardError],
 
 
 def _tensor(tensor: pb.Tensor, index: int) -> TensorInput:
-    where = f"inputs[{echoed(tensor.name, quoted=False) if tensor.name else index}]"
-    if not tensor.name:
+    """The tensor as numpy values of its declared shape's size; every check's error names the input. The
+    order of the checks is the cheapest first for a valid tensor: this runs on every Predict."""
+    name = tensor.name
+    if not name:
         raise InvalidInputError("required: the input's name as the model declares it", f"inputs[{index}].name")
-    if tensor.dtype not in _DTYPES:
-        raise InvalidInputError(f"expected one of {', '.join(_DTYPE_ENUM).upper()}", where + ".dtype")
-    dtype, field = _DTYPES[tensor.dtype]
+    kind = _DTYPES.get(tensor.dtype)
+    if kind is None:
+        raise InvalidInputError(f"expected one of {', '.join(_DTYPE_ENUM).upper()}", _where(name) + ".dtype")
+    dtype, field = kind
     shape = tuple(tensor.shape)
-    if any(d < 0 for d in shape):
-        raise InvalidInputError(f"{list(shape)} has a negative size", where + ".shape")
     count = math.prod(shape)
+    if shape and min(shape) < 0:
+        raise InvalidInputError(f"{list(shape)} has a negative size", _where(name) + ".shape")
     if count > _MAX_ELEMENTS:
-        raise InvalidInputError(f"{list(shape)} is {count} elements; at most {_MAX_ELEMENTS}", where + ".shape")
-    typed = getattr(tensor.contents, field)
-    others = [descriptor.name for descriptor, _ in tensor.contents.ListFields() if descriptor.name != field]
-    if others:
-        raise InvalidInputError(f"dtype {dtype.upper()} goes in {field}, not {others[0]}", where + ".contents")
-    if tensor.raw_contents and len(typed):
-        raise InvalidInputError("give the values in contents or in raw_contents, not both", where)
-    if tensor.raw_contents:
+        raise InvalidInputError(f"{list(shape)} is {count} elements; at most {_MAX_ELEMENTS}", _where(name) + ".shape")
+    contents = tensor.contents
+    typed = getattr(contents, field)
+    given = len(typed)
+    if len(contents.ListFields()) > (1 if given else 0):  # another dtype's field is set (ListFields: only set ones)
+        others = [descriptor.name for descriptor, _ in contents.ListFields() if descriptor.name != field]
+        raise InvalidInputError(f"dtype {dtype.upper()} goes in {field}, not {others[0]}", _where(name) + ".contents")
+    raw = tensor.raw_contents
+    if raw:
+        if given:
+            raise InvalidInputError("give the values in contents or in raw_contents, not both", _where(name))
         item = np.dtype(dtype).newbyteorder("<")
-        if len(tensor.raw_contents) != count * item.itemsize:
-            raise InvalidInputError(f"{len(tensor.raw_contents)} bytes; shape "
-                                    f"{list(shape)} of {dtype} needs {count * item.itemsize}", where + ".raw_contents")
-        values = np.frombuffer(tensor.raw_contents, dtype=item).astype(dtype)
+        if len(raw) != count * item.itemsize:
+            raise InvalidInputError(f"{len(raw)} bytes; shape {list(shape)} of {dtype} needs "
+                                    f"{count * item.itemsize}", _where(name) + ".raw_contents")
+        values = np.frombuffer(raw, dtype=item).astype(dtype)
     else:
-        if len(typed) != count:
-            raise InvalidInputError(f"{len(typed)} values; shape {list(shape)} "
-                                    f"needs {count}", where + f".contents.{field}")
+        if given != count:
+            raise InvalidInputError(f"{given} values; shape {list(shape)} needs {count}",
+                                    _where(name) + f".contents.{field}")
         values = np.asarray(typed, dtype=dtype)
-    return TensorInput(name=tensor.name, dtype=dtype, shape=shape, values=values)
+    return TensorInput(name, dtype, shape, values)
+
+
+def _where(name: str) -> str:
+    """How an error names the input ``name`` (built only when there is an error)."""
+    return f"inputs[{echoed(name, quoted=False)}]"
 
 
 def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
-    """The response message, built from plain mappings (protobuf's fastest way to fill nested fields)."""
+    """The response message. Built on every Predict: scalars as keywords, repeated entries added one by one
+    (with upb, 9.8 against 12.3 us for nested dicts on a digits answer)."""
     response = pb.PredictResponse(
         request_id=outcome.request_id,
         model=outcome.model,
@@ -214,11 +225,16 @@ def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
         raw_confidence=outcome.raw_confidence,
         threshold=outcome.threshold,
         trace_id=outcome.trace_id,
-        reasons=_reasons(outcome.reasons),
-        verifiers=_verifiers(outcome.verifiers),
         answered_by=outcome.answered_by or outcome.model,
-        **_answer(outcome.prediction),
     )
+    _fill_answer(response, outcome.prediction)
+    add = response.reasons.add
+    for r in outcome.reasons:
+        add(code=_REASON[r.code], verifier=r.verifier, message=r.message)
+    add = response.verifiers.add
+    for o in outcome.verifiers:
+        add(name=o.name, use=o.use, status=_STATUS[o.status], message=o.message, on_fail=_DECISION[o.on_fail],
+            duration_ms=o.duration_ms)
     if outcome.tiers:
         response.cost = outcome.cost
         response.tiers.extend(_tier_result(entry) for entry in outcome.tiers)
@@ -226,14 +242,22 @@ def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
     return response
 
 
-def _answer(prediction: Prediction) -> dict[str, Any]:
+def _fill_answer(response: pb.PredictResponse | pb.TierResult, prediction: Prediction) -> None:
+    """Set the classification or extraction of ``response`` from ``prediction``."""
     if prediction.kind is ModelKind.CLASSIFIER:
-        return {"classification": {
-            "label": prediction.label or "", "probability": prediction.probability,
-            "top_k": [{"label": s.label, "probability": s.probability} for s in prediction.top_k]}}
-    return {"extraction": {"fields": [
-        {"name": f.name, "value": f.value or "", "present": f.value is not None, "confidence": f.confidence,
-         "raw_confidence": f.raw_confidence} for f in prediction.fields.values()]}}
+        answer = response.classification
+        answer.SetInParent()  # present even when every field is at its default
+        answer.label = prediction.label or ""
+        answer.probability = prediction.probability
+        add = answer.top_k.add
+        for score in prediction.top_k:
+            add(label=score.label, probability=score.probability)
+        return
+    response.extraction.SetInParent()
+    add = response.extraction.fields.add
+    for f in prediction.fields.values():
+        add(name=f.name, value=f.value or "", present=f.value is not None, confidence=f.confidence,
+            raw_confidence=f.raw_confidence)
 
 
 def _reasons(reasons: Sequence[Reason]) -> list[dict[str, Any]]:
@@ -246,11 +270,13 @@ def _verifiers(outcomes: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def _tier_result(entry: TierOutcome) -> pb.TierResult:
-    return pb.TierResult(
+    result = pb.TierResult(
         name=entry.name, kind=entry.kind, decision=_DECISION[entry.decision], calibrated=entry.calibrated,
         confidence=entry.confidence, threshold=entry.threshold, reasons=_reasons(entry.reasons),
-        verifiers=_verifiers(entry.verifiers), latency_ms=entry.latency_ms, cost=entry.cost, calls=entry.calls,
-        **({} if entry.prediction is None else _answer(entry.prediction)))
+        verifiers=_verifiers(entry.verifiers), latency_ms=entry.latency_ms, cost=entry.cost, calls=entry.calls)
+    if entry.prediction is not None:
+        _fill_answer(result, entry.prediction)
+    return result
 
 
 def model_info(report: ModelReport) -> pb.ModelInfo:
