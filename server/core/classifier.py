@@ -3,8 +3,9 @@
 Temperature scaling works on logits; a model that outputs probabilities gets log-probabilities
 as its logits, which leaves the uncalibrated distribution unchanged (softmax(log p) = p).
 
-A batch runs the model once and calibrates every row at once; a single request is a batch of one.
-The calibration gives the same floats for a row alone or in a batch (see calibration.probabilities),
+A batch runs the model once and calibrates every row at once with numpy. A single request's row is
+calibrated in plain Python where that gives numpy's floats bit for bit (calibration.rows: temperature
+scaling, or none), and by numpy otherwise. Either way a row gets the same floats alone or in a batch,
 as the calibrate command computed them: a threshold is one of those confidences, so a case at the
 threshold must get the very same number here. What follows (top-k, the Prediction) is plain Python
 on a short list.
@@ -18,6 +19,7 @@ import numpy as np
 
 from smallguard.server.bundle.onnx_session import OnnxModel
 from smallguard.server.calibration import Calibration, logits_from_probabilities, softmax
+from smallguard.server.calibration.rows import row_calibration
 from smallguard.server.domain.predictions import HeadResult
 from smallguard.verifiers import LabelScore, ModelKind, Prediction
 
@@ -30,11 +32,15 @@ class ClassifierHead:
         self._probabilities = output_type == "probabilities"
         self._calibrator = None if calibration is None else calibration.calibrator
         self._top_k = min(top_k, len(self._labels))
+        self._row = row_calibration(self._probabilities, self._calibrator)  # None: numpy for one row too
 
     def predict(self, feeds: Mapping[str, np.ndarray]) -> HeadResult:
         """The calibrated prediction, its calibrated confidence and the model's raw confidence."""
-        (result,) = self.predict_batch(feeds)
-        return result
+        if self._row is None:
+            (result,) = self.predict_batch(feeds)
+            return result
+        calibrated, raw = self._row(self._onnx.run(feeds).reshape(-1).tolist())
+        return self._result(calibrated, raw)
 
     def predict_batch(self, feeds: Mapping[str, np.ndarray]) -> list[HeadResult]:
         """The prediction for every row of the feeds, with one model run."""
