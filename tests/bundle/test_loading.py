@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from smallguard.server.assembly import load_repository
@@ -36,6 +37,15 @@ def test_the_shipped_bundle_loads(registry: VerifierRegistry) -> None:
     repository = load_repository(DIGITS.parent, registry, 1)
     model = repository.get("digits")
     assert model.calibration is not None and 0 < model.threshold < 1
+
+
+def test_a_model_runs_through_the_sessions_own_run_with_the_public_runs_results(registry: VerifierRegistry) -> None:
+    """The request path skips onnxruntime's Python wrapper (its feed checks are done at load and per request);
+    if a later onnxruntime drops the attribute this relies on, this fails and the wrapper is used."""
+    onnx = load_repository(DIGITS.parent, registry, 1).get("digits").onnx
+    pixels = np.asarray([row["pixels"] for row in digits_rows()[:32]], dtype=np.float32)
+    assert onnx.unwrapped
+    assert np.array_equal(onnx.run({"pixels": pixels}), onnx._session.run(["probabilities"], {"pixels": pixels})[0])
 
 
 @pytest.mark.parametrize(("bundle_yaml", "file", "text"), [

@@ -241,7 +241,8 @@ class DriftMonitor:
         finds a full batch bins it, unless another thread is already binning, so request threads never
         wait on each other here."""
         pending = self._pending
-        pending.append((tuple([feeds[name][0] for name in self._input_names]), confidence, decision.value - 1))
+        row = tuple([feeds[name][0] for name in self._input_names])
+        pending.append((row, confidence, decision - 1))  # an IntEnum: no call to the .value descriptor
         if len(pending) == 1:
             self._oldest = time.monotonic()
             return
