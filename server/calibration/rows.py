@@ -93,10 +93,16 @@ def row_calibration(probabilities: bool, calibrator: Calibrator | None) -> RowCa
         return softmaxed
     temperature = calibrator.temperature
 
-    def scaled(row: list[float]) -> tuple[list[float], list[float]]:
-        logits = logits_row(row) if probabilities else row
-        return softmax_row([z / temperature for z in logits]), row if probabilities else softmax_row(row)
-    return scaled
+    if probabilities:
+        floor = PROBABILITY_FLOOR
+
+        def scaled_probabilities(row: list[float]) -> tuple[list[float], list[float]]:  # logits_row, then / T
+            return softmax_row([math.log(min(max(p, floor), 1.0)) / temperature for p in row]), row
+        return scaled_probabilities
+
+    def scaled_logits(row: list[float]) -> tuple[list[float], list[float]]:
+        return softmax_row([z / temperature for z in row]), softmax_row(row)
+    return scaled_logits
 
 
 @cache

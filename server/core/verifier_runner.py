@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
+from operator import attrgetter
 from types import MappingProxyType
 
 from smallguard.server.bundle.loader import BoundVerifier
@@ -30,6 +31,7 @@ from smallguard.server.domain.predictions import VerifierOutcome
 from smallguard.verifiers import CheckResult, Prediction, Status, Verifier
 
 log = logging.getLogger(__name__)
+_INLINE = attrgetter("inline")
 
 
 class VerifierRunner:
@@ -50,7 +52,7 @@ class VerifierRunner:
         if not verifiers:
             return ()
         frozen = MappingProxyType(context)
-        if all(bound.inline for bound in verifiers):  # the usual case (built-ins): no pool, no clock but each one's
+        if all(map(_INLINE, verifiers)):  # the usual case (built-ins): no pool, no clock but each one's
             return tuple([self._inline(bound, prediction, frozen, budget_ms) for bound in verifiers])
         submitted = time.perf_counter()
         futures = {i: self._isolated().submit(_timed_check, bound.verifier, prediction, frozen)
