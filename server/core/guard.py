@@ -175,7 +175,7 @@ class Guard:
                 decision, reasons = escalate_when_drifted(decision, reasons, model.drift.message)
         request_id = call.request_id or new_request_id()
         if span is not None:
-            _annotate(span, model, request_id, decision.name, reasons, head, outcomes)
+            _annotate(span, model, request_id, decision._name_, reasons, head, outcomes)
             trace_id = _trace_id(span)
         return PredictOutcome(request_id, spec.name, spec.version, decision, prediction, confidence,
                               head.raw_confidence, model.threshold, reasons, outcomes, trace_id)
@@ -411,7 +411,7 @@ def _annotate(span: trace.Span, model: LoadedModel, request_id: str, decision: s
         "smallguard.model.version": model.spec.version,
         "smallguard.request_id": request_id,
         "smallguard.decision": decision,
-        "smallguard.reasons": [r.code.value for r in reasons],
+        "smallguard.reasons": [r.code._value_ for r in reasons],
         "smallguard.confidence": head.confidence,
         "smallguard.confidence.raw": head.raw_confidence,
         "smallguard.threshold": model.threshold,

@@ -169,8 +169,9 @@ class GuardMetrics:
     def record_prediction(self, outcome: PredictOutcome, duration_s: float) -> None:
         if not self.recording:
             return
-        model, version, decision = outcome.model, outcome.model_version, outcome.decision.name
-        codes = [reason.code.value for reason in outcome.reasons]
+        # the enums' _name_ and _value_: .name and .value go through a Python-level descriptor on every call
+        model, version, decision = outcome.model, outcome.model_version, outcome.decision._name_
+        codes = [reason.code._value_ for reason in outcome.reasons]
         with self._lock:
             _bump(self._predictions.counts, (model, version, decision, codes[0] if codes else NO_REASON))
             # Once per distinct code: two failed verifiers make one VERIFIER_FAILED prediction, so
@@ -178,7 +179,7 @@ class GuardMetrics:
             for code in dict.fromkeys(codes):
                 _bump(self._reasons.counts, (model, version, decision, code))
             for verifier in outcome.verifiers:
-                _bump(self._verifier_outcomes.counts, (model, version, verifier.name, verifier.status.value))
+                _bump(self._verifier_outcomes.counts, (model, version, verifier.name, verifier.status._value_))
         # The model's own confidence, also when an escalation tier answered: the histogram watches this model.
         confidence = outcome.tiers[0].confidence if outcome.tiers else outcome.confidence
         self._confidence.record(confidence, self._attributes_of((model, version)))

@@ -177,8 +177,8 @@ def decision_row(call: PredictCall | None, outcome: PredictOutcome, inputs: str,
     logged, value = _logged_input(call, inputs)
     details: dict[str, Any] = {
         "fields": {name: [f.value, f.confidence] for name, f in prediction.fields.items()},
-        "reasons": [{"code": r.code.value, "verifier": r.verifier, "message": r.message} for r in outcome.reasons],
-        "verifiers": [{"name": v.name, "status": v.status.value, "message": v.message} for v in outcome.verifiers],
+        "reasons": [{"code": r.code._value_, "verifier": r.verifier, "message": r.message} for r in outcome.reasons],
+        "verifiers": [{"name": v.name, "status": v.status._value_, "message": v.message} for v in outcome.verifiers],
     }
     if call is not None and call.caller:
         details["caller"] = call.caller
@@ -189,7 +189,8 @@ def decision_row(call: PredictCall | None, outcome: PredictOutcome, inputs: str,
                              "fields": {} if t.prediction is None else {n: f.value
                                                                         for n, f in t.prediction.fields.items()}}
                             for t in outcome.tiers]
-    return (outcome.request_id, outcome.model, outcome.model_version, prediction.kind.value, outcome.decision.name,
+    # _value_ and _name_: the enum's own attributes (.value and .name go through a Python-level descriptor)
+    return (outcome.request_id, outcome.model, outcome.model_version, prediction.kind._value_, outcome.decision._name_,
             answered_by, float(outcome.confidence), float(outcome.raw_confidence), float(outcome.threshold),
             prediction.label, orjson.dumps(details, option=orjson.OPT_SERIALIZE_NUMPY, default=float).decode(),
             float(outcome.cost),

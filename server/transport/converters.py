@@ -161,7 +161,7 @@ def predict_batch_response(results: Sequence[PredictOutcome | GuardError],
     response = pb.PredictBatchResponse()
     for index, result in enumerate(results):
         if isinstance(result, PredictOutcome):
-            response.results.add(response=predict_response(result))
+            _fill_response(response.results.add().response, result)
         else:
             code = status_of(result).name
             on_error(code)
@@ -214,19 +214,25 @@ def _where(name: str) -> str:
 
 
 def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
-    """The response message. Built on every Predict: scalars as keywords, repeated entries added one by one
-    (with upb, 9.8 against 12.3 us for nested dicts on a digits answer)."""
-    response = pb.PredictResponse(
-        request_id=outcome.request_id,
-        model=outcome.model,
-        model_version=outcome.model_version,
-        decision=_DECISION[outcome.decision],
-        confidence=outcome.confidence,
-        raw_confidence=outcome.raw_confidence,
-        threshold=outcome.threshold,
-        trace_id=outcome.trace_id,
-        answered_by=outcome.answered_by or outcome.model,
-    )
+    """The response message."""
+    response = pb.PredictResponse()
+    _fill_response(response, outcome)
+    return response
+
+
+def _fill_response(response: pb.PredictResponse, outcome: PredictOutcome) -> None:
+    """Fill ``response`` (a new one, or a batch's entry, which then needs no copy): built on every Predict, so
+    scalars are assigned and repeated entries added one by one (with upb, 9.8 against 12.3 us for the
+    constructor with nested dicts, on a digits answer)."""
+    response.request_id = outcome.request_id
+    response.model = outcome.model
+    response.model_version = outcome.model_version
+    response.decision = _DECISION[outcome.decision]
+    response.confidence = outcome.confidence
+    response.raw_confidence = outcome.raw_confidence
+    response.threshold = outcome.threshold
+    response.trace_id = outcome.trace_id
+    response.answered_by = outcome.answered_by or outcome.model
     _fill_answer(response, outcome.prediction)
     add = response.reasons.add
     for r in outcome.reasons:
@@ -239,7 +245,6 @@ def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
         response.cost = outcome.cost
         response.tiers.extend(_tier_result(entry) for entry in outcome.tiers)
         response.review_case = outcome.review_case
-    return response
 
 
 def _fill_answer(response: pb.PredictResponse | pb.TierResult, prediction: Prediction) -> None:
