@@ -121,8 +121,8 @@ def attacking(target: Callable[..., None], *args: Any, cpus: set[int] | None) ->
     """An attacker process for the length of the block; yields the attacker's outcomes (filled at the end)."""
     context = get_context("spawn")
     holding, release = context.Event(), context.Event()
-    with context.Manager() as manager:
-        outcomes = manager.dict() if target is _send_costly_texts else None
+    with contextlib.ExitStack() as stack:  # a manager process only for the attacker that reports outcomes
+        outcomes = stack.enter_context(context.Manager()).dict() if target is _send_costly_texts else None
         extra = (outcomes,) if outcomes is not None else ()
         process = context.Process(target=_run_pinned, args=(cpus, target, *args, holding, release, *extra),
                                   daemon=True)
