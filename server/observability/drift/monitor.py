@@ -11,9 +11,9 @@ Signals (the ``smallguard.drift.signal`` attribute of the drift gauges; a small 
   character-class mix.
 
 The cost on the Predict path is one list append: predictions wait in a small buffer and are binned
-together, vectorised, every ``FLUSH_EVERY`` predictions or ``FLUSH_AFTER_S`` (or at once when someone reads the scores),
-each batch's counts going into a ring buffer and a running sum (O(features x bins) per prediction,
-independent of the window). Scores are computed from the sums after each such batch (for the health
+together, vectorised, every ``flush_every`` predictions or ``FLUSH_AFTER_S`` (or at once when someone
+reads the scores), each batch's counts going into a ring buffer and a running sum (O(features x bins)
+per prediction, independent of the window). Scores are computed from the sums after each such batch (for the health
 status and ``on_drift``) and whenever someone reads them (metric collection, GetModel). No score
 exists before ``min_samples`` predictions. Each server process has its own window.
 """
@@ -295,7 +295,8 @@ class DriftMonitor:
 
     @property
     def drifted(self) -> bool:
-        """As of the last evaluation (at most FLUSH_EVERY predictions or about FLUSH_AFTER_S ago, or the last read)."""
+        """As of the last evaluation: at most ``flush_every`` predictions ago, or FLUSH_AFTER_S before the last
+        prediction, or the last read."""
         return self._snapshot.state is State.DRIFTED
 
     @property
