@@ -157,12 +157,12 @@ class GuardService:
         for case in cases:
             yield review_case(case)
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        """Handlers for every RPC the proto declares (a test checks none is missing)."""
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """A handler for every RPC the proto declares, by method name (a test checks none is missing)."""
         def unary(behavior: Callable, response_type: type) -> grpc.RpcMethodHandler:  # raw bytes in, see above
             return grpc.unary_unary_rpc_method_handler(behavior, response_serializer=response_type.SerializeToString)
 
-        return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+        return {
             "Predict": unary(self.Predict, pb.PredictResponse),
             "PredictBatch": unary(self.PredictBatch, pb.PredictBatchResponse),
             "ListModels": unary(self.ListModels, pb.ListModelsResponse),
@@ -176,7 +176,7 @@ class GuardService:
             "DismissCase": unary(self.DismissCase, pb.ReviewCase),
             "WaitForReview": grpc.unary_stream_rpc_method_handler(
                 self.WaitForReview, response_serializer=pb.ReviewCase.SerializeToString),
-        })
+        }
 
 
 def health_handler(health: Any) -> grpc.GenericRpcHandler:
