@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from smallguard.server.domain.bundle_spec import BundleSpec
 from smallguard.server.domain.errors import BundleError
 from smallguard.server.domain.predictions import Decision
 from smallguard.server.observability.drift import DriftMonitor, DriftSnapshot, State, load_monitor
+from smallguard.server.observability.drift import monitor as monitor_module
 from smallguard.server.observability.drift.psi import EPSILON, psi
 from smallguard.verifiers import VerifierRegistry
 from tests.conftest import DIGITS, copy_bundle, digits_rows
@@ -184,3 +186,23 @@ def test_drift_settings_are_checked_like_the_rest_of_bundle_yaml(tmp_path: Path,
 def test_the_shipped_bundle_states_the_defaults() -> None:
     spec: BundleSpec = read_bundle(DIGITS)
     assert spec.drift == type(spec.drift)()
+
+
+def test_a_window_is_scored_every_quarter_and_a_quiet_model_at_its_next_prediction(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a read: every quarter window of predictions (at most 128), or, when a prediction comes, once the
+    oldest waiting one is FLUSH_AFTER_S old. The published message counts the predictions scored so far."""
+    drift = monitor(window=500, min_samples=400)
+    assert drift.flush_every == 125
+    pixels, confidences, decisions = traffic(130, seed=11)
+    observe(drift, pixels[:124], confidences[:124], decisions[:124])
+    assert drift.message.startswith("0 of the 400 predictions")  # 124 waiting, none scored yet
+    observe(drift, pixels[124:125], confidences[124:125], decisions[124:125])
+    assert drift.message.startswith("125 of the 400 predictions")
+    now = [1000.0]
+    monkeypatch.setattr(monitor_module, "time", SimpleNamespace(monotonic=lambda: now[0]))  # the monitor's clock only
+    observe(drift, pixels[125:128], confidences[125:128], decisions[125:128])  # a quiet spell: 3 wait
+    assert drift.message.startswith("125 of the 400 predictions")
+    now[0] += monitor_module.FLUSH_AFTER_S
+    observe(drift, pixels[128:129], confidences[128:129], decisions[128:129])  # the next one, a second later
+    assert drift.message.startswith("129 of the 400 predictions")
