@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import jwt
 import yaml
 
 log = logging.getLogger(__name__)
@@ -137,14 +136,12 @@ class TokenAuth(grpc.ServerInterceptor):
     def _holder(self, token: str) -> tuple[Holder | None, str]:
         """Who holds ``token``, or None and why not (never the token itself)."""
         if self._jwks is not None and token.count(".") == 2:
+            from smallguard.server.transport.jwks import JwtRefused, verified_claims  # loaded with the key set
+
             try:
-                header = jwt.get_unverified_header(token)
-                key = self._jwks.value[header.get("kid", "")]
-                claims = jwt.decode(token, key.key, algorithms=[key.algorithm_name], audience=self._audience,
-                                    options={"require": ["exp", "sub"]})
-            except (jwt.PyJWTError, KeyError) as exc:
-                reason = "its key is not in the key set" if isinstance(exc, KeyError) else str(exc)
-                return None, f"; the JWT was refused: {reason}"
+                claims = verified_claims(self._jwks.value, token, self._audience)
+            except JwtRefused as exc:
+                return None, f"; the JWT was refused: {exc}"
             roles = claims.get("roles")
             if not isinstance(roles, list):
                 return None, "; the JWT has no 'roles' list"
@@ -189,12 +186,15 @@ class _Watched:
             log.error("tokens file not re-read, the tokens read before stay: %s", exc)
 
 
-def read_jwks(path: Path) -> jwt.PyJWKSet:
-    """The JSON Web Key Set in ``path``; TokenFileError naming the problem."""
+def read_jwks(path: Path) -> Any:
+    """The JSON Web Key Set in ``path`` (a ``jwt.PyJWKSet``); TokenFileError naming the problem. PyJWT is
+    imported here, by a server given a key set, and not by the others (see transport.jwks)."""
+    from smallguard.server.transport.jwks import read_key_set
+
     try:
-        return jwt.PyJWKSet.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, jwt.PyJWTError) as exc:
-        raise TokenFileError(f"{path}: not a usable JSON Web Key Set: {exc}") from None
+        return read_key_set(path)
+    except ValueError as exc:
+        raise TokenFileError(str(exc)) from None
 
 
 def _bearer(metadata: Any) -> str | None:
