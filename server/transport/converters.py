@@ -61,6 +61,7 @@ _REASON = {code: pb.Reason.Code.Value(code.value) for code in ReasonCode}
 _REASON_CODE = {value: code for code, value in _REASON.items()}
 _KIND = {ModelKind.CLASSIFIER: pb.ModelInfo.CLASSIFIER, ModelKind.EXTRACTOR: pb.ModelInfo.EXTRACTOR}
 _MAX_ELEMENTS = 1 << 26
+_MAX_DIMENSIONS = 32  # numpy 1's limit; no model input has more
 # The status code for each of the core's errors; any other error is INTERNAL.
 _STATUS_OF: tuple[tuple[type[GuardError], grpc.StatusCode], ...] = (
     (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -180,6 +181,8 @@ def _tensor(tensor: pb.Tensor, index: int) -> TensorInput:
         raise InvalidInputError(f"expected one of {', '.join(_DTYPE_ENUM).upper()}", _where(name) + ".dtype")
     dtype, field = kind
     shape = tuple(tensor.shape)
+    if len(shape) > _MAX_DIMENSIONS:  # before the product: 400,000 dimensions of 2**62 take minutes to multiply
+        raise InvalidInputError(f"{len(shape)} dimensions; at most {_MAX_DIMENSIONS}", _where(name) + ".shape")
     count = math.prod(shape)
     if shape and min(shape) < 0:
         raise InvalidInputError(f"{list(shape)} has a negative size", _where(name) + ".shape")

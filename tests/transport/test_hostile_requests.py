@@ -94,3 +94,16 @@ def test_reflection_can_be_turned_off_for_production() -> None:
                     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
         finally:
             server.stop(0)
+
+
+def test_a_shape_of_many_huge_dimensions_is_refused_before_any_arithmetic(shipped: Running) -> None:
+    """Under the size limit, 400,000 dimensions of 2**62 once made the element count a product of 25 million
+    bits: minutes of CPU holding the interpreter, every other caller stalled. Now its length is checked first."""
+    request = pb.PredictRequest(model="digits", inputs=[pb.Tensor(name="pixels", dtype=pb.FLOAT32,
+                                                                  shape=[2**62] * 400_000)])
+    assert len(request.SerializeToString()) < 4 * 1024 * 1024  # within --max-request-bytes: the check is ours
+    with pytest.raises(grpc.RpcError) as caught:
+        shipped.stub.Predict(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "inputs[pixels].shape: 400000 dimensions; at most 32"
+    assert shipped.stub.ListModels(pb.ListModelsRequest(), timeout=10).models  # and the server goes on serving
