@@ -17,6 +17,7 @@ a bundle with a mistake is refused at start-up, not at the first request.
 from __future__ import annotations
 
 import functools
+import heapq
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -405,8 +406,7 @@ class LabelAllowed:
             return CheckResult.failed(source) if self.when_missing == "fail" else CheckResult.skipped(source)
         if value in allowed:
             return CheckResult.passed(f"{self.field} {value!r} is allowed by {source}")
-        return CheckResult.failed(f"{self.field} {value!r} is not allowed by {source}: "
-                                  f"{', '.join(sorted(allowed))}")
+        return CheckResult.failed(f"{self.field} {value!r} is not allowed by {source}: {_listed(allowed)}")
 
     def _allowed(self, context: Mapping[str, str]) -> tuple[frozenset[str] | None, str]:
         """The allowed set and where it came from; or None and why there is none."""
@@ -424,8 +424,31 @@ class LabelAllowed:
         return labels_for, f"the bundle for {key} {given!r}"
 
 
-@functools.lru_cache(maxsize=256)
+_LISTED = 20  # labels a failure message names; a caller's list may hold hundreds of thousands
+
+
+def _listed(labels: frozenset[str]) -> str:
+    """The allowed labels, sorted, as a message names them: the first _LISTED, and how many there are in all."""
+    shown = heapq.nsmallest(_LISTED, labels)  # sorted, without sorting them all
+    more = f", ... ({len(labels)} in all)" if len(labels) > _LISTED else ""
+    return ", ".join(shown) + more
+
+
+# Lists longer than this are split for their request alone: the cache keeps what it holds, and 256 lists of a few
+# MiB each (a caller's to choose, within the request size limit) would keep gigabytes.
+_CACHED_LIST_CHARS = 4096
+
+
 def _label_set(given: str, separator: str) -> frozenset[str]:
-    """A context's list of labels as a set; callers send the same few lists again and again."""
+    """A context's list of labels as a set; callers send the same few short lists again and again."""
+    if len(given) > _CACHED_LIST_CHARS:
+        return _split(given, separator)
+    return _cached_split(given, separator)
+
+
+def _split(given: str, separator: str) -> frozenset[str]:
     return frozenset(part.strip() for part in given.split(separator) if part.strip())
+
+
+_cached_split = functools.lru_cache(maxsize=256)(_split)
 

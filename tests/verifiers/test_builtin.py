@@ -580,6 +580,22 @@ def test_label_allowed_failure_lists_what_is_allowed() -> None:
     assert result.status is FAILED and "'2'" in result.message and "1, 3, 7" in result.message
 
 
+def test_label_allowed_keeps_no_long_list_in_its_cache() -> None:
+    """A caller chooses the list: a long one (here 400,000 distinct labels, 3 MiB) is checked, then forgotten."""
+    from smallguard.verifiers import builtin
+
+    verifier = LabelAllowed(context_key="allowed_labels")
+    cached = builtin._cached_split.cache_info().currsize
+    long_list = ",".join(f"label-{i}" for i in range(400_000))
+    assert verifier.check(classified("label-399999"), {"allowed_labels": long_list}).status is Status.PASSED
+    failed = verifier.check(classified("2"), {"allowed_labels": long_list + ",x"})
+    assert failed.status is Status.FAILED and len(failed.message) < 1000  # names 20 labels and the count
+    assert failed.message.endswith(", ... (400001 in all)")
+    assert builtin._cached_split.cache_info().currsize == cached
+    assert verifier.check(classified("2"), {"allowed_labels": "1,2"}).status is Status.PASSED  # a short one is
+    assert builtin._cached_split.cache_info().currsize in (cached, cached + 1)  # cached (or already was)
+
+
 def test_label_allowed_separator() -> None:
     verifier = LabelAllowed(context_key="allowed", separator="|")
     assert status_of(verifier, classified("a,b"), {"allowed": "a,b|c"}) is PASSED
