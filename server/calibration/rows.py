@@ -71,9 +71,11 @@ def softmax_row(logits: Sequence[float]) -> list[float]:
     return [e / total for e in shifted]
 
 
-def logits_row(probabilities: Sequence[float], floor: float = PROBABILITY_FLOOR) -> list[float]:
-    """``logits_from_probabilities`` of one row."""
-    return [math.log(min(max(p, floor), 1.0)) for p in probabilities]
+def logits_row(probabilities: Sequence[float], temperature: float = 1.0) -> list[float]:
+    """``logits_from_probabilities`` of one row, divided by ``temperature`` in the same pass (dividing by 1.0
+    changes no float, NaN included)."""
+    floor = PROBABILITY_FLOOR
+    return [math.log(min(max(p, floor), 1.0)) / temperature for p in probabilities]
 
 
 def row_calibration(probabilities: bool, calibrator: Calibrator | None) -> RowCalibration | None:
@@ -94,11 +96,7 @@ def row_calibration(probabilities: bool, calibrator: Calibrator | None) -> RowCa
     temperature = calibrator.temperature
 
     if probabilities:
-        floor = PROBABILITY_FLOOR
-
-        def scaled_probabilities(row: list[float]) -> tuple[list[float], list[float]]:  # logits_row, then / T
-            return softmax_row([math.log(min(max(p, floor), 1.0)) / temperature for p in row]), row
-        return scaled_probabilities
+        return lambda row: (softmax_row(logits_row(row, temperature)), row)
 
     def scaled_logits(row: list[float]) -> tuple[list[float], list[float]]:
         return softmax_row([z / temperature for z in row]), softmax_row(row)
