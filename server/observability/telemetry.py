@@ -85,9 +85,9 @@ def _check_otlp_protocol(environ: Mapping[str, str], signal: str) -> None:
 def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
     if name == "otlp":
         _check_otlp_protocol(environ, "traces")
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from smallguard.server.observability.span_encoding import LeanOTLPSpanExporter
 
-        return OTLPSpanExporter()
+        return LeanOTLPSpanExporter()
     if name == "console":
         return ConsoleSpanExporter()
     raise ValueError(f"OTEL_TRACES_EXPORTER={name!r} is not supported; expected otlp, console or none")

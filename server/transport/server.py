@@ -18,7 +18,7 @@ from typing import Protocol
 import grpc
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import filters, server_interceptor
+from opentelemetry.instrumentation.grpc import server_interceptor
 
 from smallguard.server.core.guard import Guard, ReloadOffError
 from smallguard.server.observability.telemetry import MetricsExport
@@ -48,6 +48,15 @@ _REFUSING_MAX_S = 1.0
 # HTTP/2 MAX_CONCURRENT_STREAMS: the calls one connection may have in the server at once (the rest wait in
 # the client), so that a single connection cannot take every place --max-concurrent-rpcs gives.
 STREAMS_PER_CONNECTION = 100
+# Health probes and reflection every few seconds would drown the traces: their calls get no server span.
+_UNTRACED = ("/grpc.health.v1.Health", "/grpc.reflection")
+
+
+def _traced(details: grpc.HandlerCallDetails) -> bool:
+    """The tracing interceptor's filter: a prefix test on the method name, as the instrumentation's own
+    ``negate(any_of(health_check(), service_prefix(...)))`` decides, without its isinstance checks against
+    typing protocols (about 40 us of the server's core on every call)."""
+    return not details.method.startswith(_UNTRACED)
 
 
 class GuardServer:
@@ -73,9 +82,7 @@ class GuardServer:
                                    guard.record_refused_call)
             interceptors.append(self._auth)
         if tracing:  # the server span of each call, continuing the caller's W3C trace context
-            # Health probes and reflection every few seconds would drown the traces.
-            untraced = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
-            interceptors.append(server_interceptor(filter_=filters.negate(untraced)))
+            interceptors.append(server_interceptor(filter_=_traced))
         self._server = grpc.server(
             self._pool,
             interceptors=interceptors,

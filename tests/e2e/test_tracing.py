@@ -6,6 +6,7 @@ import time
 
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -66,10 +67,13 @@ def test_a_call_without_trace_context_starts_a_new_trace(shipped: Running, spans
     assert format(server.context.trace_id, "032x") == response.trace_id
 
 
-def test_health_probes_are_kept_out_of_traces(shipped: Running, spans: InMemorySpanExporter) -> None:
+def test_health_probes_and_reflection_are_kept_out_of_traces(shipped: Running, spans: InMemorySpanExporter) -> None:
     stub = health_pb2_grpc.HealthStub(shipped.channel)
     for _ in range(3):
         stub.Check(health_pb2.HealthCheckRequest())
+    listed = reflection_pb2_grpc.ServerReflectionStub(shipped.channel).ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    assert "smallguard.v1.Guard" in {s.name for reply in listed for s in reply.list_services_response.service}
     shipped.stub.ListModels(pb.ListModelsRequest())
     names = [s.name for s in finished(spans, 1)]
     assert names == ["/smallguard.v1.Guard/ListModels"]
