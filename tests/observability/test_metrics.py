@@ -6,9 +6,10 @@ from __future__ import annotations
 import socket
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from smallguard.server.observability import telemetry
 from smallguard.server.observability.instruments import GuardMetrics
 from smallguard.server.observability.telemetry import chosen_exporters, configure_metrics, scrape_host
 from smallguard.server.settings import Settings
@@ -55,6 +56,16 @@ def test_exporters_follow_the_standard_variables() -> None:
     export = configure_metrics(Settings(), environ={"OTEL_METRICS_EXPORTER": "console"})
     assert export is not None and export.scrape_address is None
     export.shutdown()
+
+
+def test_exemplars_are_sampled_only_for_an_exporter_that_sends_them() -> None:
+    """The Prometheus endpoint drops exemplars, so a Prometheus-only provider samples none; an exporter that sends
+    them on, or the operator's OTEL_METRICS_EXEMPLAR_FILTER, keeps the SDK's choice."""
+    assert isinstance(telemetry._exemplars([], {})["exemplar_filter"], AlwaysOffExemplarFilter)
+    assert isinstance(telemetry._exemplars(["prometheus"], {})["exemplar_filter"], AlwaysOffExemplarFilter)
+    assert telemetry._exemplars(["prometheus", "otlp"], {}) == {}
+    assert telemetry._exemplars(["console"], {}) == {}
+    assert telemetry._exemplars([], {"OTEL_METRICS_EXEMPLAR_FILTER": "always_on"}) == {}
 
 
 def test_the_scrape_endpoint_binds_loopback_unless_told_otherwise() -> None:
