@@ -27,6 +27,7 @@ from smallguard.server.core.verifier_runner import VerifierRunner
 from smallguard.server.domain.errors import BundleError
 from smallguard.server.domain.tier_spec import BundleTarget, TierSpec
 from smallguard.server.observability.feedback import Feedback
+from smallguard.server.observability.histograms import OwnHistograms
 from smallguard.server.observability.instruments import GuardMetrics
 from smallguard.server.observability.telemetry import configure_metrics, tracing_enabled
 from smallguard.server.settings import Settings
@@ -62,12 +63,13 @@ def load_models(folders: Sequence[Path], registry: VerifierRegistry, intra_op_th
 
 def build_guard(settings: Settings, *, registry: VerifierRegistry | None = None,
                 meter_provider: MeterProvider | None = None, bundles: Sequence[Path] | None = None,
-                keep_feedback: bool = True) -> Guard:
+                keep_feedback: bool = True, own_histograms: OwnHistograms | None = None) -> Guard:
     """Discover verifiers and load the bundles: the core, ready for any transport.
 
     ``bundles``: these bundle folders instead of every bundle of the model repository.
-    ``meter_provider``: where metrics go (None: nowhere). ``keep_feedback``: log every decision to the
-    store, which the Feedback call matches (a server does; an offline replay need not).
+    ``meter_provider``: where metrics go (None: nowhere); ``own_histograms``: its reader's, when that reader takes
+    the per-prediction histograms aggregated by the guard (the Prometheus endpoint alone). ``keep_feedback``: log
+    every decision to the store, which the Feedback call matches (a server does; an offline replay need not).
     """
     registry = VerifierRegistry.discover() if registry is None else registry
     if settings.decision_log_capacity < 1 or settings.store_retention_days <= 0:
@@ -76,7 +78,7 @@ def build_guard(settings: Settings, *, registry: VerifierRegistry | None = None,
     threads = settings.intra_op_threads
     repository = (load_repository(settings.model_repository, registry, threads) if bundles is None
                   else load_models(bundles, registry, threads))
-    metrics = GuardMetrics.from_provider(meter_provider)
+    metrics = GuardMetrics.from_provider(meter_provider, own_histograms)
     feedback = decisions = review = None
     if keep_feedback:
         store = open_store(settings.store or default_store_url())
@@ -205,7 +207,8 @@ def create_server(settings: Settings, *, registry: VerifierRegistry | None = Non
     provider = export.provider if export is not None else meter_provider
     guard = None
     try:
-        guard = build_guard(settings, registry=registry, meter_provider=provider)
+        guard = build_guard(settings, registry=registry, meter_provider=provider,
+                            own_histograms=export.own_histograms if export is not None else None)
         server = GuardServer(guard, settings, export, tracing=tracing_enabled(),
                              reload=lambda: reload_models(guard, settings, registry))
         if settings.console_port:

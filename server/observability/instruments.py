@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, NoOpMeterProvider, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, MeterProvider, NoOpMeterProvider, Observation
 
 from smallguard.server.domain.errors import GuardError
 from smallguard.server.domain.predictions import PredictOutcome
+from smallguard.server.observability.histograms import SCOPE, OwnHistograms, scope_version
 
 if TYPE_CHECKING:
     from smallguard.server.core.review import QueueCounts
@@ -57,13 +57,6 @@ TIER_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 DURATION_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
-def _package_version() -> str:
-    try:
-        return version("smallguard")
-    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled checkout
-        return ""
-
-
 class _Tally:
     """Counts by attribute values, added to on the request path and read by an observable instrument.
 
@@ -88,7 +81,7 @@ class GuardMetrics:
     Counters are tallied in plain dictionaries and exposed through observable instruments, read at
     collection time; only the two histograms are recorded per prediction."""
 
-    def __init__(self, meter: Meter | None = None) -> None:
+    def __init__(self, meter: Meter | None = None, own_histograms: OwnHistograms | None = None) -> None:
         self.recording = meter is not None
         meter = meter or NoOpMeterProvider().get_meter("smallguard")
         self._lock = threading.Lock()
@@ -135,14 +128,15 @@ class GuardMetrics:
         meter.create_observable_up_down_counter(
             "smallguard.predict.active_requests", callbacks=[self._in_flight.observe], unit="{request}",
             description="Predictions being computed now")
-        self._confidence = meter.create_histogram(
-            "smallguard.confidence", unit="1", description="Calibrated confidence of each prediction",
-            explicit_bucket_boundaries_advisory=CONFIDENCE_BUCKETS)
-        self._duration = meter.create_histogram(
-            "smallguard.predict.duration", unit="s",
-            description="Time to validate, run, calibrate, verify and decide one prediction (a PredictBatch item: "
-                        "its share of the call)",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
+        # The two histograms recorded on every prediction: the guard's own when the reader takes them (own_histograms,
+        # the Prometheus endpoint's), else the SDK's
+        histogram = _sdk_histogram(meter) if own_histograms is None else own_histograms.histogram
+        self._confidence = histogram("smallguard.confidence", "1", "Calibrated confidence of each prediction",
+                                     CONFIDENCE_BUCKETS, (MODEL, VERSION))
+        self._duration = histogram(
+            "smallguard.predict.duration", "s",
+            "Time to validate, run, calibrate, verify and decide one prediction (a PredictBatch item: its share of the "
+            "call)", DURATION_BUCKETS, (MODEL, VERSION, DECISION))
         self._tier_duration = meter.create_histogram(
             "smallguard.tier.duration", unit="s",
             description="Time each escalation tier took per request, retries and waits included",
@@ -152,13 +146,13 @@ class GuardMetrics:
             description="Time from a review case's opening to its resolution or dismissal",
             explicit_bucket_boundaries_advisory=REVIEW_BUCKETS)
         self._meter = meter
-        self._attributes: dict[tuple[str, ...], dict[str, str]] = {}  # the histograms' attributes, built once
 
     @classmethod
-    def from_provider(cls, provider: MeterProvider | None) -> GuardMetrics:
+    def from_provider(cls, provider: MeterProvider | None, own_histograms: OwnHistograms | None = None) -> GuardMetrics:
+        """Instruments of ``provider``'s meter; ``own_histograms``: the reader's, when it takes the guard's own."""
         if provider is None:
             return cls()
-        return cls(provider.get_meter("smallguard", _package_version()))
+        return cls(provider.get_meter(SCOPE, scope_version()), own_histograms)
 
     def in_flight(self, model: str, model_version: str, count: int = 1) -> AbstractContextManager[None]:
         """Count ``count`` predictions as in flight for the duration of the block, however it ends."""
@@ -182,14 +176,8 @@ class GuardMetrics:
                 _bump(self._verifier_outcomes.counts, (model, version, verifier.name, verifier.status._value_))
         # The model's own confidence, also when an escalation tier answered: the histogram watches this model.
         confidence = outcome.tiers[0].confidence if outcome.tiers else outcome.confidence
-        self._confidence.record(confidence, self._attributes_of((model, version)))
-        self._duration.record(duration_s, self._attributes_of((model, version, decision)))
-
-    def _attributes_of(self, values: tuple[str, ...]) -> dict[str, str]:
-        attributes = self._attributes.get(values)
-        if attributes is None:
-            attributes = self._attributes[values] = dict(zip((MODEL, VERSION, DECISION), values, strict=False))
-        return attributes
+        self._confidence.record((model, version), confidence)
+        self._duration.record((model, version, decision), duration_s)
 
     def _add(self, tally: _Tally, values: tuple[str, ...], count: int = 1) -> None:
         with self._lock:
@@ -333,6 +321,31 @@ class _InFlight(AbstractContextManager[None]):
 
 
 _NOTHING = nullcontext()
+
+
+class _SdkHistogram:
+    """An SDK histogram recorded with ``record(values, amount)``, as the guard's own: each attribute set's
+    dictionary is built once."""
+
+    __slots__ = ("_attributes", "_instrument", "_keys")
+
+    def __init__(self, instrument: Histogram, keys: tuple[str, ...]) -> None:
+        self._instrument, self._keys = instrument, keys
+        self._attributes: dict[tuple[str, ...], dict[str, str]] = {}
+
+    def record(self, values: tuple[str, ...], amount: float) -> None:
+        attributes = self._attributes.get(values)
+        if attributes is None:
+            attributes = self._attributes[values] = dict(zip(self._keys, values, strict=True))
+        self._instrument.record(amount, attributes)
+
+
+def _sdk_histogram(meter: Meter) -> Callable[[str, str, str, Sequence[float], tuple[str, ...]], _SdkHistogram]:
+    def histogram(name: str, unit: str, description: str, boundaries: Sequence[float],
+                  keys: tuple[str, ...]) -> _SdkHistogram:
+        return _SdkHistogram(meter.create_histogram(name, unit=unit, description=description,
+                                                    explicit_bucket_boundaries_advisory=boundaries), keys)
+    return histogram
 
 
 def _bump(counts: dict[tuple[str, ...], int], values: tuple[str, ...]) -> None:

@@ -34,6 +34,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
+from smallguard.server.observability.histograms import OwnHistograms
 from smallguard.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,11 @@ def _exporter(name: str, environ: Mapping[str, str]) -> SpanExporter:
 class MetricsExport:
     """The meter provider ``configure_metrics`` built, and its Prometheus endpoint if any."""
 
-    def __init__(self, provider: MeterProvider, scrape: WSGIServer | None = None) -> None:
+    def __init__(self, provider: MeterProvider, scrape: WSGIServer | None = None,
+                 own_histograms: OwnHistograms | None = None) -> None:
         self.provider = provider
         self._scrape = scrape
+        self.own_histograms = own_histograms  # the per-prediction histograms, when the endpoint alone reads them
 
     @property
     def scrape_address(self) -> tuple[str, int] | None:
@@ -130,7 +133,7 @@ def configure_metrics(settings: Settings, environ: Mapping[str, str] | None = No
     if "otlp" in chosen:
         _check_otlp_protocol(environ, "metrics")
     readers: list[MetricReader] = []
-    scrape = None
+    scrape = own_histograms = None
     if settings.metrics_port or "prometheus" in chosen:
         if settings.metrics_port:
             host, port = scrape_host(settings.metrics_host), settings.metrics_port
@@ -138,7 +141,9 @@ def configure_metrics(settings: Settings, environ: Mapping[str, str] | None = No
             host = environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", scrape_host(settings.metrics_host))
             port = int(environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
         tls = (settings.tls_cert, settings.tls_key, settings.tls_client_ca) if settings.tls_cert else None
-        reader, scrape = _prometheus(host, port, tls)
+        if all(name == "prometheus" for name in chosen):  # the endpoint alone: the guard aggregates them itself
+            own_histograms = OwnHistograms()
+        reader, scrape = _prometheus(host, port, tls, own_histograms)
         readers.append(reader)
         log.info("metrics: Prometheus endpoint on http://%s:%d/metrics", *scrape.server_address[:2])
     if not readers and not chosen:
@@ -152,7 +157,7 @@ def configure_metrics(settings: Settings, environ: Mapping[str, str] | None = No
     except BaseException:
         _stop_scrape(scrape)
         raise
-    return MetricsExport(provider, scrape)
+    return MetricsExport(provider, scrape, own_histograms)
 
 
 def _exemplars(chosen: list[str], environ: Mapping[str, str]) -> dict[str, AlwaysOffExemplarFilter]:
@@ -177,16 +182,20 @@ _scrape_lock = threading.Lock()
 _scrape_in_process: tuple[str, int] | None = None
 
 
-def _prometheus(host: str, port: int, tls: tuple[str, str, str] | None = None) -> tuple[MetricReader, WSGIServer]:
+def _prometheus(host: str, port: int, tls: tuple[str, str, str] | None = None,
+                own_histograms: OwnHistograms | None = None) -> tuple[MetricReader, WSGIServer]:
     """A reader and the HTTP endpoint that serves it, in a registry of its own (with the process's
     CPU, memory and GC metrics). ``tls``: (certificate, key, client CA): HTTPS with the gRPC port's certificate,
-    and client certificates from that CA required when one is given (read once, at start-up)."""
+    and client certificates from that CA required when one is given (read once, at start-up). ``own_histograms``:
+    histograms the guard aggregates itself, handed to the reader at each scrape."""
     global _scrape_in_process
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.gc_collector import GCCollector
     from prometheus_client.platform_collector import PlatformCollector
     from prometheus_client.process_collector import ProcessCollector
+
+    from smallguard.server.observability.prometheus_reader import GuardPrometheusReader
 
     with _scrape_lock:
         if _scrape_in_process is not None:
@@ -204,7 +213,9 @@ def _prometheus(host: str, port: int, tls: tuple[str, str, str] | None = None) -
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
-    return PrometheusMetricReader(registry=registry), scrape
+    reader = (PrometheusMetricReader(registry=registry) if own_histograms is None
+              else GuardPrometheusReader(own_histograms, registry=registry))
+    return reader, scrape
 
 
 def _stop_scrape(scrape: WSGIServer | None) -> None:
