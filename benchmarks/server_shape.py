@@ -3,7 +3,7 @@
 The baseline ("bare", written here) is a sync grpc.server with smallguard's pool size and options
 whose Predict only decodes the request, builds the array, runs the digits ONNX model and returns
 label + probability. Against it, `smallguard serve` as a user runs it ("defaults"), with every span
-exported over OTLP and the Prometheus endpoint on ("traced+metrics"), with `--workers 2` (against
+exported over OTLP and the metrics on the Prometheus endpoint ("traced+metrics"), with `--workers 2` (against
 two bare processes on one port), and serving PredictBatch (64 digits per call).
 
 Why ratios: the machine is shared and noisy, absolute rates move 2-3x from day to day. So every
@@ -250,7 +250,10 @@ def pinned_group(run: Run) -> None:
     set_own_affinity(run.load_cpus)
     receiver = OtlpReceiver()
     try:
-        traced_env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+        # The configuration: traces over OTLP, metrics on the Prometheus endpoint. (The signal-wide
+        # OTEL_EXPORTER_OTLP_ENDPOINT would send the metrics over OTLP as well, with the SDK's histograms.)
+        traced_env = {"OTEL_TRACES_EXPORTER": "otlp",
+                      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
                       "OTEL_TRACES_SAMPLER": "always_on"}
         metrics_port = free_port()
         servers = [
@@ -440,7 +443,8 @@ def footnotes(run: Run) -> list[str]:
         lines.append("errors (not counted as served): " + "; ".join(errors))
     if (otlp := run.extra.get("otlp")) is not None:
         lines.append(f"traced+metrics: the OTLP receiver got {otlp['spans']} spans of ~{otlp['expected_spans']} "
-                     f"expected (3 per Predict), and {otlp['metric_exports']} metric exports")
+                     f"expected (3 per Predict), and {otlp['metric_exports']} metric exports (the metrics go to the "
+                     "Prometheus endpoint)")
     if (scrape := run.extra.get("metrics_endpoint")) is not None:
         lines.append(f"traced+metrics: Prometheus endpoint {'on' if scrape.get('served') else 'NOT answering'}"
                      + (f", {scrape['bytes']} bytes, smallguard_predictions "
