@@ -108,6 +108,11 @@ class OwnHistograms:
 
     def histogram(self, name: str, unit: str, description: str, boundaries: Sequence[float],
                   keys: tuple[str, ...]) -> OwnHistogram:
+        """The histogram ``name``, made on first asking; asked again (a second GuardMetrics on the same reader), the
+        same one, as the SDK's meter gives one instrument per name: one series per attribute set, not two."""
+        for made in self._histograms:
+            if made.name == name:
+                return made
         made = OwnHistogram(name, unit, description, tuple(boundaries), keys, self._lock)
         self._histograms.append(made)
         return made

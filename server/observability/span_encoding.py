@@ -138,8 +138,8 @@ def _set_attributes(repeated: Any, attributes: Mapping[str, Any] | None) -> None
     add = repeated.add
     for key, value in attributes.items():
         pair = add()
-        pair.key = key
-        try:
+        try:  # the key too: one that is no UTF-8 (a lone surrogate) loses its attribute, not the batch
+            pair.key = key
             _set_value(pair.value, value)
         except Exception as error:  # the SDK's encoder logs the attribute and leaves it out
             log.exception("Failed to encode key %s: %s", key, error)

@@ -52,13 +52,16 @@ def page(metrics_for: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
     reader = PrometheusMetricReader(registry=registry) if own is None else GuardPrometheusReader(own,
                                                                                                 registry=registry)
     provider = MeterProvider(metric_readers=[reader])
-    metrics = GuardMetrics.from_provider(provider, own)
-    for recorded, seconds in RECORDS:
-        metrics.record_prediction(recorded, seconds)
+    # two sets of instruments on one reader (as two guards on one provider): one series per attribute set
+    first, second = GuardMetrics.from_provider(provider, own), GuardMetrics.from_provider(provider, own)
+    for i, (recorded, seconds) in enumerate(RECORDS):
+        (first if i % 2 else second).record_prediction(recorded, seconds)
     text = generate_latest(registry).decode()
     provider.shutdown()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    samples = [((sample.name, tuple(sorted(sample.labels.items()))), sample.value)
+               for family in text_string_to_metric_families(text) for sample in family.samples]
+    assert len(samples) == len(dict(samples)), "a series appears twice on the page"
+    return dict(samples)
 
 
 def test_the_guards_histograms_serve_the_page_the_sdks_serve() -> None:

@@ -118,13 +118,14 @@ def test_an_attribute_that_cannot_be_encoded_is_left_out_and_logged(caplog: pyte
     exporter = InMemorySpanExporter()
     span = provider(exporter).get_tracer("smallguard").start_span("overflow")
     span.set_attributes({"before": 1, "huge": 2**70, "after": 2})  # past int64: the protobuf field refuses it
+    span.set_attribute("bad key \udcff", 3)  # a lone surrogate (a non-UTF-8 byte in OTEL_RESOURCE_ATTRIBUTES)
     span.end()
     spans = list(exporter.get_finished_spans())
     with caplog.at_level(logging.ERROR):
         request = encode_spans(spans)
     keys = [pair.key for pair in request.resource_spans[0].scope_spans[0].spans[0].attributes]
     assert keys == ["before", "after"]
-    assert "huge" in caplog.text
+    assert "huge" in caplog.text and "bad key" in caplog.text
     assert_same_encoding(spans)
 
 
