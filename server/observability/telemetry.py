@@ -141,7 +141,7 @@ def configure_metrics(settings: Settings, environ: Mapping[str, str] | None = No
             host = environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", scrape_host(settings.metrics_host))
             port = int(environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
         tls = (settings.tls_cert, settings.tls_key, settings.tls_client_ca) if settings.tls_cert else None
-        if all(name == "prometheus" for name in chosen):  # the endpoint alone: the guard aggregates them itself
+        if _prometheus_alone(chosen):  # the guard aggregates the per-prediction histograms itself
             own_histograms = OwnHistograms()
         reader, scrape = _prometheus(host, port, tls, own_histograms)
         readers.append(reader)
@@ -164,9 +164,15 @@ def _exemplars(chosen: list[str], environ: Mapping[str, str]) -> dict[str, Alway
     """No exemplars when only the Prometheus endpoint reads the metrics: its exporter drops them, and sampling
     them cost 4 us per histogram record (two per prediction) while a trace records. The SDK's own choice (trace
     based, or OTEL_METRICS_EXEMPLAR_FILTER) wherever an exporter sends them on."""
-    if "OTEL_METRICS_EXEMPLAR_FILTER" in environ or any(name != "prometheus" for name in chosen):
+    if "OTEL_METRICS_EXEMPLAR_FILTER" in environ or not _prometheus_alone(chosen):
         return {}
     return {"exemplar_filter": AlwaysOffExemplarFilter()}
+
+
+def _prometheus_alone(chosen: list[str]) -> bool:
+    """Whether no exporter but the Prometheus endpoint reads the metrics (``--metrics-port`` adds that endpoint
+    without naming it): no exemplars are wanted, and the guard may aggregate its histograms itself."""
+    return all(name == "prometheus" for name in chosen)
 
 
 def _metric_exporter(name: str) -> MetricExporter:
