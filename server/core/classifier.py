@@ -51,7 +51,16 @@ class ClassifierHead:
         else:
             raw, logits = softmax(scores), scores
         calibrated = raw if self._calibrator is None else self._calibrator.probabilities(logits)
-        return [self._result(row, raw_row) for row, raw_row in zip(calibrated.tolist(), raw.tolist(), strict=True)]
+        if np.isnan(calibrated).any():  # sorted() and argsort place a NaN differently: keep the one-row order
+            return [self._result(row, raw_row) for row, raw_row in zip(calibrated.tolist(), raw.tolist(), strict=True)]
+        # every row's top k at once: a stable sort of the negated scores keeps equal scores in label order, as
+        # sorted(reverse=True) does for one row
+        tops = np.argsort(-calibrated, axis=1, kind="stable")[:, :self._top_k].tolist()
+        labels, kind = self._labels, ModelKind.CLASSIFIER
+        return [HeadResult(Prediction(kind, labels[top[0]], row[top[0]], tuple([LabelScore(labels[i], row[i])
+                                                                                for i in top])),
+                           row[top[0]], raw_row[top[0]])
+                for row, raw_row, top in zip(calibrated.tolist(), raw.tolist(), tops, strict=True)]
 
     def _result(self, calibrated: list[float], raw: list[float]) -> HeadResult:
         order = sorted(range(len(calibrated)), key=calibrated.__getitem__, reverse=True)[: self._top_k]

@@ -23,7 +23,7 @@ import numpy as np
 from opentelemetry import trace
 
 from smallguard.server.core.cascade import Cascade
-from smallguard.server.core.inputs import feeds_for
+from smallguard.server.core.inputs import feeds_for, feeds_for_many
 from smallguard.server.core.models import LoadedModel, ModelRepository
 from smallguard.server.core.policy import decide, escalate_when_drifted
 from smallguard.server.core.request_ids import new_request_id
@@ -191,7 +191,7 @@ class Guard:
         loaded = current.repository.get(model, version)
         spec = loaded.spec
         results: list[PredictOutcome | GuardError] = list(calls)
-        served: list[tuple[int, PredictCall, dict[str, np.ndarray]]] = []
+        taken: list[tuple[int, PredictCall]] = []
         for i, call in enumerate(calls):
             if isinstance(call, GuardError):
                 continue
@@ -200,19 +200,23 @@ class Guard:
                     f"{call.model!r} version {call.version!r} is not the batch's model, {spec.name!r} version "
                     f"{spec.version!r}; leave an item's model and version empty, or give the batch's", "model")
                 continue
-            try:
-                served.append((i, call, feeds_for(spec.inputs, call)))
-            except InvalidInputError as error:
-                results[i] = error
+            taken.append((i, call))
+        served: list[tuple[int, PredictCall, dict[str, np.ndarray]]] = []
+        for (i, call), feeds in zip(taken, feeds_for_many(spec.inputs, [call for _, call in taken]), strict=True):
+            if isinstance(feeds, InvalidInputError):
+                results[i] = feeds
+            else:
+                served.append((i, call, feeds))
         if served:
             with self._metrics.in_flight(spec.name, spec.version, len(served)):
                 self._serve_batch(loaded, served, len(calls), results, current)
         elapsed = (time.perf_counter() - started) / max(len(served), 1)  # each item's share of the call
-        for call, result in zip(calls, results, strict=True):
-            if isinstance(result, PredictOutcome):
-                self._metrics.record_prediction(result, elapsed)
-                if self._decisions is not None:
-                    self._decisions.append(call if isinstance(call, PredictCall) else None, result, spec.log_inputs)
+        outcomes = [(call, result) for call, result in zip(calls, results, strict=True)
+                    if isinstance(result, PredictOutcome)]
+        self._metrics.record_predictions([outcome for _, outcome in outcomes], elapsed)
+        if self._decisions is not None:
+            self._decisions.append_many([(call if isinstance(call, PredictCall) else None, outcome)
+                                         for call, outcome in outcomes], spec.log_inputs)
         return results
 
     def _serve_batch(self, loaded: LoadedModel, served: list[tuple[int, PredictCall, dict[str, np.ndarray]]],
@@ -229,18 +233,50 @@ class Guard:
         else:
             heads = self._heads(loaded, [feeds for _, _, feeds in served])
         trace_id = _trace_id(span)
+        ready = []
         for (i, call, feeds), head in zip(served, heads, strict=True):
+            if isinstance(head, GuardError):
+                results[i] = head
+            else:
+                ready.append((i, call, feeds, head))
+        try:
+            decided = self._decide_many(loaded, ready, trace_id)
+        except Exception:  # find the item that fails, and serve the others
+            log.exception("batch of model %s: deciding the items together failed; deciding them one by one",
+                          spec.name)
+            decided = [None] * len(ready)
+        for (i, call, feeds, head), outcome in zip(ready, decided, strict=True):
             try:
-                if isinstance(head, GuardError):
-                    results[i] = head
-                    continue
-                outcome = self._decide(call, loaded, feeds, head, None, trace_id)
+                if outcome is None:
+                    outcome = self._decide(call, loaded, feeds, head, None, trace_id)
                 if outcome.decision is Decision.ESCALATE and spec.escalation:  # item by item, within the deadline
                     outcome = self._escalate(call, loaded, outcome, current)
                 results[i] = outcome
             except Exception:
                 log.exception("batch item %d of model %s failed", i, spec.name)
                 results[i] = ItemFailedError("internal error while serving this item; the server log has the details")
+
+    def _decide_many(self, model: LoadedModel,
+                     items: list[tuple[int, PredictCall, dict[str, np.ndarray], HeadResult]],
+                     trace_id: str) -> list[PredictOutcome | None]:
+        """``_decide`` for a batch's items, a step at a time over all of them: the verifiers, the policy, then
+        the drift window once. The drift state is read once, after the batch is observed: every item of a batch
+        gets the same drift rule."""
+        spec, threshold, calibrated = model.spec, model.threshold, model.calibration is not None
+        on_low = spec.policy.on_low_confidence
+        verdicts = self._runner.run_many(model.verifiers, [head.prediction for _, _, _, head in items],
+                                         [call.context for _, call, _, _ in items], spec.policy.verifier_timeout_ms)
+        decided = [decide(head.confidence, threshold, on_low, outcomes, calibrated, head.low_fields)
+                   for (_, _, _, head), outcomes in zip(items, verdicts, strict=True)]
+        if model.drift is not None:  # observed before the drift rule: its own escalations are not drift
+            model.drift.observe_many([feeds for _, _, feeds, _ in items], [head.confidence for _, _, _, head in items],
+                                     [decision for decision, _ in decided])
+            if model.drift.escalating:
+                message = model.drift.message
+                decided = [escalate_when_drifted(decision, reasons, message) for decision, reasons in decided]
+        return [PredictOutcome(call.request_id or new_request_id(), spec.name, spec.version, decision, head.prediction,
+                               head.confidence, head.raw_confidence, threshold, reasons, outcomes, trace_id)
+                for (_, call, _, head), (decision, reasons), outcomes in zip(items, decided, verdicts, strict=True)]
 
     def _heads(self, loaded: LoadedModel, items: list[dict[str, np.ndarray]]) -> list[HeadResult | GuardError]:
         """The head's result for each item: one model run per group of items whose inputs have the same

@@ -65,6 +65,45 @@ class VerifierRunner:
                 outcomes[i] = _from_future(verifiers[i], future, budget_ms)
         return tuple(outcomes)  # type: ignore[arg-type]  # every slot is filled above
 
+    def run_many(
+        self,
+        verifiers: Sequence[BoundVerifier],
+        predictions: Sequence[Prediction],
+        contexts: Sequence[Mapping[str, str]],
+        budget_ms: float,
+    ) -> list[tuple[VerifierOutcome, ...]]:
+        """``run`` for each of a batch's predictions. Inline verifiers go over the whole batch one verifier at a
+        time, with one clock reading between items; each item is still timed, and judged, on its own."""
+        if not verifiers:
+            return [()] * len(predictions)
+        if not all(map(_INLINE, verifiers)):
+            return [self.run(verifiers, prediction, context, budget_ms)
+                    for prediction, context in zip(predictions, contexts, strict=True)]
+        frozen = [MappingProxyType(context) for context in contexts]
+        columns = [self._inline_many(bound, predictions, frozen, budget_ms) for bound in verifiers]
+        return list(zip(*columns, strict=True))
+
+    def _inline_many(self, bound: BoundVerifier, predictions: Sequence[Prediction],
+                     contexts: Sequence[Mapping[str, str]], budget_ms: float) -> list[VerifierOutcome]:
+        """One inline verifier over a batch. An item's CPU time is the time from the clock reading after the item
+        before it to the one after it (its check and a loop step), less the collections in it."""
+        check, clock, paused = bound.verifier.check, time.thread_time_ns, self._pauses.in_this_thread_ns
+        answers: list[CheckResult | Exception] = []
+        spent_ns: list[int] = []
+        started, pauses = clock(), paused()
+        for prediction, context in zip(predictions, contexts, strict=True):
+            try:
+                answer = check(prediction, context)
+            except Exception as error:
+                answer = error
+            now, pauses_now = clock(), paused()
+            answers.append(answer)
+            spent_ns.append(now - started - (pauses_now - pauses))
+            started, pauses = now, pauses_now
+        return [_raised(bound, answer) if isinstance(answer, Exception) else
+                _judged(bound, answer, max(0.0, spent / 1e6), budget_ms)
+                for answer, spent in zip(answers, spent_ns, strict=True)]
+
     def close(self) -> None:
         self._pauses.uninstall()
         if self._pool is not None:
@@ -87,12 +126,17 @@ class VerifierRunner:
         except Exception as error:
             return _raised(bound, error)
         spent_ms = max(0.0, (time.thread_time_ns() - started - (self._pauses.in_this_thread_ns() - paused)) / 1e6)
-        if spent_ms > budget_ms:
-            log.warning("verifier %s ran for %.1f ms of CPU, over its budget of %.0f ms", bound.spec.name, spent_ms,
-                        budget_ms)
-            return _outcome(bound, Status.ERROR, f"ran for {spent_ms:.1f} ms, over its time budget of {budget_ms:g} ms",
-                            spent_ms)
-        return _checked(bound, result, spent_ms)
+        return _judged(bound, result, spent_ms, budget_ms)
+
+
+def _judged(bound: BoundVerifier, result: object, spent_ms: float, budget_ms: float) -> VerifierOutcome:
+    """An inline verifier's outcome: what it returned, unless it ran for longer than its budget."""
+    if spent_ms > budget_ms:
+        log.warning("verifier %s ran for %.1f ms of CPU, over its budget of %.0f ms", bound.spec.name, spent_ms,
+                    budget_ms)
+        return _outcome(bound, Status.ERROR, f"ran for {spent_ms:.1f} ms, over its time budget of {budget_ms:g} ms",
+                        spent_ms)
+    return _checked(bound, result, spent_ms)
 
 
 def _timed_check(verifier: Verifier, prediction: Prediction, context: Mapping[str, str]) -> tuple[object, float]:

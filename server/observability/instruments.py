@@ -163,21 +163,38 @@ class GuardMetrics:
     def record_prediction(self, outcome: PredictOutcome, duration_s: float) -> None:
         if not self.recording:
             return
+        with self._lock:
+            self._count(outcome)
+        self._observe(outcome, duration_s)
+
+    def record_predictions(self, outcomes: Sequence[PredictOutcome], duration_s: float) -> None:
+        """``record_prediction`` for each of a batch's outcomes, each taking ``duration_s``: one lock for all."""
+        if not self.recording:
+            return
+        with self._lock:
+            for outcome in outcomes:
+                self._count(outcome)
+        for outcome in outcomes:
+            self._observe(outcome, duration_s)
+
+    def _count(self, outcome: PredictOutcome) -> None:
+        """Add ``outcome`` to the tallies (the caller holds the lock)."""
         # the enums' _name_ and _value_: .name and .value go through a Python-level descriptor on every call
         model, version, decision = outcome.model, outcome.model_version, outcome.decision._name_
         codes = [reason.code._value_ for reason in outcome.reasons]
-        with self._lock:
-            _bump(self._predictions.counts, (model, version, decision, codes[0] if codes else NO_REASON))
-            # Once per distinct code: two failed verifiers make one VERIFIER_FAILED prediction, so
-            # reasons/predictions is the fraction of predictions that carried the code.
-            for code in dict.fromkeys(codes):
-                _bump(self._reasons.counts, (model, version, decision, code))
-            for verifier in outcome.verifiers:
-                _bump(self._verifier_outcomes.counts, (model, version, verifier.name, verifier.status._value_))
+        _bump(self._predictions.counts, (model, version, decision, codes[0] if codes else NO_REASON))
+        # Once per distinct code: two failed verifiers make one VERIFIER_FAILED prediction, so
+        # reasons/predictions is the fraction of predictions that carried the code.
+        for code in dict.fromkeys(codes):
+            _bump(self._reasons.counts, (model, version, decision, code))
+        for verifier in outcome.verifiers:
+            _bump(self._verifier_outcomes.counts, (model, version, verifier.name, verifier.status._value_))
+
+    def _observe(self, outcome: PredictOutcome, duration_s: float) -> None:
         # The model's own confidence, also when an escalation tier answered: the histogram watches this model.
         confidence = outcome.tiers[0].confidence if outcome.tiers else outcome.confidence
-        self._confidence.record((model, version), confidence)
-        self._duration.record((model, version, decision), duration_s)
+        self._confidence.record((outcome.model, outcome.model_version), confidence)
+        self._duration.record((outcome.model, outcome.model_version, outcome.decision._name_), duration_s)
 
     def _add(self, tally: _Tally, values: tuple[str, ...], count: int = 1) -> None:
         with self._lock:

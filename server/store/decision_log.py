@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -73,6 +73,16 @@ class DecisionLog:
             self.dropped += 1
             return
         self._pending.append((next(self._seq), call, outcome, inputs, time.time()))
+
+    def append_many(self, decisions: Sequence[tuple[PredictCall | None, PredictOutcome]], inputs: str) -> None:
+        """``append`` for each of a batch's decisions, in order, at one time; those past the buffer's capacity are
+        dropped and counted."""
+        room = self.capacity - len(self._pending)
+        if room < len(decisions):
+            self.dropped += len(decisions) - max(room, 0)
+            decisions = decisions[:max(room, 0)]
+        at, seq = time.time(), self._seq
+        self._pending.extend([(next(seq), call, outcome, inputs, at) for call, outcome in decisions])
 
     # ------------------------------------------------------------------------------ control
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smallguard.server.core.inputs import feeds_for
+from smallguard.server.core.inputs import feeds_for, feeds_for_many
 from smallguard.server.domain.bundle_spec import InputSpec
 from smallguard.server.domain.errors import InvalidInputError
 from smallguard.server.domain.predictions import PredictCall, TensorInput
@@ -49,3 +49,50 @@ def test_integer_range_and_dtype_are_checked() -> None:
 def test_an_input_given_twice_is_refused() -> None:
     with pytest.raises(InvalidInputError, match=r"inputs\[ids\]: given more than once"):
         feeds_for(TOKENS, PredictCall(model="m", tensors=(tensor([1]), tensor([2]))))
+
+
+DIGIT = [InputSpec(name="pixels", dtype="float32", shape=(4,), min=0, max=16)]
+
+
+def pixels(values: list[float], shape: tuple[int, ...] = (4,), name: str = "pixels") -> PredictCall:
+    return PredictCall(model="", tensors=(TensorInput(name, "float32", shape, np.asarray(values, dtype="float32")),))
+
+
+def outcome(result: object) -> object:
+    """A feeds mapping or an error, comparable: arrays as lists, errors as their class and message."""
+    if isinstance(result, InvalidInputError):
+        return type(result).__name__, str(result)
+    return {name: (array.shape, array.tolist()) for name, array in result.items()}  # type: ignore[attr-defined]
+
+
+def one_by_one(specs: list[InputSpec], calls: list[PredictCall]) -> list[object]:
+    found = []
+    for call in calls:
+        try:
+            found.append(outcome(feeds_for(specs, call)))
+        except InvalidInputError as error:
+            found.append(outcome(error))
+    return found
+
+
+@pytest.mark.parametrize("bad", [
+    [],  # every item valid: checked all at once
+    [(1, [0.0, 17.0, 1.0, 2.0])],  # out of range
+    [(0, [float("nan"), 1.0, 1.0, 1.0]), (3, [1.0, 1.0, 1.0, float("inf")])],  # not finite, first and last
+])
+def test_a_batch_checked_at_once_gives_each_item_what_it_gets_alone(bad: list[tuple[int, list[float]]]) -> None:
+    calls = [pixels([float(i), 1.0, 2.0, 16.0]) for i in range(5)]
+    for index, values in bad:
+        calls[index] = pixels(values)
+    calls.append(pixels([1.0, 2.0, 3.0], shape=(3,)))  # a wrong shape goes the single way
+    calls.append(pixels([1.0, 2.0, 3.0, 4.0], name="other"))  # so does an unknown input
+    many = [outcome(result) for result in feeds_for_many(DIGIT, calls)]
+    assert many == one_by_one(DIGIT, calls)
+    errors = [i for i, result in enumerate(many) if isinstance(result, tuple)]
+    assert errors == sorted([index for index, _ in bad] + [5, 6])
+
+
+def test_a_variable_shape_batch_is_checked_item_by_item() -> None:
+    calls = [PredictCall(model="", tensors=(tensor([1, 2, 3]),)), PredictCall(model="", tensors=(tensor([5, 1000]),)),
+             PredictCall(model="", tensors=(tensor([7]),))]
+    assert [outcome(result) for result in feeds_for_many(TOKENS, calls)] == one_by_one(TOKENS, calls)

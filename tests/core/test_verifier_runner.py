@@ -89,3 +89,63 @@ def test_a_plugin_that_blocks_is_cut_off_at_its_budget_and_the_others_still_run(
     assert time.perf_counter() - started < 1.0
     assert [o.status for o in outcomes] == [Status.ERROR, Status.PASSED]
     assert outcomes[0].message == "did not finish within its time budget of 100 ms"
+
+
+class SpinOn:
+    """Burns ``ms`` of CPU on the predictions whose label is in ``slow``; raises on those in ``broken``."""
+
+    inline = True
+
+    def __init__(self, ms: float, slow: set[str], broken: frozenset[str] = frozenset()) -> None:
+        self.spin, self.slow, self.broken = Spin(ms), slow, broken
+
+    def check(self, prediction: Prediction, context: Mapping[str, str]) -> CheckResult:
+        if prediction.label in self.broken:
+            raise ValueError(f"label {prediction.label}")
+        if prediction.label in self.slow:
+            return self.spin.check(prediction, context)
+        return CheckResult.passed(f"{prediction.label} {context.get('k', '')}")
+
+
+def labelled(label: str) -> Prediction:
+    return Prediction(kind=ModelKind.CLASSIFIER, label=label, probability=0.9)
+
+
+def test_a_batch_judges_each_item_on_its_own_time_and_answer(runner: VerifierRunner) -> None:
+    predictions = [labelled(str(i)) for i in range(6)]
+    contexts = [{"k": f"c{i}"} for i in range(6)]
+    verifiers = [bound(SpinOn(80, slow={"2"}, broken=frozenset({"4"})), inline=True), bound(Spin(0), inline=True)]
+    many = runner.run_many(verifiers, predictions, contexts, budget_ms=50)
+    assert len(many) == 6 and all(len(outcomes) == 2 for outcomes in many)
+    first = [outcomes[0] for outcomes in many]
+    assert [o.status for o in first] == [Status.PASSED, Status.PASSED, Status.ERROR, Status.PASSED, Status.ERROR,
+                                         Status.PASSED]
+    assert first[1].message == "1 c1"  # each item with its own context
+    assert first[2].message.startswith("ran for ") and first[2].duration_ms > 50  # only the slow item overran
+    assert first[4].message == "raised ValueError: label 4"
+    assert all(o.duration_ms < 50 for i, o in enumerate(first) if i != 2)  # the slow item is not charged to the next
+    assert [o.status for _, o in many] == [Status.PASSED] * 6
+    alone = [runner.run(verifiers, p, c, budget_ms=50) for p, c in zip(predictions, contexts, strict=True)]
+    assert [[(o.name, o.status) for o in outcomes] for outcomes in many] == [[(o.name, o.status) for o in outcomes]
+                                                                            for outcomes in alone]
+    assert [[o.message for o in outcomes] for i, outcomes in enumerate(many) if i != 2] == [
+        [o.message for o in outcomes] for i, outcomes in enumerate(alone) if i != 2]  # 2's names its own time
+
+
+def test_a_garbage_collection_in_a_batch_is_not_charged_to_the_item_it_stopped(runner: VerifierRunner) -> None:
+    garbage = [[] for _ in range(300_000)]
+    for a, b in itertools.pairwise(garbage):
+        a.append(b)
+        b.append(a)
+    del garbage, a, b
+    many = runner.run_many([bound(Collect(), inline=True)], [PREDICTION] * 3, [{}] * 3, budget_ms=5)
+    assert [outcomes[0].status for outcomes in many] == [Status.PASSED] * 3
+
+
+def test_a_batch_with_an_isolated_plugin_still_cuts_it_off(runner: VerifierRunner) -> None:
+    started = time.perf_counter()
+    many = runner.run_many([bound(Sleep(), inline=False), bound(Spin(1), inline=True)], [PREDICTION] * 2, [{}] * 2,
+                           budget_ms=100)
+    assert time.perf_counter() - started < 2.0
+    assert [[o.status for o in outcomes] for outcomes in many] == [[Status.ERROR, Status.PASSED]] * 2
+    assert runner.run_many([], [PREDICTION] * 2, [{}] * 2, budget_ms=100) == [(), ()]

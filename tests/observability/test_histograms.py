@@ -56,12 +56,39 @@ def page(metrics_for: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
     first, second = GuardMetrics.from_provider(provider, own), GuardMetrics.from_provider(provider, own)
     for i, (recorded, seconds) in enumerate(RECORDS):
         (first if i % 2 else second).record_prediction(recorded, seconds)
+    return samples_of(registry, provider)
+
+
+def samples_of(registry: CollectorRegistry, provider: MeterProvider) -> dict[tuple[str, tuple[tuple[str, str], ...]],
+                                                                          float]:
     text = generate_latest(registry).decode()
     provider.shutdown()
     samples = [((sample.name, tuple(sorted(sample.labels.items()))), sample.value)
                for family in text_string_to_metric_families(text) for sample in family.samples]
     assert len(samples) == len(dict(samples)), "a series appears twice on the page"
     return dict(samples)
+
+
+@pytest.mark.parametrize("own", [True, False], ids=["own histograms", "sdk histograms"])
+def test_a_batch_recorded_at_once_serves_the_page_of_its_predictions_one_by_one(own: bool) -> None:
+    def served(at_once: bool) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        registry = CollectorRegistry()
+        histograms = OwnHistograms() if own else None
+        reader = (GuardPrometheusReader(histograms, registry=registry) if histograms is not None
+                  else PrometheusMetricReader(registry=registry))
+        provider = MeterProvider(metric_readers=[reader])
+        metrics = GuardMetrics.from_provider(provider, histograms)
+        batch = [recorded for recorded, _ in RECORDS]
+        if at_once:
+            metrics.record_predictions(batch, 0.004)
+        else:
+            for recorded in batch:
+                metrics.record_prediction(recorded, 0.004)
+        return samples_of(registry, provider)
+
+    at_once = served(True)
+    assert at_once == served(False)
+    assert sum(value for (name, _), value in at_once.items() if name == "smallguard_predictions_total") == len(RECORDS)
 
 
 def test_the_guards_histograms_serve_the_page_the_sdks_serve() -> None:

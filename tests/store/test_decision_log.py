@@ -123,6 +123,26 @@ def test_while_the_store_fails_decisions_wait_in_the_buffer_up_to_its_capacity(t
     log.store.close()
 
 
+def test_a_batch_fills_the_buffer_in_order_and_what_does_not_fit_is_dropped(tmp_path: Path) -> None:
+    store = Failing(open_store(f"sqlite:///{tmp_path / 's.sqlite3'}").engine)
+    log = DecisionLog(store, capacity=5, flush_interval_s=0.01)
+    store.down = True
+    log.append(None, outcome("r0"), "none")
+    log.append_many([(PredictCall("invoice-extractor", text=f"Invoice {i}"), outcome(f"r{i}")) for i in range(1, 7)],
+                    "hash")  # room for four: the first four are kept
+    assert (log.pending, log.dropped) == (5, 2)
+    log.append_many([(None, outcome(f"r{i}")) for i in range(7, 10)], "none")  # no room left: all three dropped
+    assert (log.pending, log.dropped) == (5, 5)
+    store.down = False
+    assert log.flush(10)
+    written = rows(store)
+    assert [r.request_id for r in written] == [f"r{i}" for i in range(5)]
+    assert [r.input_logged for r in written] == ["none", "hash", "hash", "hash", "hash"]
+    assert written[1].input == hashlib.sha256(b"Invoice 1").hexdigest()
+    log.close()
+    log.store.close()
+
+
 def test_a_stop_writes_what_is_buffered(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 's.sqlite3'}")
     log = DecisionLog(store, flush_interval_s=60)  # the writer would not wake on its own for a minute

@@ -10,11 +10,12 @@ Signals (the ``smallguard.drift.signal`` attribute of the drift gauges; a small 
 - ``input:NAME.length``, ``input:NAME.chars``: for a text input, PSI of its length and of its
   character-class mix.
 
-The cost on the Predict path is one list append: predictions wait in a small buffer and are binned
-together, vectorised, every ``flush_every`` predictions or ``FLUSH_AFTER_S`` (or at once when someone
-reads the scores), each batch's counts going into a ring buffer and a running sum (O(features x bins)
-per prediction, independent of the window). Scores are computed from the sums after each such batch (for the health
-status and ``on_drift``) and whenever someone reads them (metric collection, GetModel). No score
+The cost on the Predict path is one append under a lock: predictions (a Predict's, or a batch's)
+wait in a small buffer and are binned together, vectorised, every ``flush_every`` predictions or
+``FLUSH_AFTER_S`` (or at once when someone reads the scores), each batch's counts going into a ring
+buffer and a running sum (O(features x bins) per prediction, independent of the window). Scores are
+computed from the sums after each such batch (for the health status and ``on_drift``) and whenever
+someone reads them (metric collection, GetModel). No score
 exists before ``min_samples`` predictions. Each server process has its own window.
 """
 
@@ -25,7 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +52,10 @@ _DECISIONS = tuple(Decision)  # index i <-> Decision value i + 1
 
 @dataclass(slots=True)
 class _Batch:
-    """Predictions waiting to be binned: per input, each example's value (a tensor row or a text)."""
+    """Predictions waiting to be binned: per input, the examples' values (tensor rows or texts), one array
+    when they have one shape, else a list."""
 
-    feeds: dict[str, list]
+    feeds: dict[str, np.ndarray | list[np.ndarray]]
     confidences: list[float]
     decisions: list[int]  # Decision value - 1
 
@@ -154,7 +156,11 @@ class DriftMonitor:
             self._expected[where, :proportions.shape[1]] = proportions
         self._lock = threading.Lock()
         self._publish_lock = threading.Lock()
-        self._pending: deque[tuple[tuple[object, ...], float, int]] = deque()
+        # predictions waiting to be binned, a Predict's or a batch's at a time: per input, their values with a
+        # leading batch dimension; their confidences; their decisions (value - 1)
+        self._pending: deque[tuple[tuple[np.ndarray, ...], Sequence[float], Sequence[int]]] = deque()
+        self._waiting = 0  # predictions in _pending
+        self._pending_lock = threading.Lock()
         self._oldest = 0.0  # time.monotonic() when the oldest pending prediction came
         self.flush_every = max(1, min(FLUSH_EVERY, self._size // 4))  # scored several times per window
         self._input_names = tuple(item.name for item in self._inputs)
@@ -229,7 +235,7 @@ class DriftMonitor:
             else:
                 self._psi_binned(f"input:{item.name}", values,
                                  lambda batch, name=item.name, bins=values.bins: bins.indices(
-                                     np.stack(batch.feeds[name]).astype(np.float64).reshape(len(batch), -1)))
+                                     np.asarray(batch.feeds[name], dtype=np.float64).reshape(len(batch), -1)))
 
     # -------------------------------------------------------------------------------- the hot path
 
@@ -237,16 +243,31 @@ class DriftMonitor:
         """Add one prediction (its checked inputs, calibrated confidence and decision before any drift
         override: the monitor must not count its own escalations as drift).
 
-        Appending to the pending queue needs no lock (a deque's append is atomic); the thread that
-        finds a full batch bins it, unless another thread is already binning, so request threads never
-        wait on each other here."""
-        pending = self._pending
-        row = tuple([feeds[name][0] for name in self._input_names])
-        pending.append((row, confidence, decision - 1))  # an IntEnum: no call to the .value descriptor
-        if len(pending) == 1:
-            self._oldest = time.monotonic()
+        Queueing it takes a lock held for an append; the thread that finds a full batch bins it, unless
+        another thread is already binning, so request threads never wait for the binning."""
+        # decision - 1: an IntEnum, no call to the .value descriptor
+        self._queue(tuple([feeds[name] for name in self._input_names]), (confidence,), (decision - 1,))
+
+    def observe_many(self, feeds: Sequence[Mapping[str, np.ndarray]], confidences: Sequence[float],
+                     decisions: Sequence[Decision]) -> None:
+        """``observe`` for each of a batch's predictions, in order, queued as one."""
+        try:
+            inputs = tuple([np.concatenate([item[name] for item in feeds]) for name in self._input_names])
+        except ValueError:  # inputs of several shapes (a variable-shape input), or no prediction
+            for item, confidence, decision in zip(feeds, confidences, decisions, strict=True):
+                self.observe(item, confidence, decision)
             return
-        if len(pending) < self.flush_every and time.monotonic() - self._oldest < FLUSH_AFTER_S:
+        self._queue(inputs, confidences, [decision - 1 for decision in decisions])
+
+    def _queue(self, inputs: tuple[np.ndarray, ...], confidences: Sequence[float], decisions: Sequence[int]) -> None:
+        with self._pending_lock:
+            first = not self._waiting
+            if first:
+                self._oldest = time.monotonic()
+            self._pending.append((inputs, confidences, decisions))
+            self._waiting += len(confidences)
+            due = self._waiting >= self.flush_every
+        if not due and (first or time.monotonic() - self._oldest < FLUSH_AFTER_S):
             return
         if self._lock.acquire(blocking=False):
             try:
@@ -257,10 +278,14 @@ class DriftMonitor:
 
     def _flush(self) -> tuple[int, int, np.ndarray, list[np.ndarray]]:
         """Bin the pending predictions into the window (under the lock); return a snapshot's inputs."""
-        pending = self._pending
-        entries = [pending.popleft() for _ in range(len(pending))]  # appends meanwhile wait for the next batch
-        batch = _Batch({item.name: [values[i] for values, _, _ in entries] for i, item in enumerate(self._inputs)},
-                       [confidence for _, confidence, _ in entries], [decision for _, _, decision in entries])
+        with self._pending_lock:  # what comes meanwhile waits for the next batch
+            entries = list(self._pending)
+            self._pending.clear()
+            self._waiting = 0
+        batch = _Batch({item.name: _joined([inputs[i] for inputs, _, _ in entries])
+                        for i, item in enumerate(self._inputs)},
+                       [c for _, confidences, _ in entries for c in confidences],
+                       [d for _, _, decisions in entries for d in decisions])
         if len(batch):
             new = np.empty((len(batch), len(self._rows)), dtype=np.int8)
             for first, width, binned in self._binned:
@@ -356,6 +381,14 @@ class DriftMonitor:
                                  self.policy, scores, where)
         return DriftSnapshot(State.WITHIN_LIMITS, f"every score within its limit over the last {samples} predictions",
                              samples, self.policy, scores, where)
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """Examples from several predictions: one array when they have one shape, else a list of rows."""
+    try:
+        return np.concatenate(arrays)
+    except ValueError:  # a variable-shape input
+        return [row for array in arrays for row in array]
 
 
 def load_monitor(spec: BundleSpec) -> DriftMonitor | None:

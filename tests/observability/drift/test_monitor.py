@@ -18,6 +18,7 @@ from smallguard.server.domain.errors import BundleError
 from smallguard.server.domain.predictions import Decision
 from smallguard.server.observability.drift import DriftMonitor, DriftSnapshot, State, load_monitor
 from smallguard.server.observability.drift import monitor as monitor_module
+from smallguard.server.observability.drift.features import Bins
 from smallguard.server.observability.drift.psi import EPSILON, psi
 from smallguard.verifiers import VerifierRegistry
 from tests.conftest import DIGITS, copy_bundle, digits_rows
@@ -206,3 +207,29 @@ def test_a_window_is_scored_every_quarter_and_a_quiet_model_at_its_next_predicti
     now[0] += monitor_module.FLUSH_AFTER_S
     observe(drift, pixels[128:129], confidences[128:129], decisions[128:129])  # the next one, a second later
     assert drift.message.startswith("129 of the 400 predictions")
+
+
+def test_a_batch_observed_at_once_scores_as_its_predictions_one_by_one() -> None:
+    one, many = monitor(window=100), monitor(window=100)
+    pixels, confidences, decisions = traffic(230, seed=11)
+    observe(one, pixels, confidences, decisions)
+    for start in range(0, 230, 64):  # batches of 64, the last one short, across the window's laps
+        end = start + 64
+        many.observe_many([{"pixels": image[np.newaxis, :]} for image in pixels[start:end]],
+                          [float(c) for c in confidences[start:end]], decisions[start:end])
+    a, b = one.snapshot(), many.snapshot()
+    assert b.samples == a.samples == 100
+    assert scores(b) == pytest.approx(scores(a), rel=1e-12, abs=1e-12)
+    assert scores(b) == pytest.approx(expected_scores(pixels[-100:], confidences[-100:], decisions[-100:]), rel=1e-6,
+                                      abs=1e-9)
+
+
+def test_the_bins_count_the_edges_below_each_value_as_the_comparison_cube_does() -> None:
+    rng = np.random.default_rng(4)
+    edges = [sorted(rng.uniform(0, 16, size=size).tolist()) for size in rng.integers(1, 10, size=64)]
+    bins = Bins(edges)
+    values = rng.uniform(-1, 17, size=(50, 64))
+    values[0, :] = [e[0] for e in edges]  # on an edge: not above it
+    cube = (values[:, :, np.newaxis] > bins._padded).sum(axis=2)
+    assert bins.indices(values).tolist() == cube.tolist()
+    assert bins.indices(values[:1]).tolist() == [bins.index(values[0]).tolist()]
