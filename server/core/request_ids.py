@@ -1,23 +1,36 @@
-"""Request ids for calls that bring none: 32 random hex digits (128 random bits, no version field).
+"""Request ids for calls that bring none: 32 hex digits, the milliseconds since the epoch (12 digits)
+then 80 random bits (20 digits).
 
+Time first, as UUIDv7 orders them, for the store: every decision is a row, indexed by its request
+id. Random ids put each new row at a random place in that index, so once the index outgrows the
+database's page cache every row dirties a page of its own; SQLite's insert went from 9 to 17-20 us
+a row past 200,000 rows (2026-12-04, one table, 256 rows a transaction), where time-ordered ids
+append at the index's end and stayed at 9-10 us to a million rows. PostgreSQL's B-trees pay the
+same way.
+
+The 80 random bits keep an id unguessable: an id is what Feedback matches, and guessing one would
+let a caller judge someone else's prediction; knowing the millisecond leaves 2**80 ids to try.
 ``os.urandom`` is a system call that lets go of the interpreter lock, and on a busy server every
 such hand-off is a thread switch; so each thread draws random bytes for many ids at once and
-slices them. The ids stay unpredictable (the kernel's randomness, not a seeded generator): an id
-is what Feedback matches, and guessing one would let a caller judge someone else's prediction.
+slices them. The randomness is the kernel's, not a seeded generator's.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 
 _IDS_PER_DRAW = 256
+_RANDOM_BYTES = 10
 
 
 class _Draw(threading.local):
     def __init__(self) -> None:
         self.pool = b""
         self.offset = 0
+        self.millisecond = -1
+        self.prefix = ""
 
 
 _draw = _Draw()
@@ -25,8 +38,11 @@ _draw = _Draw()
 
 def new_request_id() -> str:
     draw = _draw
+    millisecond = time.time_ns() // 1_000_000
+    if millisecond != draw.millisecond:
+        draw.millisecond, draw.prefix = millisecond, f"{millisecond & 0xFFFF_FFFF_FFFF:012x}"
     if draw.offset >= len(draw.pool):
-        draw.pool, draw.offset = os.urandom(16 * _IDS_PER_DRAW), 0
+        draw.pool, draw.offset = os.urandom(_RANDOM_BYTES * _IDS_PER_DRAW), 0
     start = draw.offset
-    draw.offset = start + 16
-    return draw.pool[start:start + 16].hex()
+    draw.offset = start + _RANDOM_BYTES
+    return draw.prefix + draw.pool[start:start + _RANDOM_BYTES].hex()
