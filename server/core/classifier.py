@@ -8,7 +8,8 @@ calibrated in plain Python where that gives numpy's floats bit for bit (calibrat
 scaling, or none), and by numpy otherwise. Either way a row gets the same floats alone or in a batch,
 as the calibrate command computed them: a threshold is one of those confidences, so a case at the
 threshold must get the very same number here. What follows (top-k, the Prediction) is plain Python
-on a short list.
+on a short list for one row; a batch takes every row's top k from one stable argsort, which ranks
+equal scores as sorted() does.
 """
 
 from __future__ import annotations

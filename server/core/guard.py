@@ -86,6 +86,10 @@ class ModelReport:
     tiers: tuple[tuple[TierSpec, str], ...] = ()  # each escalation tier and its circuit's state now
 
 
+# an item's verifier outcomes, decision and reasons (before the drift rule)
+_Verdict = tuple[tuple[VerifierOutcome, ...], Decision, tuple[Reason, ...]]
+
+
 class Guard:
     """The protocol-neutral facade over the loaded models and everything that watches them.
 
@@ -167,8 +171,7 @@ class Guard:
                     "smallguard.verifiers.failed": [o.name for o in outcomes if o.status is Status.FAILED],
                     "smallguard.verifiers.errored": [o.name for o in outcomes if o.status is Status.ERROR],
                 })
-        decision, reasons = decide(confidence, model.threshold, spec.policy.on_low_confidence,
-                                   outcomes, calibrated=model.calibration is not None, low_fields=head.low_fields)
+        decision, reasons = self._policy(model, head, outcomes)
         if model.drift is not None:  # observed before the drift rule: its own escalations are not drift
             model.drift.observe(feeds, confidence, decision)
             if model.drift.escalating:
@@ -239,16 +242,15 @@ class Guard:
                 results[i] = head
             else:
                 ready.append((i, call, feeds, head))
-        try:
-            decided = self._decide_many(loaded, ready, trace_id)
-        except Exception:  # find the item that fails, and serve the others
-            log.exception("batch of model %s: deciding the items together failed; deciding them one by one",
-                          spec.name)
-            decided = [None] * len(ready)
-        for (i, call, feeds, head), outcome in zip(ready, decided, strict=True):
+        judged = []
+        for item, verdict in zip(ready, self._judge_many(loaded, ready), strict=True):
+            if verdict is None:
+                results[item[0]] = ItemFailedError("internal error while serving this item; the server log has the "
+                                                   "details")
+            else:
+                judged.append((item, verdict))
+        for ((i, call, _, _), _), outcome in zip(judged, self._outcomes(loaded, judged, trace_id), strict=True):
             try:
-                if outcome is None:
-                    outcome = self._decide(call, loaded, feeds, head, None, trace_id)
                 if outcome.decision is Decision.ESCALATE and spec.escalation:  # item by item, within the deadline
                     outcome = self._escalate(call, loaded, outcome, current)
                 results[i] = outcome
@@ -256,27 +258,54 @@ class Guard:
                 log.exception("batch item %d of model %s failed", i, spec.name)
                 results[i] = ItemFailedError("internal error while serving this item; the server log has the details")
 
-    def _decide_many(self, model: LoadedModel,
-                     items: list[tuple[int, PredictCall, dict[str, np.ndarray], HeadResult]],
-                     trace_id: str) -> list[PredictOutcome | None]:
-        """``_decide`` for a batch's items, a step at a time over all of them: the verifiers, the policy, then
-        the drift window once. The drift state is read once, after the batch is observed: every item of a batch
-        gets the same drift rule."""
-        spec, threshold, calibrated = model.spec, model.threshold, model.calibration is not None
-        on_low = spec.policy.on_low_confidence
-        verdicts = self._runner.run_many(model.verifiers, [head.prediction for _, _, _, head in items],
-                                         [call.context for _, call, _, _ in items], spec.policy.verifier_timeout_ms)
-        decided = [decide(head.confidence, threshold, on_low, outcomes, calibrated, head.low_fields)
-                   for (_, _, _, head), outcomes in zip(items, verdicts, strict=True)]
-        if model.drift is not None:  # observed before the drift rule: its own escalations are not drift
-            model.drift.observe_many([feeds for _, _, feeds, _ in items], [head.confidence for _, _, _, head in items],
-                                     [decision for decision, _ in decided])
+    def _judge_many(self, model: LoadedModel, items: list[tuple[int, PredictCall, dict[str, np.ndarray], HeadResult]]
+                    ) -> list[_Verdict | None]:
+        """Each item's verifier outcomes and policy decision, a step at a time over all of them. Nothing here
+        leaves a trace, so when the batch fails it is judged again item by item, and only the item that fails
+        (None, logged) is lost."""
+        spec = model.spec
+        try:
+            verdicts = self._runner.run_many(model.verifiers, [head.prediction for _, _, _, head in items],
+                                             [call.context for _, call, _, _ in items],
+                                             spec.policy.verifier_timeout_ms)
+            return [(outcomes, *self._policy(model, head, outcomes))
+                    for (_, _, _, head), outcomes in zip(items, verdicts, strict=True)]
+        except Exception:
+            log.exception("batch of model %s: judging the items together failed; judging them one by one", spec.name)
+        judged: list[_Verdict | None] = []
+        for i, call, _, head in items:
+            try:
+                outcomes = self._runner.run(model.verifiers, head.prediction, call.context,
+                                            spec.policy.verifier_timeout_ms)
+                judged.append((outcomes, *self._policy(model, head, outcomes)))
+            except Exception:
+                log.exception("batch item %d of model %s failed", i, spec.name)
+                judged.append(None)
+        return judged
+
+    @staticmethod
+    def _policy(model: LoadedModel, head: HeadResult,
+                outcomes: tuple[VerifierOutcome, ...]) -> tuple[Decision, tuple[Reason, ...]]:
+        return decide(head.confidence, model.threshold, model.spec.policy.on_low_confidence, outcomes,
+                      model.calibration is not None, head.low_fields)
+
+    def _outcomes(self, model: LoadedModel,
+                  judged: list[tuple[tuple[int, PredictCall, dict[str, np.ndarray], HeadResult], _Verdict]],
+                  trace_id: str) -> list[PredictOutcome]:
+        """The judged items into the drift window, once, then their outcomes. The drift state is read after the
+        batch is observed: every item of a batch gets the same drift rule."""
+        spec = model.spec
+        if model.drift is not None and judged:  # observed before the drift rule: its own escalations are not drift
+            model.drift.observe_many([feeds for (_, _, feeds, _), _ in judged],
+                                     [head.confidence for (_, _, _, head), _ in judged],
+                                     [decision for _, (_, decision, _) in judged])
             if model.drift.escalating:
                 message = model.drift.message
-                decided = [escalate_when_drifted(decision, reasons, message) for decision, reasons in decided]
+                judged = [(item, (outcomes, *escalate_when_drifted(decision, reasons, message)))
+                          for item, (outcomes, decision, reasons) in judged]
         return [PredictOutcome(call.request_id or new_request_id(), spec.name, spec.version, decision, head.prediction,
-                               head.confidence, head.raw_confidence, threshold, reasons, outcomes, trace_id)
-                for (_, call, _, head), (decision, reasons), outcomes in zip(items, decided, verdicts, strict=True)]
+                               head.confidence, head.raw_confidence, model.threshold, reasons, outcomes, trace_id)
+                for (_, call, _, head), (outcomes, decision, reasons) in judged]
 
     def _heads(self, loaded: LoadedModel, items: list[dict[str, np.ndarray]]) -> list[HeadResult | GuardError]:
         """The head's result for each item: one model run per group of items whose inputs have the same

@@ -66,7 +66,7 @@ def feeds_for_many(specs: Sequence[InputSpec], calls: Sequence[PredictCall]) -> 
         else:
             results[i] = _feeds_or_error(specs, call)
     if plain:
-        stacked = np.stack([calls[i].tensors[0].values for i in plain])  # [items, elements]
+        stacked = np.stack([calls[i].tensors[0].values.reshape(-1) for i in plain])  # [items, elements]
         if stacked.size and not _plainly_valid(spec, stacked.reshape(-1)):
             for i in plain:
                 results[i] = _feeds_or_error(specs, calls[i])

@@ -88,21 +88,21 @@ class VerifierRunner:
         """One inline verifier over a batch. An item's CPU time is the time from the clock reading after the item
         before it to the one after it (its check and a loop step), less the collections in it."""
         check, clock, paused = bound.verifier.check, time.thread_time_ns, self._pauses.in_this_thread_ns
-        answers: list[CheckResult | Exception] = []
+        answers: list[object] = []
         spent_ns: list[int] = []
+        raised: dict[int, Exception] = {}  # by item: what a check raised (as against returned)
         started, pauses = clock(), paused()
         for prediction, context in zip(predictions, contexts, strict=True):
             try:
                 answer = check(prediction, context)
             except Exception as error:
-                answer = error
+                answer = raised[len(answers)] = error
             now, pauses_now = clock(), paused()
             answers.append(answer)
             spent_ns.append(now - started - (pauses_now - pauses))
             started, pauses = now, pauses_now
-        return [_raised(bound, answer) if isinstance(answer, Exception) else
-                _judged(bound, answer, max(0.0, spent / 1e6), budget_ms)
-                for answer, spent in zip(answers, spent_ns, strict=True)]
+        return [_raised(bound, raised[i]) if i in raised else _judged(bound, answer, max(0.0, spent / 1e6), budget_ms)
+                for i, (answer, spent) in enumerate(zip(answers, spent_ns, strict=True))]
 
     def close(self) -> None:
         self._pauses.uninstall()

@@ -52,6 +52,7 @@ class DecisionLog:
         self._listeners: list[Callable[[bool, str], None]] = []
         self._pending: deque[tuple[int, PredictCall | None, PredictOutcome, str, float]] = deque()
         self._seq = itertools.count(1)
+        self._appending = threading.Lock()
         self._written = 0  # the highest sequence number written (entries are written in order)
         self._done = threading.Condition()
         self._wake = threading.Event()
@@ -69,20 +70,23 @@ class DecisionLog:
 
     def append(self, call: PredictCall | None, outcome: PredictOutcome, inputs: str) -> None:
         """Queue one decision; ``inputs`` (none, hash or full) says how much of the call's input is kept."""
-        if len(self._pending) >= self.capacity:
-            self.dropped += 1
-            return
-        self._pending.append((next(self._seq), call, outcome, inputs, time.time()))
+        with self._appending:  # numbered and queued in one step: the buffer stays in order (flush relies on it)
+            if len(self._pending) >= self.capacity:
+                self.dropped += 1
+                return
+            self._pending.append((next(self._seq), call, outcome, inputs, time.time()))
 
     def append_many(self, decisions: Sequence[tuple[PredictCall | None, PredictOutcome]], inputs: str) -> None:
         """``append`` for each of a batch's decisions, in order, at one time; those past the buffer's capacity are
         dropped and counted."""
-        room = self.capacity - len(self._pending)
-        if room < len(decisions):
-            self.dropped += len(decisions) - max(room, 0)
-            decisions = decisions[:max(room, 0)]
-        at, seq = time.time(), self._seq
-        self._pending.extend([(next(seq), call, outcome, inputs, at) for call, outcome in decisions])
+        at = time.time()
+        with self._appending:
+            room = max(self.capacity - len(self._pending), 0)
+            if room < len(decisions):
+                self.dropped += len(decisions) - room
+                decisions = decisions[:room]
+            seq = self._seq
+            self._pending.extend([(next(seq), call, outcome, inputs, at) for call, outcome in decisions])
 
     # ------------------------------------------------------------------------------ control
 

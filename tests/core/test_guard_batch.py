@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from smallguard.server.assembly import build_guard
 from smallguard.server.core.guard import Guard, ItemFailedError
 from smallguard.server.core.models import ModelRepository
 from smallguard.server.core.pauses import GcPauses
 from smallguard.server.core.verifier_runner import VerifierRunner
-from smallguard.server.domain.predictions import HeadResult, PredictCall, PredictOutcome, TensorInput
+from smallguard.server.domain.predictions import HeadResult, PredictCall, PredictOutcome, ReasonCode, TensorInput
 from smallguard.server.observability.instruments import GuardMetrics
 from smallguard.server.settings import Settings
-from tests.conftest import digits_rows
+from tests.conftest import DIGITS, copy_bundle, digits_rows
 
 POISON = 13.0  # a first pixel the flaky head refuses
 
@@ -67,3 +69,75 @@ def test_an_item_the_model_cannot_run_fails_alone_and_the_others_match_single_pr
     finally:
         guard.close()
         shipped.close()
+
+
+def drift_guard(tmp_path: Path, on_drift: str = "none") -> Guard:
+    """The shipped digits bundle with its drift reference, ``on_drift`` as given."""
+    bundle_yaml = (DIGITS / "bundle.yaml").read_text().replace("on_drift: none", f"on_drift: {on_drift}")
+    copy_bundle(DIGITS, tmp_path, "digits", bundle_yaml, extra=("reference.json",))
+    return build_guard(Settings(model_repository=tmp_path), keep_feedback=False)
+
+
+def inverted(rows: list[list[float]]) -> list[list[float]]:
+    return [[16.0 - value for value in pixels] for pixels in rows]
+
+
+def comparable(outcome: object) -> tuple:
+    assert isinstance(outcome, PredictOutcome), outcome
+    return (outcome.decision, outcome.prediction, outcome.confidence, outcome.reasons,
+            [(v.name, v.status, v.message) for v in outcome.verifiers])
+
+
+def test_a_batch_judged_again_item_by_item_counts_each_item_once_in_the_drift_window(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    guard, alone = drift_guard(tmp_path / "a"), drift_guard(tmp_path / "b")
+    try:
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("the batch step failed")
+
+        monkeypatch.setattr(guard._runner, "run_many", broken)  # fault injection: the vectorised verifier step
+        rows = [row["pixels"] for row in digits_rows()[:40]]
+        results = guard.predict_batch("digits", "", [call(pixels, f"r{i}") for i, pixels in enumerate(rows)])
+        singles = [alone.predict(replace(call(pixels, f"r{i}"), model="digits")) for i, pixels in enumerate(rows)]
+        assert [comparable(r) for r in results] == [comparable(s) for s in singles]
+        assert guard.report("digits").drift.samples == 40 == alone.report("digits").drift.samples
+    finally:
+        guard.close()
+        alone.close()
+
+
+def test_a_drift_listener_that_fails_does_not_fail_the_predictions(tmp_path: Path) -> None:
+    guard = drift_guard(tmp_path)
+    heard: list[bool] = []
+    guard.on_drift_change(lambda name, drifted: 1 / 0)  # type: ignore[func-returns-value]
+    guard.on_drift_change(lambda name, drifted: heard.append(drifted))
+    try:
+        rows = inverted([row["pixels"] for row in digits_rows()[:192]])
+        for start in range(0, 192, 64):
+            results = guard.predict_batch("digits", "", [call(pixels, f"r{start + i}")
+                                                         for i, pixels in enumerate(rows[start:start + 64])])
+            assert all(isinstance(r, PredictOutcome) for r in results)
+        assert heard == [True]  # the listener after the failing one still heard the change
+        snapshot = guard.report("digits").drift
+        assert snapshot.drifted and snapshot.samples == 192
+        assert isinstance(guard.predict(replace(call(rows[0], "single"), model="digits")), PredictOutcome)
+    finally:
+        guard.close()
+
+
+def test_while_drifted_with_on_drift_escalate_a_batch_item_gets_the_drift_rule_of_a_single_predict(
+        tmp_path: Path) -> None:
+    guard = drift_guard(tmp_path, on_drift="escalate")
+    try:
+        shifted = inverted([row["pixels"] for row in digits_rows()[:192]])
+        guard.predict_batch("digits", "", [call(pixels, f"s{i}") for i, pixels in enumerate(shifted)])
+        assert guard.report("digits").drift.drifted
+        normal = [row["pixels"] for row in digits_rows()[:8]]
+        batch = guard.predict_batch("digits", "", [call(pixels, f"n{i}") for i, pixels in enumerate(normal)])
+        singles = [guard.predict(replace(call(pixels, f"n{i}"), model="digits")) for i, pixels in enumerate(normal)]
+        assert [comparable(r) for r in batch] == [comparable(s) for s in singles]
+        assert all(isinstance(r, PredictOutcome) and r.reasons[0].code is ReasonCode.DRIFT for r in batch
+                   if r.prediction.probability >= r.threshold)  # type: ignore[union-attr]
+        assert any(isinstance(r, PredictOutcome) and r.reasons[0].code is ReasonCode.DRIFT for r in batch)
+    finally:
+        guard.close()

@@ -27,7 +27,7 @@ def test_ids_of_later_milliseconds_sort_after_earlier_ones() -> None:
     assert first[:12] < second[:12] and first < second
 
 
-def test_each_thread_draws_its_own_random_bytes() -> None:
+def test_ids_made_on_many_threads_at_once_are_all_different() -> None:
     found: list[str] = []
     threads = [threading.Thread(target=lambda: found.extend(new_request_id() for _ in range(600))) for _ in range(4)]
     for thread in threads:

@@ -149,3 +149,20 @@ def test_a_batch_with_an_isolated_plugin_still_cuts_it_off(runner: VerifierRunne
     assert time.perf_counter() - started < 2.0
     assert [[o.status for o in outcomes] for outcomes in many] == [[Status.ERROR, Status.PASSED]] * 2
     assert runner.run_many([], [PREDICTION] * 2, [{}] * 2, budget_ms=100) == [(), ()]
+
+
+class ReturnsAnError:
+    """Returns an exception instead of raising it: an answer that is not a CheckResult."""
+
+    inline = True
+
+    def check(self, prediction: Prediction, context: Mapping[str, str]) -> CheckResult:
+        return ValueError("oops")  # type: ignore[return-value]
+
+
+def test_a_check_that_returns_an_exception_is_reported_as_returned_in_a_batch_as_alone(runner: VerifierRunner) -> None:
+    (alone,) = runner.run([bound(ReturnsAnError(), inline=True)], PREDICTION, {}, budget_ms=50)
+    ((batch,),) = runner.run_many([bound(ReturnsAnError(), inline=True)], [PREDICTION], [{}], budget_ms=50)
+    assert alone.status is batch.status is Status.ERROR
+    assert alone.message == batch.message == ("returned ValueError('oops'); expected a CheckResult that passed, "
+                                              "failed or skipped")

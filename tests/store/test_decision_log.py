@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -139,6 +141,32 @@ def test_a_batch_fills_the_buffer_in_order_and_what_does_not_fit_is_dropped(tmp_
     assert [r.request_id for r in written] == [f"r{i}" for i in range(5)]
     assert [r.input_logged for r in written] == ["none", "hash", "hash", "hash", "hash"]
     assert written[1].input == hashlib.sha256(b"Invoice 1").hexdigest()
+    log.close()
+    log.store.close()
+
+
+def test_decisions_appended_from_many_threads_are_numbered_in_buffer_order(tmp_path: Path) -> None:
+    store = Failing(open_store(f"sqlite:///{tmp_path / 's.sqlite3'}").engine)
+    store.down = True  # nothing is written meanwhile: the whole buffer can be read back
+    log = DecisionLog(store, capacity=100_000, flush_interval_s=60)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between any two bytecodes, where a race can show
+    try:
+        def work(k: int) -> None:
+            for i in range(200):
+                log.append(None, outcome(f"t{k}-{i}"), "none")
+                log.append_many([(None, outcome(f"t{k}-{i}-{j}")) for j in range(3)], "none")
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(old)
+    numbers = [entry[0] for entry in list(log._pending)]
+    assert len(numbers) == 4 * 200 * 4 and numbers == sorted(numbers)
+    store.down = False
     log.close()
     log.store.close()
 

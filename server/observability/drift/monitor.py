@@ -363,8 +363,11 @@ class DriftMonitor:
             self._snapshot = snapshot
             if changed:
                 log.warning("model %s: %s", self.model, snapshot.message)
-                for listener in self._listeners:
-                    listener(snapshot)
+                for listener in self._listeners:  # an observer's fault is its own: the prediction is served
+                    try:
+                        listener(snapshot)
+                    except Exception:
+                        log.exception("model %s: a drift listener failed", self.model)
         return snapshot
 
     def _score(self, samples: int, counts: np.ndarray, counted: list[np.ndarray]) -> DriftSnapshot:
