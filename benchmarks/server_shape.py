@@ -105,6 +105,7 @@ class Point:
     p50_ms: float
     p99_ms: float
     server_cpu_us: float  # server CPU per call (per item for the batch row)
+    writer_cpu_us: float  # of it, the decision log's writer thread (the store's rows)
     server_busy: float  # server CPU seconds per second (1.0 = one core)
     client_busy: float  # the client processes' CPU seconds per second
     own_busy: float  # this script's (and the OTLP receiver's) CPU seconds per second
@@ -166,12 +167,13 @@ class Sample:
     client_cpu: float
     own_cpu: float
     ticks: dict[str, tuple[int, int]]
+    writer_cpu: float  # the server's decision-log writer threads (part of server_cpu)
 
 
 def _sample(server: ServerUnderTest, load: LoadGenerator, at: float) -> Sample:
     time.sleep(max(0.0, at - time.monotonic()))
     return Sample(time.monotonic(), server.cpu_seconds(), cpu_seconds(load.pids()), cpu_seconds([os.getpid()]),
-                  cpu_ticks())
+                  cpu_ticks(), server.writer_cpu_seconds())
 
 
 def _point(config: str, in_flight: int, baseline: str | None, tally: Tally, before: Sample, after: Sample,
@@ -186,6 +188,7 @@ def _point(config: str, in_flight: int, baseline: str | None, tally: Tally, befo
         rate=served / window,
         p50_ms=_percentile(latencies, 0.50) * 1000, p99_ms=_percentile(latencies, 0.99) * 1000,
         server_cpu_us=server_cpu / served * 1e6 if served else float("nan"),
+        writer_cpu_us=(after.writer_cpu - before.writer_cpu) / served * 1e6 if served else float("nan"),
         server_busy=server_cpu / seconds, client_busy=client_cpu / seconds,
         own_busy=(after.own_cpu - before.own_cpu) / seconds, cores_busy=busy_share(before.ticks, after.ticks),
         errors=dict(tally.errors), item_errors=tally.item_errors)
@@ -436,7 +439,7 @@ def footnotes(run: Run) -> list[str]:
              f"is items/s, against bare's req/s at {max(IN_FLIGHT)} in flight, and its CPU is per item.",
              "'server', 'clients': CPU seconds per second of the server's processes and of the client processes "
              "(100% = one core); 'other': the rest of the busy time on the cores (other users, the kernel).",
-             *client_check(run.points)]
+             *client_check(run.points), *writer_share(run.points)]
     errors = [f"{p.config}@{p.in_flight}: {p.errors}" for p in run.points if p.errors]
     errors += [f"{p.config}: {p.item_errors} items answered with an error" for p in run.points if p.item_errors]
     if errors:
@@ -451,6 +454,18 @@ def footnotes(run: Run) -> list[str]:
                         f"{'present' if scrape['has_smallguard_predictions'] else 'absent'}"
                         if scrape.get("served") else f": {scrape.get('error')}"))
     return lines + run.notes
+
+
+def writer_share(points: list[Point]) -> list[str]:
+    """What the decision log's writer thread (rows into the store, off the request path) spent of the server's
+    CPU, at the highest load of each smallguard configuration."""
+    top = {p.config: p for p in sorted(points, key=lambda p: p.in_flight) if p.config not in ("bare", "bare x2")}
+    shares = [f"{name}{'' if name.startswith('batch') else f'@{p.in_flight}'} {p.writer_cpu_us:.0f} us "
+              f"({p.writer_cpu_us / p.server_cpu_us:.0%})" for name, p in top.items() if p.server_cpu_us > 0]
+    if not shares:
+        return []
+    return ["of the server's CPU per request (per item for batch), the decision log's writer thread (the store's "
+            "rows, off the request path): " + ", ".join(shares)]
 
 
 def client_check(points: list[Point]) -> list[str]:

@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import grpc
 
+from smallguard.server.store.decision_log import WRITER_THREAD
 from smallguard.v1 import guard_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,26 @@ def cpu_seconds(pids: Iterable[int]) -> float:
         fields = _stat_fields(pid)
         if fields is not None:
             total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    return total / _TICK
+
+
+def thread_cpu_seconds(pids: Iterable[int], name: str) -> float:
+    """utime + stime of the threads of these processes that the OS knows by ``name``, in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                if Path(f"/proc/{pid}/task/{task}/comm").read_text().strip() != name:
+                    continue
+                text = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            fields = text[text.rindex(")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])
     return total / _TICK
 
 
@@ -206,6 +227,10 @@ class ServerUnderTest:
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pids())
+
+    def writer_cpu_seconds(self) -> float:
+        """The CPU time of the decision log's writer threads (none in the bare server)."""
+        return thread_cpu_seconds(self.pids(), WRITER_THREAD)
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.processes)

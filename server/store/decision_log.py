@@ -14,6 +14,7 @@ Nothing in the buffer was acknowledged to anyone as stored: Feedback, which is, 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
 import logging
@@ -32,6 +33,7 @@ from smallguard.server.store.records import Store
 log = logging.getLogger(__name__)
 
 INPUT_POLICIES = ("none", "hash", "full")
+WRITER_THREAD = "sg-decision-log"  # the writer's name in the OS: top -H, /proc/PID/task/*/comm, the benchmark
 _PURGE_EVERY_S = 600.0
 _FIRST_PURGE_S = 60.0
 
@@ -131,6 +133,7 @@ class DecisionLog:
     # ------------------------------------------------------------------------------ the writer
 
     def _run(self) -> None:
+        _name_os_thread(WRITER_THREAD)
         backoff = self.flush_interval_s
         while not self._stopping:
             self._wake.wait(backoff if not self.up else self.flush_interval_s)
@@ -180,6 +183,19 @@ class DecisionLog:
             return
         if removed:
             log.info("decision log: removed %d decisions older than %g days", removed, self.retention_s / 86_400)
+
+
+def _name_os_thread(name: str) -> None:
+    """Name the calling thread in the OS (Linux; at most 15 bytes), where Python 3.11 names none: the writer's
+    CPU time can then be told from the request threads'. Elsewhere, nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):  # no libc by that name, or no prctl (not Linux)
+        pass
+
+
+_PR_SET_NAME = 15
 
 
 def decision_row(call: PredictCall | None, outcome: PredictOutcome, inputs: str, at: float) -> tuple[Any, ...]:
