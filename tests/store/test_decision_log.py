@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ from smallguard.server.domain.predictions import (
     VerifierOutcome,
 )
 from smallguard.server.store import DecisionLog, FeedbackRow, Store, open_store
+from smallguard.server.store.decision_log import WRITER_THREAD
 from smallguard.server.store.schema import decisions
 from smallguard.verifiers import ExtractedField, ModelKind, Prediction, Status
 
@@ -202,3 +204,19 @@ def test_retention_removes_old_decisions_and_their_feedback(store_url: str) -> N
         assert connection.execute(sa.text("SELECT count(*) FROM feedback")).scalar_one() == 0
     log.close()
     log.store.close()
+
+
+def test_the_writer_thread_has_its_name_in_the_os(tmp_path: Path) -> None:
+    """What top -H, py-spy and the benchmark's per-thread CPU read (/proc/PID/task/TID/comm)."""
+    log = DecisionLog(open_store(f"sqlite:///{tmp_path / 's.sqlite3'}"), flush_interval_s=0.01)
+    try:
+        deadline = time.monotonic() + 5
+        names: set[str] = set()
+        while WRITER_THREAD not in names and time.monotonic() < deadline:
+            names = {(Path("/proc/self/task") / task / "comm").read_text().strip()
+                     for task in os.listdir("/proc/self/task")}
+            time.sleep(0.01)
+        assert WRITER_THREAD in names
+    finally:
+        log.close()
+        log.store.close()
