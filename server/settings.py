@@ -23,6 +23,10 @@ class Settings:
         "env": "SMALLGUARD_MODEL_REPOSITORY", "help": "folder of bundles (default: the shipped models)"})
     workers: int = field(default=1, metadata={
         "env": "SMALLGUARD_WORKERS", "help": "server processes sharing the port (SO_REUSEPORT)"})
+    pin_workers: int = field(default=1, metadata={
+        "env": "SMALLGUARD_PIN_WORKERS", "help": "1: with --workers N, keep each worker on one CPU of those the server "
+                                                 "may use, a different one each while there are enough; 0: let the "
+                                                 "OS move them"})
     max_concurrent_rpcs: int = field(default=256, metadata={
         "env": "SMALLGUARD_MAX_CONCURRENT_RPCS",
         "help": "in-flight RPCs per process before RESOURCE_EXHAUSTED; each has a thread of its own"})

@@ -90,3 +90,57 @@ def test_sigterm_under_load_fails_no_call_in_flight(workers: str) -> None:
     before = [status for sent, status in calls if sent < signalled]
     assert len(before) > 50 and set(before) == {"OK"}, sorted(set(before))
     assert {status for sent, status in calls if sent >= signalled} <= {"OK", "UNAVAILABLE", "CANCELLED"}
+
+
+def children_of(pid: int, count: int, timeout: float = 60.0) -> list[int]:
+    """The processes ``pid`` started, once there are ``count`` of them."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        children = []
+        for entry in os.listdir("/proc"):
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text() if entry.isdigit() else ""
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if stat and int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                children.append(int(entry))
+        if len(children) >= count or time.monotonic() > deadline:
+            return children
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("pin", ["1", "0"])
+def test_each_worker_runs_on_a_cpu_of_its_own_unless_told_not_to(pin: str) -> None:
+    allowed = frozenset(os.sched_getaffinity(0))
+    port = free_port()
+    with serving("--workers", "2", "--pin-workers", pin, port=port) as process:
+        workers = children_of(process.pid, 2)
+        assert len(workers) == 2
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # both serve: their threads are all there
+            stub = guard_pb2_grpc.GuardStub(channel)
+            for _ in range(10):
+                assert stub.Predict(digits_request(digits_rows()[0]["pixels"]), timeout=30).request_id
+        # every thread of each worker, gRPC's and onnxruntime's included
+        affinities = [{frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{worker}/task")}
+                      for worker in workers]
+    if pin == "0":
+        assert affinities == [{allowed}, {allowed}]
+        return
+    cpus = []
+    for threads in affinities:
+        (one,) = threads  # all threads of a worker alike
+        assert len(one) == 1 and one <= allowed
+        cpus.append(next(iter(one)))
+    assert len(set(cpus)) == min(2, len(allowed))
+
+
+def test_worker_cpus_take_the_allowed_cpus_in_turn_from_an_offset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from smallguard.server import cli
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {7, 0, 5, 2})
+    assert cli.worker_cpus(3, seed=6) == [5, 7, 0]  # sorted 0, 2, 5, 7; from the third (6 % 4)
+    assert cli.worker_cpus(6, seed=0) == [0, 2, 5, 7, 0, 2]  # more workers than CPUs: round robin
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert cli.worker_cpus(2, seed=0) == [None, None]  # where the OS cannot pin
