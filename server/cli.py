@@ -132,8 +132,8 @@ def _start_worker(command: list[str], env: dict[str, str], cpu: int | None) -> s
 
 
 def worker_cpus(workers: int, seed: int) -> list[int | None]:
-    """The CPU of each worker: the CPUs this process may use (a container's cpuset, taskset) in turn, from an
-    offset that ``seed`` picks, so that replicas on one machine start on different CPUs. A Python process runs
+    """The CPU of each worker: the CPUs this process may use (a container's cpuset, taskset) in turn, from the
+    one that ``seed`` picks. A Python process runs
     on one core at a time (the interpreter lock); its threads spread over several cores hand the lock from core
     to core, which cost `--workers 2` about 40% more CPU per request on this 2-core machine (README). None for
     every worker where the OS cannot pin (not Linux)."""
@@ -169,7 +169,9 @@ def _supervise(settings: Settings) -> int:
         return 2
     if settings.metrics_port:
         log.info("worker metrics on ports %d..%d", settings.metrics_port, settings.metrics_port + settings.workers - 1)
-    cpus = worker_cpus(settings.workers, os.getpid()) if settings.pin_workers else [None] * settings.workers
+    # a random first CPU: replicas on one machine spread (a process id would not: it is 1 in every container)
+    cpus = (worker_cpus(settings.workers, int.from_bytes(os.urandom(2), "big")) if settings.pin_workers
+            else [None] * settings.workers)
     if settings.pin_workers:
         log.info("workers on CPUs %s (--pin-workers 0: let the OS move them)", ", ".join(map(str, cpus)))
     workers = [_start_worker(command, envs[i], cpus[i]) for i in range(settings.workers)]
