@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -126,17 +127,17 @@ def _start_worker(command: list[str], env: dict[str, str], cpu: int | None) -> s
         if sys.platform == "linux":
             _die_with_parent()
         if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
+            with contextlib.suppress(OSError):  # a CPU gone since it was listed: the worker runs unpinned
+                os.sched_setaffinity(0, {cpu})
 
     return subprocess.Popen(command, env=env, preexec_fn=prepare)
 
 
 def worker_cpus(workers: int, seed: int) -> list[int | None]:
     """The CPU of each worker: the CPUs this process may use (a container's cpuset, taskset) in turn, from the
-    one that ``seed`` picks. A Python process runs
-    on one core at a time (the interpreter lock); its threads spread over several cores hand the lock from core
-    to core, which cost `--workers 2` about 40% more CPU per request on this 2-core machine (README). None for
-    every worker where the OS cannot pin (not Linux)."""
+    one that ``seed`` picks. A Python process runs on one core at a time (the interpreter lock); its threads
+    spread over several cores hand the lock from core to core, which cost `--workers 2` about 40% more CPU per
+    request on this 2-core machine (README, Server shape). None for every worker where the OS cannot pin."""
     if not hasattr(os, "sched_getaffinity"):
         return [None] * workers
     allowed = sorted(os.sched_getaffinity(0))
@@ -172,7 +173,7 @@ def _supervise(settings: Settings) -> int:
     # a random first CPU: replicas on one machine spread (a process id would not: it is 1 in every container)
     cpus = (worker_cpus(settings.workers, int.from_bytes(os.urandom(2), "big")) if settings.pin_workers
             else [None] * settings.workers)
-    if settings.pin_workers:
+    if cpus[0] is not None:
         log.info("workers on CPUs %s (--pin-workers 0: let the OS move them)", ", ".join(map(str, cpus)))
     workers = [_start_worker(command, envs[i], cpus[i]) for i in range(settings.workers)]
     started = [time.monotonic()] * settings.workers
