@@ -283,16 +283,21 @@ def own_store(run: Run, name: str) -> dict[str, str]:
 
 
 def unpinned_group(run: Run) -> None:
-    """smallguard --workers 2 against two bare processes on one port; nothing pinned."""
+    """smallguard --workers 2, which puts each worker on a CPU of its own, against two bare processes on one port
+    placed the same way (the baseline), and left to the OS; the benchmark pins nothing else, clients included."""
     set_own_affinity(None)
-    bare_port, workers_port = free_port(), free_port()
+    bare_port, pinned_port, workers_port = free_port(), free_port(), free_port()
+    cpus = sorted(os.sched_getaffinity(0))
     servers = [
+        ServerUnderTest("bare x2 pinned", pinned_port,
+                        [bare_command(pinned_port, cpus[i % len(cpus)]) for i in range(2)], clean_env(), run.folder,
+                        None),
         ServerUnderTest("bare x2", bare_port, [bare_command(bare_port)] * 2, clean_env(), run.folder, None),
         ServerUnderTest("workers2", workers_port, [smallguard_command(workers_port, "--workers", "2")],
                         clean_env(own_store(run, "workers2")), run.folder, None, ready_lines=2),
     ]
     with started(run, servers) as by_name, load_generator(run, None) as load:
-        take_turns(run, by_name, load, "bare x2")
+        take_turns(run, by_name, load, "bare x2 pinned")
 
 
 def abuse_group(run: Run) -> list[str]:
@@ -373,7 +378,8 @@ TARGETS = [
     ("defaults throughput at 64 in flight >= 0.8x bare", "defaults", 64, "rate", ">=", 0.8),
     ("defaults p50 latency at 1 in flight <= 1.25x bare", "defaults", 1, "p50", "<=", 1.25),
     ("traced+metrics throughput at 64 in flight >= 0.5x bare", "traced+metrics", 64, "rate", ">=", 0.5),
-    ("workers2 throughput at 64 in flight >= 0.8x two bare processes", "workers2", 64, "rate", ">=", 0.8),
+    ("workers2 throughput at 64 in flight >= 0.8x two bare processes, each on a CPU of its own as the workers",
+     "workers2", 64, "rate", ">=", 0.8),
     (f"batch samples/s >= 10x bare single-sample req/s at {max(IN_FLIGHT)} in flight", f"batch ({BATCH_ITEMS}/call)",
      None, "rate", ">=", 10.0),
 ]
@@ -405,11 +411,13 @@ def header(run: Run) -> list[str]:
         f"grpcio {grpc.__version__}, onnxruntime {onnxruntime.__version__}, Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} cores",
         f"Predict on digits, {args.seconds:g}s per point after {run.warmup:g}s warm-up; {where}; "
-        f"workers2 and bare x2 unpinned (clients too)",
+        "workers2 (which puts each worker on a CPU of its own) and bare x2 pinned the same way, bare x2 unpinned; "
+        "their clients unpinned",
     ]
 
 
-CONFIG_ORDER = ("bare", "defaults", "traced+metrics", f"batch ({BATCH_ITEMS}/call)", "bare x2", "workers2")
+CONFIG_ORDER = ("bare", "defaults", "traced+metrics", f"batch ({BATCH_ITEMS}/call)", "bare x2 pinned", "bare x2",
+                "workers2")
 
 
 def other_busy(point: Point) -> float:
@@ -435,7 +443,8 @@ def table(points: list[Point]) -> list[str]:
 
 
 def footnotes(run: Run) -> list[str]:
-    lines = ["'vs bare': against bare at the same in-flight count; workers2 against bare x2; the batch row's req/s "
+    lines = ["'vs bare': against bare at the same in-flight count; workers2, and bare x2 left to the OS, against bare "
+             "x2 pinned; the batch row's req/s "
              f"is items/s, against bare's req/s at {max(IN_FLIGHT)} in flight, and its CPU is per item.",
              "'server', 'clients': CPU seconds per second of the server's processes and of the client processes "
              "(100% = one core); 'other': the rest of the busy time on the cores (other users, the kernel).",
@@ -459,7 +468,7 @@ def footnotes(run: Run) -> list[str]:
 def writer_share(points: list[Point]) -> list[str]:
     """What the decision log's writer thread (rows into the store, off the request path) spent of the server's
     CPU, at the highest load of each smallguard configuration."""
-    top = {p.config: p for p in sorted(points, key=lambda p: p.in_flight) if p.config not in ("bare", "bare x2")}
+    top = {p.config: p for p in sorted(points, key=lambda p: p.in_flight) if not p.config.startswith("bare")}
     shares = [f"{name}{'' if name.startswith('batch') else f'@{p.in_flight}'} {p.writer_cpu_us:.0f} us "
               f"({p.writer_cpu_us / p.server_cpu_us:.0%})" for name, p in top.items() if p.server_cpu_us > 0]
     if not shares:
@@ -480,7 +489,7 @@ def client_check(points: list[Point]) -> list[str]:
                      f"{server_us:.0f} us per request: one load core drives ~{1e6 / client_us:.0f} calls/s, one "
                      f"server core answers ~{1e6 / server_us:.0f}/s.")
     suspect = [f"{p.config}@{p.in_flight}" for p in points if p.server_busy < 0.9 and p.in_flight > 1
-               and p.cores_busy.get(f"cpu{LOAD_CPU}", 0.0) > 0.95 and p.config not in ("bare x2", "workers2")]
+               and p.cores_busy.get(f"cpu{LOAD_CPU}", 0.0) > 0.95 and not p.config.startswith(("bare x2", "workers2"))]
     if suspect:
         lines.append("client check: the load core was full while the server had idle time at " + ", ".join(suspect)
                      + " (limited by the load core: the clients or the other load on it)")
@@ -641,6 +650,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="only the overload and abuse part (shedding, half-sent calls, costly texts)")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds = 2.0
@@ -661,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve_with_gc_log(Path(argv[1]), argv[2:])
     args = parse_args(argv)
     if args.serve_bare:
+        if args.cpu is not None:  # before any thread starts: they all stay there
+            os.sched_setaffinity(0, {args.cpu})
         serve_bare(args.port)
         return 0
     _stop_on_sigterm()

@@ -26,7 +26,6 @@ from typing import IO, Any
 
 import grpc
 
-from smallguard.server.store.decision_log import WRITER_THREAD
 from smallguard.v1 import guard_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,8 +166,10 @@ def smallguard_command(port: int, *flags: str) -> list[str]:
             *flags]
 
 
-def bare_command(port: int) -> list[str]:
-    return [sys.executable, str(SCRIPT), "--serve-bare", "--port", str(port)]
+def bare_command(port: int, cpu: int | None = None) -> list[str]:
+    """The bare server's command; ``cpu``: it runs on that CPU alone, as `--workers N` places smallguard's."""
+    return [sys.executable, str(SCRIPT), "--serve-bare", "--port", str(port),
+            *(["--cpu", str(cpu)] if cpu is not None else [])]
 
 
 def gc_logged_command(log: Path, port: int) -> list[str]:
@@ -230,6 +231,9 @@ class ServerUnderTest:
 
     def writer_cpu_seconds(self) -> float:
         """The CPU time of the decision log's writer threads (none in the bare server)."""
+        # imported here: the bare server and the clients import this module, and must not carry the store's
+        from smallguard.server.store.decision_log import WRITER_THREAD
+
         return thread_cpu_seconds(self.pids(), WRITER_THREAD)
 
     def alive(self) -> bool:

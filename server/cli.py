@@ -130,7 +130,12 @@ def _start_worker(command: list[str], env: dict[str, str], cpu: int | None) -> s
             with contextlib.suppress(OSError):  # a CPU gone since it was listed: the worker runs unpinned
                 os.sched_setaffinity(0, {cpu})
 
-    return subprocess.Popen(command, env=env, preexec_fn=prepare)
+    worker = subprocess.Popen(command, env=env, preexec_fn=prepare)
+    if cpu is not None:  # the child cannot log from preexec_fn: say here if its CPU was not set
+        with contextlib.suppress(OSError):
+            if os.sched_getaffinity(worker.pid) != {cpu}:
+                log.warning("worker %d could not be put on CPU %d: the OS places it", worker.pid, cpu)
+    return worker
 
 
 def worker_cpus(workers: int, seed: int) -> list[int | None]:
@@ -170,9 +175,13 @@ def _supervise(settings: Settings) -> int:
         return 2
     if settings.metrics_port:
         log.info("worker metrics on ports %d..%d", settings.metrics_port, settings.metrics_port + settings.workers - 1)
-    # a random first CPU: replicas on one machine spread (a process id would not: it is 1 in every container)
-    cpus = (worker_cpus(settings.workers, int.from_bytes(os.urandom(2), "big")) if settings.pin_workers
-            else [None] * settings.workers)
+    pin = settings.pin_workers and settings.intra_op_threads == 1  # several onnxruntime threads need several CPUs
+    if settings.pin_workers and not pin:
+        log.info("workers not pinned to CPUs: --intra-op-threads %d runs each model on several",
+                 settings.intra_op_threads)
+    # a random first CPU: replicas on one machine spread at random (a process id would not: it is 1 in every
+    # container)
+    cpus = worker_cpus(settings.workers, int.from_bytes(os.urandom(2), "big")) if pin else [None] * settings.workers
     if cpus[0] is not None:
         log.info("workers on CPUs %s (--pin-workers 0: let the OS move them)", ", ".join(map(str, cpus)))
     workers = [_start_worker(command, envs[i], cpus[i]) for i in range(settings.workers)]

@@ -18,6 +18,7 @@ import ctypes
 import hashlib
 import itertools
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -188,11 +189,12 @@ class DecisionLog:
 def _name_os_thread(name: str) -> None:
     """Name the calling thread in the OS (Linux; at most 15 bytes), where Python 3.11 names none: the writer's
     CPU time can then be told from the request threads'. Elsewhere, nothing."""
+    if sys.platform != "linux":
+        return
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
-    except (OSError, AttributeError):  # no libc by that name, or no prctl (not Linux)
-        pass
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except Exception:  # a name is a convenience: never a reason for the writer not to run
+        log.debug("could not name the thread %s", name, exc_info=True)
 
 
 _PR_SET_NAME = 15

@@ -111,21 +111,25 @@ def children_of(pid: int, count: int, timeout: float = 60.0) -> list[int]:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("pin", ["1", "0"])
-def test_each_worker_runs_on_a_cpu_of_its_own_unless_told_not_to(pin: str) -> None:
+@pytest.mark.parametrize(("flags", "pinned"), [
+    (("--pin-workers", "1"), True),
+    (("--pin-workers", "0"), False),
+    (("--intra-op-threads", "2"), False),  # a model run on several CPUs: not pinned to one
+], ids=["pinned", "told not to", "several intra-op threads"])
+def test_each_worker_runs_on_a_cpu_of_its_own_unless_told_not_to(flags: tuple[str, str], pinned: bool) -> None:
     allowed = frozenset(os.sched_getaffinity(0))
     port = free_port()
-    with serving("--workers", "2", "--pin-workers", pin, port=port) as process:
+    with serving("--workers", "2", *flags, port=port) as process:
         workers = children_of(process.pid, 2)
         assert len(workers) == 2
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # both serve: their threads are all there
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # serving: gRPC's and onnxruntime's threads exist
             stub = guard_pb2_grpc.GuardStub(channel)
             for _ in range(10):
                 assert stub.Predict(digits_request(digits_rows()[0]["pixels"]), timeout=30).request_id
         # every thread of each worker, gRPC's and onnxruntime's included
         affinities = [{frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{worker}/task")}
                       for worker in workers]
-    if pin == "0":
+    if not pinned:
         assert affinities == [{allowed}, {allowed}]
         return
     cpus = []
