@@ -49,23 +49,22 @@ def free_port() -> int:
 # ------------------------------------------------------------------------------------ /proc
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/PID/stat from field 3 (state) on; None when the process is gone."""
+def _stat_fields(pid: int, task: str = "") -> list[str] | None:
+    """/proc/PID/stat (or one thread's, /proc/PID/task/TASK/stat) from field 3 (state) on; None when gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
     return text[text.rindex(")") + 2:].split()
 
 
+def _cpu_ticks(fields: list[str] | None) -> int:
+    return 0 if fields is None else int(fields[11]) + int(fields[12])  # utime + stime: fields 14 and 15 of proc(5)
+
+
 def cpu_seconds(pids: Iterable[int]) -> float:
     """utime + stime of these processes (all their threads), in seconds."""
-    total = 0
-    for pid in pids:
-        fields = _stat_fields(pid)
-        if fields is not None:
-            total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-    return total / _TICK
+    return sum(_cpu_ticks(_stat_fields(pid)) for pid in pids) / _TICK
 
 
 def thread_cpu_seconds(pids: Iterable[int], name: str) -> float:
@@ -78,13 +77,10 @@ def thread_cpu_seconds(pids: Iterable[int], name: str) -> float:
             continue
         for task in tasks:
             try:
-                if Path(f"/proc/{pid}/task/{task}/comm").read_text().strip() != name:
-                    continue
-                text = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+                if Path(f"/proc/{pid}/task/{task}/comm").read_text().strip() == name:
+                    total += _cpu_ticks(_stat_fields(pid, task))
             except (FileNotFoundError, ProcessLookupError):
                 continue
-            fields = text[text.rindex(")") + 2:].split()
-            total += int(fields[11]) + int(fields[12])
     return total / _TICK
 
 
