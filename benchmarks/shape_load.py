@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import struct
 import threading
 import time
 from collections import Counter
@@ -33,7 +34,9 @@ from smallguard.v1 import guard_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_ROWS = ROOT / "models" / "digits" / "data" / "test.jsonl"
-METHODS = {"predict": "/smallguard.v1.Guard/Predict", "batch": "/smallguard.v1.Guard/PredictBatch"}
+METHODS = {"predict": "/smallguard.v1.Guard/Predict", "batch": "/smallguard.v1.Guard/PredictBatch",
+           "stacked": "/smallguard.v1.Guard/PredictBatch"}
+BATCH_KINDS = ("batch", "stacked")
 BATCH_ITEMS = 64
 CALL_TIMEOUT_S = 30.0
 # One TCP connection per channel (without a local subchannel pool, channels to one target share one);
@@ -47,7 +50,7 @@ _IDLE_LIMIT_S = 3600.0
 @dataclass(frozen=True, slots=True)
 class Job:
     target: str
-    kind: str  # "predict" or "batch"
+    kind: str  # "predict", "batch" (an item per digit) or "stacked" (the digits as one [items, 64] input)
     in_flight: int  # this process's share
     channels: int  # connections to spread the calls over
     start: float  # the window, on time.monotonic()
@@ -100,13 +103,21 @@ def predict_request(pixels: list[float]) -> pb.PredictRequest:
 
 
 def encoded_requests(kind: str) -> list[bytes]:
-    """Every test row once (predict), or one batch of BATCH_ITEMS consecutive rows starting at each row."""
-    singles = [predict_request(pixels) for pixels in digits_rows()]
+    """Every test row once (predict), or one batch of BATCH_ITEMS consecutive rows starting at each row: an item
+    per row (batch), or the rows stacked into one [BATCH_ITEMS, 64] float32 input in raw bytes, as
+    smallguard.client sends an array (stacked)."""
+    rows = digits_rows()
+    singles = [predict_request(pixels) for pixels in rows]
     if kind == "predict":
         return [request.SerializeToString() for request in singles]
-    return [pb.PredictBatchRequest(model="digits", items=[singles[(start + i) % len(singles)]
-                                                          for i in range(BATCH_ITEMS)]).SerializeToString()
-            for start in range(len(singles))]
+    windows = [[(start + i) % len(rows) for i in range(BATCH_ITEMS)] for start in range(len(rows))]
+    if kind == "stacked":
+        return [pb.PredictBatchRequest(model="digits", inputs=[pb.Tensor(
+            name="pixels", dtype=pb.FLOAT32, shape=[BATCH_ITEMS, 64],
+            raw_contents=struct.pack(f"<{BATCH_ITEMS * 64}f", *[v for i in window for v in rows[i]]))])
+                .SerializeToString() for window in windows]
+    return [pb.PredictBatchRequest(model="digits", items=[singles[i] for i in window]).SerializeToString()
+            for window in windows]
 
 
 # ------------------------------------------------------------------------------------ one worker's calls
@@ -134,7 +145,7 @@ class _Worker:
         tally = self.tally
         tally.calls += 1
         tally.latencies.append(ended - began)
-        if self._job.kind == "batch":
+        if self._job.kind in BATCH_KINDS:
             for result in pb.PredictBatchResponse.FromString(reply).results:
                 if result.HasField("response"):
                     tally.samples += 1

@@ -1,7 +1,7 @@
 """The smallguard client: ``Client("host:port").predict(model, text=... | pixels=... | inputs=...)``."""
 
-from smallguard.client.client import CallError, Client, predict_request
+from smallguard.client.client import CallError, Client, batch_request, predict_request
 from smallguard.client.results import FeedbackResult, Field, ItemError, ModelSummary, Reason, Result, Review, Tier
 
 __all__ = ["CallError", "Client", "FeedbackResult", "Field", "ItemError", "ModelSummary", "Reason", "Result", "Review",
-           "Tier", "predict_request"]
+           "Tier", "batch_request", "predict_request"]

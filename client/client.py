@@ -75,13 +75,17 @@ class Client:
         """A PredictRequest as it is (built by hand, or parsed from JSON by ``smallguard predict --request``)."""
         return Result.of(self._call(self._stub.Predict, request, timeout))
 
-    def predict_batch(self, model: str, items: Sequence[Mapping[str, Any]], *, version: str = "",
+    def predict_batch(self, model: str, items: Sequence[Mapping[str, Any]] = (), *,
+                      pixels: Sequence[Sequence[float]] | np.ndarray | None = None,
+                      inputs: Mapping[str, Any] | None = None, version: str = "",
                       timeout: float | None = None) -> list[Result | ItemError]:
         """Many predictions in one call, one onnxruntime run: each item takes ``predict``'s keyword arguments
-        (text, pixels, inputs, context, request_id, max_tier, max_cost). One result per item, in order; an
-        item the server could not serve is an ItemError, and the others are still answered."""
-        request = pb.PredictBatchRequest(model=model, version=version,
-                                         items=[predict_request("", **item) for item in items])
+        (text, pixels, inputs, context, request_id, max_tier, max_cost). Or, for a tensor model, the items'
+        tensors stacked: ``pixels`` (an [items, 64] float32 array for digits) or ``inputs`` (name -> array whose
+        first dimension is the number of items), sent as one array each; ``items`` then holds each row's other
+        arguments (context, request_id, max_tier, max_cost), or nothing. One result per item, in order; an item
+        the server could not serve is an ItemError, and the others are still answered."""
+        request = batch_request(model, items, pixels=pixels, inputs=inputs, version=version)
         response = self._call(self._stub.PredictBatch, request, timeout)
         return [Result.of(r.response) if r.WhichOneof("result") == "response" else
                 ItemError(i, r.error.code, r.error.message) for i, r in enumerate(response.results)]
@@ -146,19 +150,55 @@ def predict_request(model: str, *, text: str | None = None, pixels: Sequence[flo
         raise ValueError(f"give exactly one of text, pixels or inputs; got {given or 'none'}")
     request = pb.PredictRequest(model=model, version=version, request_id=request_id, text=text or "",
                                 context=dict(context or {}))
-    tensors = {"pixels": np.asarray(pixels, dtype=np.float32).ravel()} if pixels is not None else (inputs or {})
-    for name, value in tensors.items():
-        array = np.asarray(value)
-        if array.dtype not in _DTYPES:
-            raise ValueError(f"input {name!r}: dtype {array.dtype} is not one of "
-                             f"{', '.join(str(d) for d in _DTYPES)}")
-        request.inputs.add(name=name, dtype=_DTYPES[array.dtype], shape=list(array.shape),
-                           raw_contents=np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes())
+    _add_tensors(request.inputs, {"pixels": np.asarray(pixels, dtype=np.float32).ravel()} if pixels is not None
+                 else (inputs or {}))
     if max_tier is not None:
         request.max_tier = max_tier
     if max_cost is not None:
         request.max_cost = max_cost
     return request
+
+
+def batch_request(model: str, items: Sequence[Mapping[str, Any]] = (), *,
+                  pixels: Sequence[Sequence[float]] | np.ndarray | None = None, inputs: Mapping[str, Any] | None = None,
+                  version: str = "") -> pb.PredictBatchRequest:
+    """The PredictBatchRequest for these arguments (see ``Client.predict_batch``)."""
+    request = pb.PredictBatchRequest(model=model, version=version)
+    if pixels is None and inputs is None:
+        request.items.extend(predict_request("", **item) for item in items)
+        return request
+    if pixels is not None and inputs is not None:
+        raise ValueError("give the stacked tensors as pixels or as inputs, not both")
+    stacked = {"pixels": np.asarray(pixels, dtype=np.float32)} if pixels is not None else dict(inputs or {})
+    _add_tensors(request.inputs, stacked)
+    for item in items:
+        given = sorted(set(item) & {"text", "pixels", "inputs"})
+        if given:
+            raise ValueError(f"an item of a stacked batch carries no input of its own; got {given}")
+        request.items.append(_rest_of_item(**item))
+    return request
+
+
+def _rest_of_item(*, context: Mapping[str, str] | None = None, request_id: str = "", max_tier: int | None = None,
+                  max_cost: float | None = None) -> pb.PredictRequest:
+    """An item of a stacked batch: everything but its tensors."""
+    item = pb.PredictRequest(request_id=request_id, context=dict(context or {}))
+    if max_tier is not None:
+        item.max_tier = max_tier
+    if max_cost is not None:
+        item.max_cost = max_cost
+    return item
+
+
+def _add_tensors(into: Any, tensors: Mapping[str, Any]) -> None:
+    """Each array as a Tensor of its own dtype and shape, its values as little-endian raw bytes."""
+    for name, value in tensors.items():
+        array = np.asarray(value)
+        if array.dtype not in _DTYPES:
+            raise ValueError(f"input {name!r}: dtype {array.dtype} is not one of "
+                             f"{', '.join(str(d) for d in _DTYPES)}")
+        into.add(name=name, dtype=_DTYPES[array.dtype], shape=list(array.shape),
+                 raw_contents=np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes())
 
 
 def _service_config(retries: int) -> dict[str, Any]:

@@ -155,6 +155,62 @@ def batch_item(request: pb.PredictRequest, deadline: float | None = None) -> Pre
         return error
 
 
+def batch_size(request: pb.PredictBatchRequest) -> tuple[int, str]:
+    """How many items the batch holds, and the field that says so: its items, or the first dimension of its
+    stacked inputs (checked against the items and the other inputs by ``batch_calls``)."""
+    if not request.inputs:
+        return len(request.items), "items"
+    first = request.inputs[0]
+    return (first.shape[0] if first.shape else 0), f"inputs[{echoed(first.name, quoted=False)}].shape[0]"
+
+
+def batch_calls(request: pb.PredictBatchRequest,
+                deadline: float | None = None) -> list[PredictCall | InvalidInputError]:
+    """Each item's call, or the error that keeps it from being served. With stacked inputs, row i of every
+    input is item i's tensor (a view: nothing is copied per item) and ``items``, when given, the rest of each
+    item. Raises InvalidInputError when the stacked inputs do not make a batch (the call fails as a whole)."""
+    if not request.inputs:
+        return [batch_item(item, deadline) for item in request.items]
+    stacked = _stacked(request.inputs)
+    rows = stacked[0].shape[0]
+    items = request.items
+    if items and len(items) != rows:
+        raise InvalidInputError(f"{len(items)} items for {rows} rows of the stacked inputs; expected one item per "
+                                "row (its request_id, context and caps), or none", "items")
+    per_row = [(t.name, t.dtype, t.shape[1:], math.prod(t.shape[1:]), t.values) for t in stacked]
+    tensors = [tuple([TensorInput(name, dtype, shape, values[i * size:(i + 1) * size])
+                      for name, dtype, shape, size, values in per_row]) for i in range(rows)]
+    if not items:
+        who = caller()
+        return [PredictCall("", "", "", row, "", {}, deadline, None, None, who) for row in tensors]
+    calls: list[PredictCall | InvalidInputError] = []
+    for item, row in zip(items, tensors, strict=True):
+        if item.inputs or item.text:
+            calls.append(InvalidInputError("this batch stacks its items' tensors in its inputs: leave the item's "
+                                           "inputs and text empty", "inputs"))
+            continue
+        call = batch_item(item, deadline)
+        if isinstance(call, PredictCall):
+            call.tensors = row
+        calls.append(call)
+    return calls
+
+
+def _stacked(inputs: Sequence[pb.Tensor]) -> list[TensorInput]:
+    """The batch's stacked inputs, decoded; each has a first dimension, the same for all, of at least one row."""
+    stacked = [_tensor(t, i) for i, t in enumerate(inputs)]
+    first = stacked[0]
+    for tensor in stacked:
+        if not tensor.shape:
+            raise InvalidInputError("[] has no first dimension; a stacked input's shape is [items, ...the model's "
+                                    "shape]", _where(tensor.name) + ".shape")
+        if tensor.shape[0] != first.shape[0]:
+            raise InvalidInputError(f"{tensor.shape[0]} rows, but inputs[{echoed(first.name, quoted=False)}] has "
+                                    f"{first.shape[0]}; every stacked input has one row per item",
+                                    _where(tensor.name) + ".shape")
+    return stacked
+
+
 def predict_batch_response(results: Sequence[PredictOutcome | GuardError],
                            on_error: Callable[[str], None]) -> pb.PredictBatchResponse:
     """One result per item; an error names its item (``items[3].inputs[pixels]: ...``), and ``on_error``

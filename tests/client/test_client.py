@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smallguard.client import CallError, Client, ItemError, predict_request
+from smallguard.client import CallError, Client, ItemError, batch_request, predict_request
 from smallguard.server.assembly import create_server
 from smallguard.server.settings import Settings
 from smallguard.v1 import guard_pb2 as pb
@@ -72,6 +72,28 @@ def test_batch_feedback_and_models(shipped: Running) -> None:
         assert {"digits", "invoice-extractor", "invoice-extractor-large"} <= set(names)
         assert names["invoice-extractor"].tiers == ("large", "people") and names["digits"].kind == "CLASSIFIER"
         assert client.model("digits").calibrated
+
+
+def test_a_stacked_batch_answers_as_the_items_do(shipped: Running) -> None:
+    rows = digits_rows()[:8]
+    contexts = [{"allowed_labels": "1,2,3" if i % 3 == 0 else "0,1,2,3,4,5,6,7,8,9"} for i in range(8)]
+    with Client(shipped.address) as client:
+        rest = [{"request_id": f"s-{i}", "context": c} for i, c in enumerate(contexts)]
+        stacked = client.predict_batch("digits", rest, pixels=np.array([row["pixels"] for row in rows]))
+        items = client.predict_batch("digits", [{"pixels": row["pixels"], "request_id": f"s-{i}", "context": c}
+                                                for i, (row, c) in enumerate(zip(rows, contexts, strict=True))])
+        def seen(results: list) -> list[tuple]:
+            return [(r.request_id, r.decision, r.label, r.top_k, r.confidence, r.reasons) for r in results]
+        assert seen(stacked) == seen(items)
+        assert {"ANSWER", "ESCALATE"} <= {r.decision for r in stacked}  # type: ignore[union-attr]
+        unnamed = client.predict_batch("digits", inputs={"pixels": np.array([rows[0]["pixels"]], dtype=np.float32)})
+        assert unnamed[0].label == rows[0]["label"]  # type: ignore[union-attr]
+    request = batch_request("digits", pixels=[[0.0] * 64] * 2)
+    assert list(request.inputs[0].shape) == [2, 64] and len(request.inputs[0].raw_contents) == 2 * 64 * 4
+    with pytest.raises(ValueError, match="carries no input of its own"):
+        batch_request("digits", [{"pixels": [0.0] * 64}], pixels=[[0.0] * 64])
+    with pytest.raises(ValueError, match="not both"):
+        batch_request("digits", pixels=[[0.0] * 64], inputs={"pixels": [[0.0] * 64]})
 
 
 def test_errors_are_typed_with_the_servers_message(shipped: Running) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+import numpy as np
 import pytest
 
 from smallguard.v1 import guard_pb2 as pb
@@ -77,6 +78,72 @@ def test_the_batch_as_a_whole_is_checked_like_a_predict(shipped: Running) -> Non
     assert version.value.code() == grpc.StatusCode.NOT_FOUND and "9.9.9" in version.value.details()
     assert shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits", items=[item])).results[0].HasField(
         "response")  # the server kept serving
+
+
+def stacked(rows: list[list[float]], dtype: type = np.float32) -> pb.Tensor:
+    """The digits of ``rows`` as one stacked input: [items, 64], little-endian raw bytes."""
+    array = np.asarray(rows, dtype=dtype)
+    return pb.Tensor(name="pixels", dtype=pb.FLOAT32 if dtype is np.float32 else pb.FLOAT64, shape=list(array.shape),
+                     raw_contents=array.astype(array.dtype.newbyteorder("<")).tobytes())
+
+
+def test_stacked_inputs_give_each_row_the_decision_of_a_single_predict(shipped: Running) -> None:
+    rows = digits_rows()[:64]
+    contexts = [{"allowed_labels": "0,1,2,3,4,5,6,7" if i % 5 == 0 else ALL_DIGITS} for i in range(64)]
+    rest = [pb.PredictRequest(request_id=f"stacked-{i}", context=context) for i, context in enumerate(contexts)]
+    batch = shipped.stub.PredictBatch(pb.PredictBatchRequest(
+        model="digits", inputs=[stacked([row["pixels"] for row in rows])], items=rest))
+    singles = [shipped.stub.Predict(digits_request(row["pixels"], request_id=f"stacked-{i}", context=contexts[i]))
+               for i, row in enumerate(rows)]
+    assert [comparable(r.response) for r in batch.results] == [comparable(s) for s in singles]
+    assert {pb.ANSWER, pb.ESCALATE} <= {r.response.decision for r in batch.results}
+    # without items: every row is served with the server's own request id, as an item with only its inputs is
+    bare = shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits", inputs=[stacked([r["pixels"]
+                                                                                              for r in rows[:5]])]))
+    ids = [r.response.request_id for r in bare.results]
+    assert len(set(ids)) == 5 and all(ids)
+    assert [r.response.classification.label for r in bare.results] == [s.classification.label for s in singles[:5]]
+
+
+def test_a_bad_row_or_item_of_stacked_inputs_gets_its_own_error(shipped: Running) -> None:
+    rows = [row["pixels"] for row in digits_rows()[:4]]
+    rows[1] = [float("nan")] * 64
+    rest = [pb.PredictRequest(), pb.PredictRequest(), digits_request(rows[0]), pb.PredictRequest(request_id="last")]
+    batch = shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits", inputs=[stacked(rows)], items=rest))
+    assert [result.WhichOneof("result") for result in batch.results] == ["response", "error", "error", "response"]
+    assert batch.results[1].error.code == "INVALID_ARGUMENT"
+    assert batch.results[1].error.message.startswith("items[1].inputs[pixels]: ") and "NaN" in \
+        batch.results[1].error.message
+    assert batch.results[2].error.message == ("items[2].inputs: this batch stacks its items' tensors in its inputs: "
+                                              "leave the item's inputs and text empty")
+    assert batch.results[3].response.request_id == "last"
+    assert batch.results[3].response.classification.label == shipped.stub.Predict(
+        digits_request(rows[3])).classification.label
+
+
+@pytest.mark.parametrize(("inputs", "items", "message"), [
+    ([pb.Tensor(name="pixels", dtype=pb.FLOAT32, shape=[0, 64])], 0,
+     "inputs[pixels].shape[0]: 0 items; expected 1 to 1024 (--max-batch-items)"),
+    ([pb.Tensor(name="pixels", dtype=pb.FLOAT32, shape=[2000, 64])], 0,
+     "inputs[pixels].shape[0]: 2000 items; expected 1 to 1024 (--max-batch-items)"),
+    ([stacked([[0.0] * 64] * 3)], 2,
+     "items: 2 items for 3 rows of the stacked inputs; expected one item per row (its request_id, context and caps), "
+     "or none"),
+    ([stacked([[0.0] * 64] * 3), pb.Tensor(name="extra", dtype=pb.FLOAT32, shape=[2, 1],
+                                           contents=pb.TensorContents(float_contents=[1.0, 2.0]))], 0,
+     "inputs[extra].shape: 2 rows, but inputs[pixels] has 3; every stacked input has one row per item"),
+    ([pb.Tensor(name="pixels", dtype=pb.FLOAT32, shape=[3, 64], raw_contents=b"\0" * 12)], 0,
+     "inputs[pixels].raw_contents: 12 bytes; shape [3, 64] of float32 needs 768"),
+])
+def test_stacked_inputs_that_make_no_batch_fail_the_call(shipped: Running, inputs: list[pb.Tensor], items: int,
+                                                         message: str) -> None:
+    request = pb.PredictBatchRequest(model="digits", inputs=inputs, items=[pb.PredictRequest()] * items)
+    with pytest.raises(grpc.RpcError) as refused:
+        shipped.stub.PredictBatch(request)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == message
+    assert len(shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits", inputs=[stacked([[0.0] * 64])]))
+               .results) == 1  # the server kept serving
 
 
 def test_batch_limits_come_from_the_settings() -> None:

@@ -89,6 +89,20 @@ def predict_requests(draw: st.DrawFn) -> pb.PredictRequest:
 
 
 @st.composite
+def stacked_batches(draw: st.DrawFn) -> pb.PredictBatchRequest:
+    """A batch whose items' tensors are stacked: often a well-formed [rows, 64] stack (with any values), else any
+    tensors; items of any kind, or none."""
+    inputs = draw(st.lists(tensors(), max_size=2))
+    if draw(st.booleans()):
+        rows = draw(st.sampled_from([0, 1, 3]))
+        values = draw(st.lists(FLOATS | st.floats(0, 16, width=32), min_size=64 * rows, max_size=64 * rows))
+        inputs.insert(0, pb.Tensor(name="pixels", dtype=pb.FLOAT32, shape=[rows, 64],
+                                   contents=pb.TensorContents(float_contents=values)))
+    items = draw(st.lists(predict_requests() | st.just(pb.PredictRequest()), max_size=4))
+    return pb.PredictBatchRequest(model=draw(MODEL_NAMES), inputs=inputs, items=items)
+
+
+@st.composite
 def feedback_requests(draw: st.DrawFn) -> pb.FeedbackRequest:
     request = pb.FeedbackRequest(request_id=draw(st.sampled_from(["", "fuzz"]) | st.text(max_size=40)),
                                  model=draw(MODEL_NAMES))
@@ -105,6 +119,7 @@ CALLS = st.one_of(
     st.lists(predict_requests(), max_size=4).flatmap(lambda items: MODEL_NAMES.map(
         lambda model: ("/smallguard.v1.Guard/PredictBatch",
                        pb.PredictBatchRequest(model=model, items=items).SerializeToString()))),
+    stacked_batches().map(lambda r: ("/smallguard.v1.Guard/PredictBatch", r.SerializeToString())),
     feedback_requests().map(lambda r: ("/smallguard.v1.Guard/Feedback", r.SerializeToString())),
     MODEL_NAMES.map(lambda name: ("/smallguard.v1.Guard/GetModel", pb.GetModelRequest(name=name).SerializeToString())),
     st.tuples(st.sampled_from(["/smallguard.v1.Guard/Predict", "/smallguard.v1.Guard/PredictBatch",

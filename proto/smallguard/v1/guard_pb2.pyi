@@ -35,14 +35,16 @@ INT64: DataType
 BOOL: DataType
 
 class PredictBatchRequest(_message.Message):
-    __slots__ = ("model", "version", "items")
+    __slots__ = ("model", "version", "items", "inputs")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     items: _containers.RepeatedCompositeFieldContainer[PredictRequest]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PredictRequest, _Mapping]]] = ...) -> None: ...
+    inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PredictRequest, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
 
 class PredictBatchResponse(_message.Message):
     __slots__ = ("results",)
