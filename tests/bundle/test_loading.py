@@ -48,6 +48,34 @@ def test_a_model_runs_through_the_sessions_own_run_with_the_public_runs_results(
     assert np.array_equal(onnx.run({"pixels": pixels}), onnx._session.run(["probabilities"], {"pixels": pixels})[0])
 
 
+def test_a_classifier_runs_only_the_part_of_its_graph_that_gives_its_output(registry: VerifierRegistry) -> None:
+    """The digits graph also computes the label (ArgMax, a label lookup, casts), which nothing reads: the served
+    session holds only the nodes up to the probabilities, and gives the whole graph's floats bit for bit."""
+    import onnxruntime as ort
+
+    onnx = load_repository(DIGITS.parent, registry, 1).get("digits").onnx
+    whole = ort.InferenceSession(str(DIGITS / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in whole.get_outputs()] == ["label", "probabilities"]
+    assert onnx.output_names == ("probabilities",)
+    pixels = np.asarray([row["pixels"] for split in ("test", "calibration") for row in digits_rows(split)],
+                        dtype=np.float32)
+    assert np.array_equal(onnx.run({"pixels": pixels}), whole.run(["probabilities"], {"pixels": pixels})[0])
+    for row in pixels[:50]:  # one row at a time, as a single Predict runs it
+        assert np.array_equal(onnx.run({"pixels": row[None]}), whole.run(["probabilities"], {"pixels": row[None]})[0])
+
+
+def test_a_graph_that_cannot_be_cut_runs_whole(registry: VerifierRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx.utils
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise ValueError("no cut")
+    monkeypatch.setattr(onnx.utils, "Extractor", refuse)
+    model = load_repository(DIGITS.parent, registry, 1).get("digits")
+    assert model.onnx.output_names == ("label", "probabilities")
+    assert model.head.predict({"pixels": np.asarray([digits_rows()[0]["pixels"]], dtype=np.float32)}).prediction.label \
+        == str(digits_rows()[0]["label"])
+
+
 @pytest.mark.parametrize(("bundle_yaml", "file", "text"), [
     (GOOD.replace("name: pixels", "name: image"), "model.onnx",
      "the model's inputs ['pixels'] do not match the inputs bundle.yaml declares ['image']"),
