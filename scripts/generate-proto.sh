@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the committed Python code for proto/smallguard/v1/*.proto.
+# Regenerates the committed Python code for proto/smallguard/v1/*.proto (and server/bundle/onnx_graph.proto).
 # Usage: scripts/generate-proto.sh [OUT_DIR]   (default: proto/, next to the sources)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,3 +10,8 @@ mkdir -p "$out/smallguard/v1"
   --proto_path="$root/proto" \
   --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
   "$root"/proto/smallguard/v1/*.proto
+# The server's private schema of the ONNX fields it rewrites (server/bundle/onnx_graph.proto), beside it.
+"$python" -m grpc_tools.protoc \
+  --proto_path="$root" \
+  --python_out="$root" --pyi_out="$root" \
+  "$root"/server/bundle/onnx_graph.proto

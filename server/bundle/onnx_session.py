@@ -10,10 +10,9 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import onnx
-import onnx.utils
 import onnxruntime as ort
 
+from smallguard.server.bundle.graph_cut import cut_to_output
 from smallguard.server.domain.bundle_spec import BundleSpec, InputSpec
 from smallguard.server.domain.errors import BundleError
 
@@ -71,26 +70,22 @@ class OnnxModel:
             lambda names, feeds, _options: self._session.run(names, feeds))
 
     def _only_for(self, spec: BundleSpec, options: ort.SessionOptions) -> ort.InferenceSession | None:
-        """A session of the part of the graph that computes the declared output, or None to keep the whole one.
-
-        onnxruntime runs every node of the graph whatever the outputs asked for: a scikit-learn classifier
-        converted to ONNX also computes its label (ArgMax, a label lookup, casts), which the guard never reads
-        (on digits, 13 against 20 us a run). The part is kept only when it gives the whole graph's output bit for
-        bit on example inputs (a fusion across the cut could change the last bits of a confidence)."""
+        """A session of the part of the graph that computes the declared output (``graph_cut``), or None to keep
+        the whole one. The part is kept only when it gives the whole graph's output bit for bit on examples at
+        the inputs' bounds (a fusion across the cut could change the last bits of a confidence)."""
         try:
-            model = onnx.load(str(spec.model_path))
-            part = onnx.utils.Extractor(model).extract_model([node.name for node in model.graph.input],
-                                                              [spec.output_name])
-            session = ort.InferenceSession(part.SerializeToString(), sess_options=options,
-                                           providers=["CPUExecutionProvider"])
+            part = cut_to_output(spec.model_path.read_bytes(), spec.output_name)
+            if part is None:
+                return None
+            session = ort.InferenceSession(part, sess_options=options, providers=["CPUExecutionProvider"])
             for fill in ("min", "max"):
                 feeds = {item.name: _example(item, fill) for item in spec.inputs}
                 whole = self._session.run([spec.output_name], feeds)[0]
-                if not np.array_equal(session.run([spec.output_name], feeds)[0], whole, equal_nan=True):
+                if not same_numbers(session.run([spec.output_name], feeds)[0], whole):
                     log.info("%s: the graph cut to its output %r gives other numbers; running it whole",
                              spec.model_path, spec.output_name)
                     return None
-        except Exception as exc:  # anything onnx cannot cut (external data, custom domains): run the graph whole
+        except Exception as exc:  # a model the cut cannot read, or whose part onnxruntime refuses (external data)
             log.info("%s: running the whole graph (%s: %s)", spec.model_path, type(exc).__name__, exc)
             return None
         return session
@@ -133,6 +128,11 @@ class OnnxModel:
             raise BundleError(f"the model has no output {name!r}; its outputs are {sorted(outputs)}", self._path)
         shape = outputs[name].shape
         return shape[-1] if shape and isinstance(shape[-1], int) else -1
+
+
+def same_numbers(part: np.ndarray, whole: np.ndarray) -> bool:
+    """Whether the cut graph's output is the whole graph's, bit for bit (NaN where NaN)."""
+    return part.dtype == whole.dtype and np.array_equal(part, whole, equal_nan=True)
 
 
 def _example(spec: InputSpec, fill: str = "min") -> np.ndarray:
