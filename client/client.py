@@ -165,11 +165,19 @@ def batch_request(model: str, items: Sequence[Mapping[str, Any]] = (), *,
     """The PredictBatchRequest for these arguments (see ``Client.predict_batch``)."""
     request = pb.PredictBatchRequest(model=model, version=version)
     if pixels is None and inputs is None:
+        if not items:
+            raise ValueError("give the items, or their tensors stacked as pixels or inputs")
         request.items.extend(predict_request("", **item) for item in items)
         return request
     if pixels is not None and inputs is not None:
         raise ValueError("give the stacked tensors as pixels or as inputs, not both")
-    stacked = {"pixels": np.asarray(pixels, dtype=np.float32)} if pixels is not None else dict(inputs or {})
+    if pixels is not None:  # one row of pixels per item, whatever shape each row has ([items, 64], [items, 8, 8])
+        rows = np.asarray(pixels, dtype=np.float32)
+        stacked = {"pixels": rows.reshape(len(rows), -1) if rows.ndim > 1 else rows.reshape(1, -1)}
+    else:
+        stacked = dict(inputs or {})
+        if not stacked:
+            raise ValueError("inputs: give at least one stacked input (name -> array of one row per item)")
     _add_tensors(request.inputs, stacked)
     for item in items:
         given = sorted(set(item) & {"text", "pixels", "inputs"})
@@ -180,9 +188,9 @@ def batch_request(model: str, items: Sequence[Mapping[str, Any]] = (), *,
 
 
 def _rest_of_item(*, context: Mapping[str, str] | None = None, request_id: str = "", max_tier: int | None = None,
-                  max_cost: float | None = None) -> pb.PredictRequest:
+                  max_cost: float | None = None, model: str = "", version: str = "") -> pb.PredictRequest:
     """An item of a stacked batch: everything but its tensors."""
-    item = pb.PredictRequest(request_id=request_id, context=dict(context or {}))
+    item = pb.PredictRequest(model=model, version=version, request_id=request_id, context=dict(context or {}))
     if max_tier is not None:
         item.max_tier = max_tier
     if max_cost is not None:

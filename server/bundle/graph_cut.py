@@ -10,6 +10,9 @@ package, whose import alone would add about 10 MiB to every server process.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from smallguard.server.bundle.onnx_graph_pb2 import Model
 
 
@@ -38,20 +41,20 @@ def cut_to_output(data: bytes, output: str) -> bytes | None:
                 stack.append(name)
     if len(needed) == len(graph.node) and len(graph.output) == 1:
         return None
+    dropped = {t.name for t in graph.initializer if t.name not in wanted} | {
+        t.values.name for t in graph.sparse_initializer if t.values.name not in wanted}
     _keep(graph.node, lambda i, _node: i in needed)
     _keep(graph.initializer, lambda _i, tensor: tensor.name in wanted)
     _keep(graph.sparse_initializer, lambda _i, tensor: tensor.values.name in wanted)
+    _keep(graph.input, lambda _i, value: value.name not in dropped)  # an initializer listed as an input (IR < 4)
     _keep(graph.value_info, lambda _i, value: value.name in wanted)
     _keep(graph.output, lambda _i, value: value.name == output)
     return model.SerializeToString()
 
 
-def _keep(entries, keep) -> None:  # type: ignore[no-untyped-def]  # any repeated message field of the schema
-    """Keep the ``entries`` for which ``keep(index, entry)`` holds, in order (each entry whole, unknown fields
-    included)."""
-    kept = [entry.SerializeToString() for i, entry in enumerate(entries) if keep(i, entry)]
-    if len(kept) == len(entries):
-        return
-    del entries[:]
-    for data in kept:
-        entries.add().MergeFromString(data)
+def _keep(entries: Any, keep: Callable[[int, Any], bool]) -> None:
+    """Keep the ``entries`` (a repeated message field) for which ``keep(index, entry)`` holds, in order, each
+    entry whole (unknown fields included): the others are deleted where they are, nothing is copied."""
+    for i in reversed(range(len(entries))):
+        if not keep(i, entries[i]):
+            del entries[i]

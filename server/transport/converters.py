@@ -155,13 +155,21 @@ def batch_item(request: pb.PredictRequest, deadline: float | None = None) -> Pre
         return error
 
 
-def batch_size(request: pb.PredictBatchRequest) -> tuple[int, str]:
-    """How many items the batch holds, and the field that says so: its items, or the first dimension of its
-    stacked inputs (checked against the items and the other inputs by ``batch_calls``)."""
+def batch_size(request: pb.PredictBatchRequest, limit: int) -> int:
+    """How many items the batch holds: its items, or the first dimension of its stacked inputs (checked against
+    the items and the other inputs by ``batch_calls``). InvalidInputError when that is not 1 to ``limit``, or
+    when the first stacked input has no first dimension."""
     if not request.inputs:
-        return len(request.items), "items"
-    first = request.inputs[0]
-    return (first.shape[0] if first.shape else 0), f"inputs[{echoed(first.name, quoted=False)}].shape[0]"
+        count, field = len(request.items), "items"
+    else:
+        first = request.inputs[0]
+        where = _where(first.name) if first.name else "inputs[0]"
+        if not first.shape:
+            raise InvalidInputError(_NO_FIRST_DIMENSION, where + ".shape")
+        count, field = first.shape[0], where + ".shape[0]"
+    if not 0 < count <= limit:
+        raise InvalidInputError(f"{count} items; expected 1 to {limit} (--max-batch-items)", field)
+    return count
 
 
 def batch_calls(request: pb.PredictBatchRequest,
@@ -182,12 +190,13 @@ def batch_calls(request: pb.PredictBatchRequest,
                       for name, dtype, shape, size, values in per_row]) for i in range(rows)]
     if not items:
         who = caller()
-        return [PredictCall("", "", "", row, "", {}, deadline, None, None, who) for row in tensors]
+        return [PredictCall(model="", tensors=row, deadline=deadline, caller=who) for row in tensors]
     calls: list[PredictCall | InvalidInputError] = []
     for item, row in zip(items, tensors, strict=True):
         if item.inputs or item.text:
             calls.append(InvalidInputError("this batch stacks its items' tensors in its inputs: leave the item's "
-                                           "inputs and text empty", "inputs"))
+                                           f"{'inputs' if item.inputs else 'text'} empty",
+                                           "inputs" if item.inputs else "text"))
             continue
         call = batch_item(item, deadline)
         if isinstance(call, PredictCall):
@@ -196,14 +205,20 @@ def batch_calls(request: pb.PredictBatchRequest,
     return calls
 
 
+_NO_FIRST_DIMENSION = "[] has no first dimension; a stacked input's shape is [items, ...the model's shape]"
+
+
 def _stacked(inputs: Sequence[pb.Tensor]) -> list[TensorInput]:
-    """The batch's stacked inputs, decoded; each has a first dimension, the same for all, of at least one row."""
+    """The batch's stacked inputs, decoded; each named once, with a first dimension, the same for all."""
     stacked = [_tensor(t, i) for i, t in enumerate(inputs)]
     first = stacked[0]
+    names: set[str] = set()
     for tensor in stacked:
+        if tensor.name in names:
+            raise InvalidInputError("given more than once", _where(tensor.name))
+        names.add(tensor.name)
         if not tensor.shape:
-            raise InvalidInputError("[] has no first dimension; a stacked input's shape is [items, ...the model's "
-                                    "shape]", _where(tensor.name) + ".shape")
+            raise InvalidInputError(_NO_FIRST_DIMENSION, _where(tensor.name) + ".shape")
         if tensor.shape[0] != first.shape[0]:
             raise InvalidInputError(f"{tensor.shape[0]} rows, but inputs[{echoed(first.name, quoted=False)}] has "
                                     f"{first.shape[0]}; every stacked input has one row per item",

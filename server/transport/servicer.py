@@ -58,15 +58,14 @@ class GuardService:
     def PredictBatch(self, raw: bytes, context: grpc.ServicerContext) -> pb.PredictBatchResponse:
         self._admit(context)
         request = self._decode(raw, pb.PredictBatchRequest, context)
-        count, counted_by = converters.batch_size(request)
-        if not 0 < count <= self._max_batch_items:
-            self._guard.reject(grpc.StatusCode.INVALID_ARGUMENT.name)
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{counted_by}: {count} items; expected 1 to "
-                                                            f"{self._max_batch_items} (--max-batch-items)")
         deadline = _deadline(context)
-        return _answer(context, lambda: converters.predict_batch_response(self._guard.predict_batch(
-            request.model, request.version, converters.batch_calls(request, deadline)), self._guard.reject),
-            self._guard.reject)
+
+        def work() -> pb.PredictBatchResponse:
+            converters.batch_size(request, self._max_batch_items)  # before any item is decoded
+            results = self._guard.predict_batch(request.model, request.version,
+                                                converters.batch_calls(request, deadline))
+            return converters.predict_batch_response(results, self._guard.reject)
+        return _answer(context, work, self._guard.reject)
 
     def _decode(self, raw: bytes, message: type[T], context: grpc.ServicerContext, predict: bool = True) -> T:
         """The request, or an INVALID_ARGUMENT that names the size limit or the decoding problem (counted as a

@@ -74,3 +74,27 @@ def test_nothing_to_cut_or_not_safe_to_cut_gives_none() -> None:
         "flag", TensorProto.BOOL, [], [True])), helper.make_node("If", ["flag"], ["d"], then_branch=branch,
                                                                  else_branch=branch)])
     assert cut_to_output(with_if.SerializeToString(), "a") is None  # a subgraph may read any tensor by name
+
+
+def test_an_initializer_listed_as_an_input_goes_with_it() -> None:
+    """Models of IR version 3 and older list every initializer among the graph's inputs: one the cut drops must
+    leave the inputs too, or onnxruntime would ask the caller for it."""
+    model = two_outputs()
+    model.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [2]))
+    part = cut_to_output(model.SerializeToString(), "a")
+    assert part is not None
+    assert [i.name for i in onnx.load_from_string(part).graph.input] == ["x"]
+    assert [i.name for i in session(part).get_inputs()] == ["x"]
+    kept = cut_to_output(model.SerializeToString(), "b")  # the initializer stays, and so does its input entry
+    assert [i.name for i in onnx.load_from_string(kept or b"").graph.input] == ["x", "w"]
+
+
+def test_same_numbers_means_the_same_bits() -> None:
+    from smallguard.server.bundle.onnx_session import same_numbers
+
+    values = np.asarray([0.25, 0.75], dtype=np.float32)
+    assert same_numbers(values, values.copy())
+    assert not same_numbers(np.asarray([0.0], dtype=np.float32), np.asarray([-0.0], dtype=np.float32))
+    assert not same_numbers(values, values.astype(np.float64))
+    assert not same_numbers(values, values.reshape(1, 2))
+    assert not same_numbers(values, np.nextafter(values, 1.0))

@@ -82,18 +82,27 @@ def test_a_stacked_batch_answers_as_the_items_do(shipped: Running) -> None:
         stacked = client.predict_batch("digits", rest, pixels=np.array([row["pixels"] for row in rows]))
         items = client.predict_batch("digits", [{"pixels": row["pixels"], "request_id": f"s-{i}", "context": c}
                                                 for i, (row, c) in enumerate(zip(rows, contexts, strict=True))])
+
         def seen(results: list) -> list[tuple]:
             return [(r.request_id, r.decision, r.label, r.top_k, r.confidence, r.reasons) for r in results]
         assert seen(stacked) == seen(items)
         assert {"ANSWER", "ESCALATE"} <= {r.decision for r in stacked}  # type: ignore[union-attr]
-        unnamed = client.predict_batch("digits", inputs={"pixels": np.array([rows[0]["pixels"]], dtype=np.float32)})
-        assert unnamed[0].label == rows[0]["label"]  # type: ignore[union-attr]
+        by_name = client.predict_batch("digits", inputs={"pixels": np.array([rows[0]["pixels"]], dtype=np.float32)})
+        assert by_name[0].label == rows[0]["label"]  # type: ignore[union-attr]
+        images = client.predict_batch("digits", pixels=np.array([row["pixels"] for row in rows]).reshape(8, 8, 8))
+        assert [r.label for r in images] == [r.label for r in items]  # type: ignore[union-attr]  # rows of 8x8
     request = batch_request("digits", pixels=[[0.0] * 64] * 2)
     assert list(request.inputs[0].shape) == [2, 64] and len(request.inputs[0].raw_contents) == 2 * 64 * 4
     with pytest.raises(ValueError, match="carries no input of its own"):
         batch_request("digits", [{"pixels": [0.0] * 64}], pixels=[[0.0] * 64])
     with pytest.raises(ValueError, match="not both"):
         batch_request("digits", pixels=[[0.0] * 64], inputs={"pixels": [[0.0] * 64]})
+    with pytest.raises(ValueError, match="give the items"):
+        batch_request("digits")
+    with pytest.raises(ValueError, match="at least one stacked input"):
+        batch_request("digits", inputs={})
+    assert list(batch_request("digits", pixels=[0.0] * 64).inputs[0].shape) == [1, 64]  # one row: one item
+    assert batch_request("digits", [{"model": "digits"}], pixels=[[0.0] * 64]).items[0].model == "digits"
 
 
 def test_errors_are_typed_with_the_servers_message(shipped: Running) -> None:

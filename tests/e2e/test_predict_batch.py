@@ -108,14 +108,19 @@ def test_stacked_inputs_give_each_row_the_decision_of_a_single_predict(shipped: 
 def test_a_bad_row_or_item_of_stacked_inputs_gets_its_own_error(shipped: Running) -> None:
     rows = [row["pixels"] for row in digits_rows()[:4]]
     rows[1] = [float("nan")] * 64
-    rest = [pb.PredictRequest(), pb.PredictRequest(), digits_request(rows[0]), pb.PredictRequest(request_id="last")]
+    rows.append(rows[0])
+    rest = [pb.PredictRequest(), pb.PredictRequest(), digits_request(rows[0]), pb.PredictRequest(request_id="last"),
+            pb.PredictRequest(text="an item's own text")]
     batch = shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits", inputs=[stacked(rows)], items=rest))
-    assert [result.WhichOneof("result") for result in batch.results] == ["response", "error", "error", "response"]
+    assert [result.WhichOneof("result") for result in batch.results] == ["response", "error", "error", "response",
+                                                                         "error"]
     assert batch.results[1].error.code == "INVALID_ARGUMENT"
     assert batch.results[1].error.message.startswith("items[1].inputs[pixels]: ") and "NaN" in \
         batch.results[1].error.message
     assert batch.results[2].error.message == ("items[2].inputs: this batch stacks its items' tensors in its inputs: "
-                                              "leave the item's inputs and text empty")
+                                              "leave the item's inputs empty")
+    assert batch.results[4].error.message == ("items[4].text: this batch stacks its items' tensors in its inputs: "
+                                              "leave the item's text empty")
     assert batch.results[3].response.request_id == "last"
     assert batch.results[3].response.classification.label == shipped.stub.Predict(
         digits_request(rows[3])).classification.label
@@ -134,6 +139,13 @@ def test_a_bad_row_or_item_of_stacked_inputs_gets_its_own_error(shipped: Running
      "inputs[extra].shape: 2 rows, but inputs[pixels] has 3; every stacked input has one row per item"),
     ([pb.Tensor(name="pixels", dtype=pb.FLOAT32, shape=[3, 64], raw_contents=b"\0" * 12)], 0,
      "inputs[pixels].raw_contents: 12 bytes; shape [3, 64] of float32 needs 768"),
+    ([pb.Tensor(name="pixels", dtype=pb.FLOAT32)], 0,
+     "inputs[pixels].shape: [] has no first dimension; a stacked input's shape is [items, ...the model's shape]"),
+    ([pb.Tensor(name="pixels", dtype=pb.FLOAT32, shape=[-2, 64])], 0,
+     "inputs[pixels].shape[0]: -2 items; expected 1 to 1024 (--max-batch-items)"),
+    ([stacked([[0.0] * 64]), stacked([[1.0] * 64])], 0, "inputs[pixels]: given more than once"),
+    ([pb.Tensor(name="pixels", dtype=pb.INT64, shape=[1, 64], contents=pb.TensorContents(float_contents=[0.0] * 64))],
+     0, "inputs[pixels].contents: dtype INT64 goes in int64_contents, not float_contents"),
 ])
 def test_stacked_inputs_that_make_no_batch_fail_the_call(shipped: Running, inputs: list[pb.Tensor], items: int,
                                                          message: str) -> None:

@@ -92,14 +92,19 @@ def predict_requests(draw: st.DrawFn) -> pb.PredictRequest:
 def stacked_batches(draw: st.DrawFn) -> pb.PredictBatchRequest:
     """A batch whose items' tensors are stacked: often a well-formed [rows, 64] stack (with any values), else any
     tensors; items of any kind, or none."""
-    inputs = draw(st.lists(tensors(), max_size=2))
-    if draw(st.booleans()):
-        rows = draw(st.sampled_from([0, 1, 3]))
+    if draw(st.integers(0, 3)):  # mostly a well-formed digits stack, so that the serving path is reached
+        rows = draw(st.sampled_from([1, 3, 0]))
         values = draw(st.lists(FLOATS | st.floats(0, 16, width=32), min_size=64 * rows, max_size=64 * rows))
-        inputs.insert(0, pb.Tensor(name="pixels", dtype=pb.FLOAT32, shape=[rows, 64],
-                                   contents=pb.TensorContents(float_contents=values)))
-    items = draw(st.lists(predict_requests() | st.just(pb.PredictRequest()), max_size=4))
-    return pb.PredictBatchRequest(model=draw(MODEL_NAMES), inputs=inputs, items=items)
+        inputs = [pb.Tensor(name="pixels", dtype=pb.FLOAT32, shape=[rows, 64],
+                            contents=pb.TensorContents(float_contents=values)), *draw(st.lists(tensors(), max_size=1))]
+        model = draw(st.sampled_from(["digits", "digits"]) | MODEL_NAMES)
+        items = draw(st.sampled_from([[], [pb.PredictRequest(request_id="fuzz")] * rows]) |
+                     st.lists(predict_requests() | st.just(pb.PredictRequest()), max_size=4))
+    else:
+        inputs = draw(st.lists(tensors(), max_size=2))
+        model = draw(MODEL_NAMES)
+        items = draw(st.lists(predict_requests() | st.just(pb.PredictRequest()), max_size=4))
+    return pb.PredictBatchRequest(model=model, inputs=inputs, items=items)
 
 
 @st.composite

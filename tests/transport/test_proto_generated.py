@@ -11,16 +11,18 @@ from smallguard.server.transport.servicer import GuardService
 from smallguard.v1 import guard_pb2
 from tests.conftest import ROOT
 
-GENERATED = ("guard_pb2.py", "guard_pb2.pyi", "guard_pb2_grpc.py")
+# generated under OUT_DIR -> committed in the tree
+GENERATED = {f"smallguard/v1/{name}": f"proto/smallguard/v1/{name}"
+             for name in ("guard_pb2.py", "guard_pb2.pyi", "guard_pb2_grpc.py")} | {
+    f"server/bundle/{name}": f"server/bundle/{name}" for name in ("onnx_graph_pb2.py", "onnx_graph_pb2.pyi")}
 
 
 def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
     subprocess.run([str(ROOT / "scripts" / "generate-proto.sh"), str(tmp_path)], check=True,
                    env={**os.environ, "PYTHON": sys.executable})
-    for name in GENERATED:
-        fresh = (tmp_path / "smallguard" / "v1" / name).read_text()
-        committed = (ROOT / "proto" / "smallguard" / "v1" / name).read_text()
-        assert fresh == committed, f"{name} is stale: run `make proto` and commit the result"
+    for fresh, committed in GENERATED.items():
+        assert (tmp_path / fresh).read_text() == (ROOT / committed).read_text(), (
+            f"{committed} is stale: run `make proto` and commit the result")
 
 
 class _Details(grpc.HandlerCallDetails):
