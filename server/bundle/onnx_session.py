@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from smallguard.server.bundle.graph_cut import cut_to_output
+from smallguard.server.calibration.rows import spread
 from smallguard.server.domain.bundle_spec import BundleSpec, InputSpec
 from smallguard.server.domain.errors import BundleError
 
@@ -143,12 +144,11 @@ _PROBE_ROWS = 64
 
 def _probe(spec: InputSpec, rows: int) -> np.ndarray:
     """``rows`` examples of a tensor input, their values spread over its declared range ([-1, 1] when it declares
-    none) without a pattern a comparison could miss (the golden-ratio sequence; no random generator to import)."""
+    none), as the calibration's own check of numpy spreads its values."""
     shape = (rows, *(1 if d == -1 else d for d in spec.shape))
     low = spec.min if spec.min is not None else -1.0
     high = spec.max if spec.max is not None else 1.0
-    spread = (np.arange(int(np.prod(shape))) * 0.6180339887498949) % 1.0
-    return (low + spread * (high - low)).reshape(shape).astype(spec.dtype)
+    return (low + spread(int(np.prod(shape))) * (high - low)).reshape(shape).astype(spec.dtype)
 
 
 def _example(spec: InputSpec) -> np.ndarray:

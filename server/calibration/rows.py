@@ -103,8 +103,8 @@ def row_calibration(probabilities: bool, calibrator: Calibrator | None) -> RowCa
     return scaled_logits
 
 
-def _spread(count: int, start: int = 0) -> np.ndarray:
-    """``count`` values spread over [0, 1) without a pattern the check could miss (the golden-ratio sequence;
+def spread(count: int, start: int = 0) -> np.ndarray:
+    """``count`` values spread over [0, 1) without a pattern a check could miss (the golden-ratio sequence;
     numpy.random would add 6 MiB to a server that has no other use for it)."""
     return (np.arange(start, start + count) * 0.6180339887498949) % 1.0
 
@@ -114,16 +114,16 @@ def matches_numpy() -> bool:
     """Whether this machine's numpy gives, bit for bit, what these functions give: exp and log over their
     whole range, and softmax over rows of 2 to 300 classes (a few milliseconds, once per process)."""
     for chunk in range(20):
-        spread = _spread(1000, chunk * 1000)
-        exponents = np.concatenate([-745.0 * spread[:500], np.log(spread[500:] + 1e-300)])
+        values = spread(1000, chunk * 1000)
+        exponents = np.concatenate([-745.0 * values[:500], np.log(values[500:] + 1e-300)])
         if not np.array_equal(np.exp(exponents), np.array([math.exp(x) for x in exponents.tolist()])):
             return False
-        probabilities = np.concatenate([spread[:500], 1e-3 * spread[500:]])
+        probabilities = np.concatenate([values[:500], 1e-3 * values[500:]])
         if not np.array_equal(logits_from_probabilities(probabilities), np.array(logits_row(probabilities.tolist()))):
             return False
     for classes in (2, 3, 7, 8, 9, 10, 17, 64, 129, 300):
-        scale = 1.0 + 9.0 * _spread(40, classes)[:, None]  # logits up to +-60
-        rows = (12.0 * _spread(40 * classes, classes) - 6.0).reshape(40, classes) * scale
+        scale = 1.0 + 9.0 * spread(40, classes)[:, None]  # logits up to +-60
+        rows = (12.0 * spread(40 * classes, classes) - 6.0).reshape(40, classes) * scale
         expected = softmax(rows)
         if any(softmax_row(row) != list(want) for row, want in zip(rows.tolist(), expected.tolist(), strict=True)):
             return False
