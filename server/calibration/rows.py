@@ -5,18 +5,21 @@ Python-level overhead on each of the ten ufunc calls that takes (and more after 
 which leaves its caches cold): about 28 us on digits, against 10 us for the same arithmetic on a
 list. But a served confidence must be the very number the calibrate command computed with numpy
 (a threshold is one of those confidences), so these functions repeat numpy's operations in numpy's
-order: IEEE arithmetic on Python floats, ``math.exp`` and ``math.log``, and a row sum in the order
-of numpy's pairwise summation.
+order: IEEE arithmetic on Python floats, exp and log, and a row sum in the order of numpy's pairwise
+summation.
 
-``math`` and numpy agree on exp and log only where numpy calls the C library, as it does for
-float64 on CPUs without AVX-512 (with it, numpy has SIMD versions of its own). ``matches_numpy``
-checks this on the machine at hand, once; where it fails, the head keeps numpy.
+exp and log come from ``math`` where numpy calls the C library, as it does for float64 on CPUs
+without AVX-512. With AVX-512, numpy has SIMD versions of its own, which differ from the C library's
+in the last bit now and then: there the row takes them from numpy, one ufunc call each over the
+row, and the rest stays plain Python. ``row_math`` checks on the machine at hand, once, which of the
+two gives numpy's floats; where neither does, the head keeps numpy throughout.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -27,6 +30,35 @@ from smallguard.server.calibration.probabilities import PROBABILITY_FLOOR, logit
 # (calibrated, raw) probabilities of one row of the model's output
 RowCalibration = Callable[[list[float]], tuple[list[float], list[float]]]
 _BLOCK = 128  # numpy's PW_BLOCKSIZE: rows longer than this are summed in halves
+
+
+def _exp_each(values: list[float]) -> list[float]:
+    return [math.exp(x) for x in values]
+
+
+def _log_each(values: list[float]) -> list[float]:
+    return [math.log(x) for x in values]
+
+
+def _exp_numpy(values: list[float]) -> list[float]:
+    return np.exp(values).tolist()
+
+
+def _log_numpy(values: list[float]) -> list[float]:
+    return np.log(values).tolist()
+
+
+@dataclass(frozen=True, slots=True)
+class RowMath:
+    """Where a row's exp and log come from: each maps a list of floats to a list of floats."""
+
+    name: str
+    exp: Callable[[list[float]], list[float]]
+    log: Callable[[list[float]], list[float]]
+
+
+C_LIBRARY = RowMath("math", _exp_each, _log_each)  # numpy's own floats where numpy calls the C library
+NUMPY = RowMath("numpy", _exp_numpy, _log_numpy)  # numpy's own floats everywhere: one ufunc call per row
 
 
 def numpy_sum(values: Sequence[float]) -> float:
@@ -63,43 +95,43 @@ def _pairwise(values: Sequence[float], start: int, n: int) -> float:
     return _pairwise(values, start, half) + _pairwise(values, start + half, n - half)
 
 
-def softmax_row(logits: Sequence[float]) -> list[float]:
+def softmax_row(logits: Sequence[float], ops: RowMath = C_LIBRARY) -> list[float]:
     """``softmax`` of one row: shifted by its maximum, exponentiated, divided by the sum."""
     top = max(logits)
-    shifted = [math.exp(z - top) for z in logits]
+    shifted = ops.exp([z - top for z in logits])
     total = numpy_sum(shifted)
     return [e / total for e in shifted]
 
 
-def logits_row(probabilities: Sequence[float], temperature: float = 1.0) -> list[float]:
-    """``logits_from_probabilities`` of one row, divided by ``temperature`` in the same pass (dividing by 1.0
-    changes no float, NaN included)."""
+def logits_row(probabilities: Sequence[float], temperature: float = 1.0, ops: RowMath = C_LIBRARY) -> list[float]:
+    """``logits_from_probabilities`` of one row, divided by ``temperature`` (dividing by 1.0 changes no float,
+    NaN included)."""
     floor = PROBABILITY_FLOOR
-    return [math.log(min(max(p, floor), 1.0)) / temperature for p in probabilities]
+    return [z / temperature for z in ops.log([min(max(p, floor), 1.0) for p in probabilities])]
 
 
 def row_calibration(probabilities: bool, calibrator: Calibrator | None) -> RowCalibration | None:
-    """How a head calibrates one row in plain Python: for temperature scaling or no calibration, on a
-    machine where plain Python gives numpy's floats; None otherwise (the head uses numpy)."""
+    """How a head calibrates one row in plain Python: for temperature scaling or no calibration, with the exp
+    and log that give numpy's floats on this machine; None where none does (the head uses numpy)."""
     if calibrator is not None and type(calibrator) is not TemperatureScaling:
         return None
-    if not matches_numpy():
+    if calibrator is None and probabilities:  # the model's own probabilities: no arithmetic at all
+        return lambda row: (row, row)
+    ops = row_math()
+    if ops is None:
         return None
     if calibrator is None:
-        if probabilities:
-            return lambda row: (row, row)
-
         def softmaxed(row: list[float]) -> tuple[list[float], list[float]]:
-            raw = softmax_row(row)
+            raw = softmax_row(row, ops)
             return raw, raw
         return softmaxed
     temperature = calibrator.temperature
 
     if probabilities:
-        return lambda row: (softmax_row(logits_row(row, temperature)), row)
+        return lambda row: (softmax_row(logits_row(row, temperature, ops), ops), row)
 
     def scaled_logits(row: list[float]) -> tuple[list[float], list[float]]:
-        return softmax_row([z / temperature for z in row]), softmax_row(row)
+        return softmax_row([z / temperature for z in row], ops), softmax_row(row, ops)
     return scaled_logits
 
 
@@ -110,21 +142,28 @@ def spread(count: int, start: int = 0) -> np.ndarray:
 
 
 @cache
-def matches_numpy() -> bool:
-    """Whether this machine's numpy gives, bit for bit, what these functions give: exp and log over their
-    whole range, and softmax over rows of 2 to 300 classes (a few milliseconds, once per process)."""
+def row_math() -> RowMath | None:
+    """The exp and log that give, bit for bit, numpy's floats on this machine: the C library's (``math``,
+    the cheaper) or numpy's own over the row; None when neither does (checked once per process)."""
+    return next((ops for ops in (C_LIBRARY, NUMPY) if gives_numpys_floats(ops)), None)
+
+
+def gives_numpys_floats(ops: RowMath) -> bool:
+    """Whether these functions, with ``ops``, give numpy's floats: exp and log over their whole range, and
+    softmax over rows of 2 to 300 classes (a few milliseconds)."""
     for chunk in range(20):
         values = spread(1000, chunk * 1000)
         exponents = np.concatenate([-745.0 * values[:500], np.log(values[500:] + 1e-300)])
-        if not np.array_equal(np.exp(exponents), np.array([math.exp(x) for x in exponents.tolist()])):
+        if not np.array_equal(np.exp(exponents), np.array(ops.exp(exponents.tolist()))):
             return False
         probabilities = np.concatenate([values[:500], 1e-3 * values[500:]])
-        if not np.array_equal(logits_from_probabilities(probabilities), np.array(logits_row(probabilities.tolist()))):
+        if not np.array_equal(logits_from_probabilities(probabilities),
+                              np.array(logits_row(probabilities.tolist(), ops=ops))):
             return False
     for classes in (2, 3, 7, 8, 9, 10, 17, 64, 129, 300):
         scale = 1.0 + 9.0 * spread(40, classes)[:, None]  # logits up to +-60
         rows = (12.0 * spread(40 * classes, classes) - 6.0).reshape(40, classes) * scale
         expected = softmax(rows)
-        if any(softmax_row(row) != list(want) for row, want in zip(rows.tolist(), expected.tolist(), strict=True)):
+        if any(softmax_row(row, ops) != list(want) for row, want in zip(rows.tolist(), expected.tolist(), strict=True)):
             return False
     return True

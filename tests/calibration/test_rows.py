@@ -2,7 +2,9 @@
 
 A threshold is one of the calibrate command's confidences (computed with numpy), so a single
 Predict, which takes the plain-Python path, must serve the very same numbers: compared here with
-``==`` on floats, never approximately.
+``==`` on floats, never approximately. Both sources of exp and log are tested on every machine: the C
+library's (``math``), which gives numpy's floats only where numpy calls it (no AVX-512), and numpy's
+own over the row, which gives them everywhere.
 """
 
 from __future__ import annotations
@@ -13,8 +15,17 @@ import numpy as np
 import pytest
 
 from smallguard.server.assembly import build_guard
-from smallguard.server.calibration import HistogramBinning, TemperatureScaling, logits_from_probabilities, softmax
-from smallguard.server.calibration.rows import matches_numpy, numpy_sum, row_calibration, softmax_row
+from smallguard.server.calibration import HistogramBinning, TemperatureScaling, logits_from_probabilities, rows, softmax
+from smallguard.server.calibration.rows import (
+    C_LIBRARY,
+    NUMPY,
+    RowMath,
+    gives_numpys_floats,
+    numpy_sum,
+    row_calibration,
+    row_math,
+    softmax_row,
+)
 from smallguard.server.core.classifier import ClassifierHead
 from smallguard.server.settings import Settings
 from tests.conftest import digits_rows
@@ -30,11 +41,23 @@ def test_the_row_sum_is_numpys_pairwise_sum(length: int) -> None:
     assert sum(numpy_sum(row) != math.fsum(row) for row in rows.tolist()) > 0 or length < 3  # order matters
 
 
-def test_this_machine_gives_numpys_floats_or_the_head_keeps_numpy() -> None:
+def test_numpys_own_exp_and_log_over_a_row_give_numpys_floats() -> None:
+    """The fallback for machines where numpy has SIMD versions of its own: true on any machine."""
+    assert gives_numpys_floats(NUMPY)
+
+
+def test_the_cheaper_source_that_gives_numpys_floats_is_chosen() -> None:
+    assert row_math() is (C_LIBRARY if gives_numpys_floats(C_LIBRARY) else NUMPY)
+
+
+@pytest.mark.parametrize("chosen", ["this machine's", "numpy's own"])
+def test_a_row_gets_numpys_floats(chosen: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every calibration a row can take in plain Python, with the exp and log this machine chose, and with numpy's
+    own over the row (what a machine with AVX-512 chooses), against numpy over the whole array."""
+    ops = row_math() if chosen == "this machine's" else NUMPY
+    assert ops is not None
+    monkeypatch.setattr(rows, "row_math", lambda: ops)
     temperature = TemperatureScaling(1.7)
-    if not matches_numpy():  # numpy's own SIMD exp and log (AVX-512): plain Python would differ in the last bit
-        assert row_calibration(True, temperature) is None and row_calibration(False, None) is None
-        return
     for probabilities in (True, False):
         for calibrator in (None, temperature):
             calibrate = row_calibration(probabilities, calibrator)
@@ -49,24 +72,32 @@ def test_this_machine_gives_numpys_floats_or_the_head_keeps_numpy() -> None:
                 [math.nan, 1.0, 2.0], [1.0, math.nan, 2.0], [-745.0, 0.0, 745.0]):  # degenerate logits
         with np.errstate(all="ignore"):
             expected = softmax(np.array([row]))[0].tolist()
-        assert [repr(v) for v in softmax_row(row)] == [repr(v) for v in expected], row  # repr: a NaN equals a NaN
+            got = softmax_row(row, ops)
+        assert [repr(v) for v in got] == [repr(v) for v in expected], row  # repr: a NaN equals a NaN
 
 
 def test_the_check_catches_an_exp_one_bit_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What numpy's own AVX-512 exp would look like: right to within one unit in the last place, not always the
-    C library's float. The check then keeps numpy."""
-    import smallguard.server.calibration.rows as rows
+    """What numpy's own AVX-512 exp looks like beside the C library's: right to within one unit in the last
+    place, not always the same float. The check then takes numpy's exp over the row; when that is off too, the
+    head keeps numpy."""
+    def one_bit_off(exp: object) -> object:
+        return lambda values: [math.nextafter(v, 0.0) if int(x * 1000) % 7 == 0 else v
+                               for x, v in zip(values, exp(values), strict=True)]  # type: ignore[operator]
 
-    exact = math.exp
-    monkeypatch.setattr(rows.math, "exp", lambda x: math.nextafter(exact(x), 0.0) if int(x * 1000) % 7 == 0
-                        else exact(x))
-    matches_numpy.cache_clear()
+    monkeypatch.setattr(rows, "C_LIBRARY", RowMath("math", one_bit_off(C_LIBRARY.exp), C_LIBRARY.log))
+    row_math.cache_clear()
     try:
-        assert not matches_numpy()
+        assert row_math() is NUMPY
+        assert row_calibration(True, TemperatureScaling(1.5)) is not None
+        monkeypatch.setattr(rows, "NUMPY", RowMath("numpy", one_bit_off(NUMPY.exp), NUMPY.log))
+        row_math.cache_clear()
+        assert row_math() is None
         assert row_calibration(True, TemperatureScaling(1.5)) is None
+        assert row_calibration(False, None) is None
+        assert row_calibration(True, None) is not None  # the model's own probabilities: no exp or log to differ
     finally:
         monkeypatch.undo()
-        matches_numpy.cache_clear()
+        row_math.cache_clear()
 
 
 def test_other_calibrators_keep_numpy() -> None:
