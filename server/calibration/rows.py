@@ -32,33 +32,37 @@ RowCalibration = Callable[[list[float]], tuple[list[float], list[float]]]
 _BLOCK = 128  # numpy's PW_BLOCKSIZE: rows longer than this are summed in halves
 
 
-def _exp_each(values: list[float]) -> list[float]:
-    return [math.exp(x) for x in values]
+def _shifted_exp_each(values: Sequence[float], shift: float) -> list[float]:
+    return [math.exp(x - shift) for x in values]
 
 
-def _log_each(values: list[float]) -> list[float]:
-    return [math.log(x) for x in values]
+def _scaled_log_each(probabilities: Sequence[float], temperature: float) -> list[float]:
+    floor = PROBABILITY_FLOOR
+    return [math.log(min(max(p, floor), 1.0)) / temperature for p in probabilities]
 
 
-def _exp_numpy(values: list[float]) -> list[float]:
-    return np.exp(values).tolist()
+def _shifted_exp_numpy(values: Sequence[float], shift: float) -> list[float]:
+    return np.exp([x - shift for x in values]).tolist()
 
 
-def _log_numpy(values: list[float]) -> list[float]:
-    return np.log(values).tolist()
+def _scaled_log_numpy(probabilities: Sequence[float], temperature: float) -> list[float]:
+    floor = PROBABILITY_FLOOR
+    return [z / temperature for z in np.log([min(max(p, floor), 1.0) for p in probabilities]).tolist()]
 
 
 @dataclass(frozen=True, slots=True)
 class RowMath:
-    """Where a row's exp and log come from: each maps a list of floats to a list of floats."""
+    """Where a row's exp and log come from. ``shifted_exp(values, shift)``: exp(x - shift) of each value;
+    ``scaled_log(probabilities, temperature)``: log(p) of each, p clipped to [PROBABILITY_FLOOR, 1], divided
+    by the temperature (as ``logits_from_probabilities`` then a division)."""
 
     name: str
-    exp: Callable[[list[float]], list[float]]
-    log: Callable[[list[float]], list[float]]
+    shifted_exp: Callable[[Sequence[float], float], list[float]]
+    scaled_log: Callable[[Sequence[float], float], list[float]]
 
 
-C_LIBRARY = RowMath("math", _exp_each, _log_each)  # numpy's own floats where numpy calls the C library
-NUMPY = RowMath("numpy", _exp_numpy, _log_numpy)  # numpy's own floats everywhere: one ufunc call per row
+C_LIBRARY = RowMath("math", _shifted_exp_each, _scaled_log_each)  # numpy's floats where numpy calls the C library
+NUMPY = RowMath("numpy", _shifted_exp_numpy, _scaled_log_numpy)  # numpy's own floats: one ufunc call per row
 
 
 def numpy_sum(values: Sequence[float]) -> float:
@@ -97,8 +101,7 @@ def _pairwise(values: Sequence[float], start: int, n: int) -> float:
 
 def softmax_row(logits: Sequence[float], ops: RowMath = C_LIBRARY) -> list[float]:
     """``softmax`` of one row: shifted by its maximum, exponentiated, divided by the sum."""
-    top = max(logits)
-    shifted = ops.exp([z - top for z in logits])
+    shifted = ops.shifted_exp(logits, max(logits))
     total = numpy_sum(shifted)
     return [e / total for e in shifted]
 
@@ -106,8 +109,7 @@ def softmax_row(logits: Sequence[float], ops: RowMath = C_LIBRARY) -> list[float
 def logits_row(probabilities: Sequence[float], temperature: float = 1.0, ops: RowMath = C_LIBRARY) -> list[float]:
     """``logits_from_probabilities`` of one row, divided by ``temperature`` (dividing by 1.0 changes no float,
     NaN included)."""
-    floor = PROBABILITY_FLOOR
-    return [z / temperature for z in ops.log([min(max(p, floor), 1.0) for p in probabilities])]
+    return ops.scaled_log(probabilities, temperature)
 
 
 def row_calibration(probabilities: bool, calibrator: Calibrator | None) -> RowCalibration | None:
@@ -154,7 +156,7 @@ def gives_numpys_floats(ops: RowMath) -> bool:
     for chunk in range(20):
         values = spread(1000, chunk * 1000)
         exponents = np.concatenate([-745.0 * values[:500], np.log(values[500:] + 1e-300)])
-        if not np.array_equal(np.exp(exponents), np.array(ops.exp(exponents.tolist()))):
+        if not np.array_equal(np.exp(exponents), np.array(ops.shifted_exp(exponents.tolist(), 0.0))):
             return False
         probabilities = np.concatenate([values[:500], 1e-3 * values[500:]])
         if not np.array_equal(logits_from_probabilities(probabilities),

@@ -10,6 +10,7 @@ own over the row, which gives them everywhere.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -80,16 +81,16 @@ def test_the_check_catches_an_exp_one_bit_off(monkeypatch: pytest.MonkeyPatch) -
     """What numpy's own AVX-512 exp looks like beside the C library's: right to within one unit in the last
     place, not always the same float. The check then takes numpy's exp over the row; when that is off too, the
     head keeps numpy."""
-    def one_bit_off(exp: object) -> object:
-        return lambda values: [math.nextafter(v, 0.0) if int(x * 1000) % 7 == 0 else v
-                               for x, v in zip(values, exp(values), strict=True)]  # type: ignore[operator]
+    def one_bit_off(exp: Callable[[Sequence[float], float], list[float]]) -> Callable[..., list[float]]:
+        return lambda values, shift: [math.nextafter(v, 0.0) if int(x * 1000) % 7 == 0 else v
+                                      for x, v in zip(values, exp(values, shift), strict=True)]
 
-    monkeypatch.setattr(rows, "C_LIBRARY", RowMath("math", one_bit_off(C_LIBRARY.exp), C_LIBRARY.log))
+    monkeypatch.setattr(rows, "C_LIBRARY", RowMath("math", one_bit_off(C_LIBRARY.shifted_exp), C_LIBRARY.scaled_log))
     row_math.cache_clear()
     try:
         assert row_math() is NUMPY
         assert row_calibration(True, TemperatureScaling(1.5)) is not None
-        monkeypatch.setattr(rows, "NUMPY", RowMath("numpy", one_bit_off(NUMPY.exp), NUMPY.log))
+        monkeypatch.setattr(rows, "NUMPY", RowMath("numpy", one_bit_off(NUMPY.shifted_exp), NUMPY.scaled_log))
         row_math.cache_clear()
         assert row_math() is None
         assert row_calibration(True, TemperatureScaling(1.5)) is None
