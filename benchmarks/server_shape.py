@@ -417,11 +417,25 @@ def header(run: Run) -> list[str]:
     return [
         f"smallguard server shape, {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} on {os.uname().nodename}",
         f"grpcio {grpc.__version__}, onnxruntime {onnxruntime.__version__}, Python {sys.version.split()[0]}, "
-        f"{os.cpu_count()} cores",
+        f"{os.cpu_count()} cores ({cpu_description()})",
         f"Predict on digits, {args.seconds:g}s per point after {run.warmup:g}s warm-up; {where}; "
         "workers2 (which puts each worker on a CPU of its own) and bare x2 pinned the same way, bare x2 unpinned; "
         "their clients unpinned",
     ]
+
+
+def cpu_description() -> str:
+    """The CPU's model and what changes the guard's path on it: numpy's own SIMD exp and log with AVX-512, which a
+    single Predict's calibration then calls instead of the C library's (README, What the guard costs)."""
+    from smallguard.server.calibration.rows import row_math  # the orchestrator's own import: the check, 24 ms
+
+    cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                 "CPU model unknown")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    ops = row_math()
+    return (f"{model}, {'with' if 'avx512f' in flags else 'no'} AVX-512; one row's exp and log from "
+            f"{'numpy throughout' if ops is None else ops.name}")
 
 
 CONFIG_ORDER = ("bare", "defaults", "traced+metrics", BATCH_LABEL, STACKED_LABEL, "bare x2 pinned", "bare x2",
