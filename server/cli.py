@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
 import gc
 import logging
@@ -21,6 +22,9 @@ from typing import Any
 from smallguard.server.settings import Settings
 
 log = logging.getLogger("smallguard")
+
+MALLOC_ARENAS = 2  # glibc malloc arenas per server process, unless MALLOC_ARENA_MAX says otherwise
+_M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,6 +68,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def serve_command(settings: Settings) -> int:
     if settings.workers > 1:
         return _supervise(settings)
+    cap_malloc_arenas()  # before the server makes any thread
     from smallguard.server.assembly import create_server
     from smallguard.server.observability.telemetry import configure_tracing
 
@@ -102,6 +107,23 @@ def serve_command(settings: Settings) -> int:
         provider.shutdown()
     log.info("stopped")
     return 0
+
+
+def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Let glibc's malloc keep at most ``arenas`` arenas in this process, unless MALLOC_ARENA_MAX is set (then
+    glibc has read it already); True when the cap was set.
+
+    glibc gives each new thread that allocates an arena of its own, up to eight per core, and an arena keeps
+    what was freed in it. With a thread per call, a server's RSS grew by 12 MiB while it served, against 7
+    with two arenas (the 100,000-call soak, 155 against 149 MiB); the threads take turns holding the
+    interpreter lock, so they seldom contend for an arena (alternating rounds at 64 in flight: 384 against
+    385 us of CPU per request). Elsewhere than glibc, nothing."""
+    if "MALLOC_ARENA_MAX" in os.environ or sys.platform != "linux":
+        return False
+    try:
+        return ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas) == 1
+    except (OSError, AttributeError):  # no mallopt: another C library
+        return False
 
 
 def _reload_on_sighup(server: Any, asked: threading.Event, stopping: threading.Event) -> None:
