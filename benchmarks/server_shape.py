@@ -403,7 +403,7 @@ def check_targets(points: list[Point]) -> list[dict[str, Any]]:
         else:
             verdict = "met" if (value >= threshold if comparison == ">=" else value <= threshold) else "not met"
             verdict = "not measured" if value != value else verdict  # nan: nothing was served
-        checked.append({"target": what, "ratio": value, "verdict": verdict})
+        checked.append({"target": what, "ratio": value, "threshold": threshold, "verdict": verdict})
     return checked
 
 
@@ -519,10 +519,16 @@ def client_check(points: list[Point]) -> list[str]:
     return lines
 
 
+def _target_ratio(value: float, threshold: float) -> str:
+    """Two decimals, or three where two would show the threshold itself (0.797 is not met, and 0.80x says it is)."""
+    shown = f"{value:.2f}"
+    return f"{value:.3f}x" if float(shown) == threshold and value != threshold else f"{shown}x"
+
+
 def target_lines(checked: list[dict[str, Any]]) -> list[str]:
     lines = ["targets (issue #9):"]
     for item in checked:
-        value = "-" if item["ratio"] is None else f"{item['ratio']:.2f}x"
+        value = "-" if item["ratio"] is None else _target_ratio(item["ratio"], item["threshold"])
         lines.append(f"  {item['target']:<74}{value:>7}  {item['verdict']}")
     return lines
 
