@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint proto bench fuzz
+.PHONY: serve test lint proto bench bench-ab fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/server_shape.py $(ARGS)
+
+# Two versions of the server in alternating rounds, e.g. make bench-ab ARGS="--against HEAD~1 --in-flight 64"
+bench-ab: $(STAMP)
+	$(BIN)/python benchmarks/ab_rounds.py $(ARGS)
 
 # A longer fuzzing soak than the tests': N generated requests (default 100000), counts by status and RSS.
 fuzz: $(STAMP)
