@@ -10,11 +10,13 @@ compared where two separate runs cannot.
 A is this working tree. B is git revision REV (checked out in a temporary worktree and imported ahead of the
 installed project through PYTHONPATH, with this virtual environment's packages), or, with ``--b-env`` and no
 ``--against``, this tree again under other environment variables (``--b-env MALLOC_ARENA_MAX=8``). Flags after
-``--`` go to both servers. Both serve at once, each with a store of its own, pinned to CPU 0 and idle while the
-other is measured; two client processes on CPU 1 keep N calls in flight (``--kind``: Predict, PredictBatch with an
-item per digit, or 64 digits stacked as one input), A then B in even rounds, B then A in odd ones. Each window
-prints the server's CPU per request (per item for batches: from /proc, every process and thread of the server),
-its rate and its p50; the end prints the medians and B's against A's.
+``--`` go to both servers. B's packages come from REV, but the plugins' entry points (which verifiers exist) are
+those installed here: a revision that adds or renames a plugin is not compared by this. Both serve at once, each
+with a store of its own, pinned to CPU 0 and idle while the other is measured; two client processes on CPU 1 keep N
+calls in flight (``--kind``: Predict, PredictBatch with an item per digit, or 64 digits stacked as one input), A
+then B in even rounds, B then A in odd ones. Each window prints the server's CPU per request (per item for batches:
+from /proc, every process and thread of the server), its rate and its p50; the end prints the medians and B's
+against A's.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,9 +42,12 @@ SERVER_CPU, LOAD_CPU = 0, 1
 CLIENTS = 2
 CHANNELS_PER_CLIENT = 4
 WARMUP_S = 1.5
-# the installed project's packages and where each is in a tree (pyproject's package-dir)
-PACKAGES = {"server": "server", "verifiers": "verifiers", "client": "client", "models": "models",
-            "v1": "proto/smallguard/v1"}
+
+
+def packages() -> dict[str, str]:
+    """smallguard's packages and where each is in a tree, as pyproject's package-dir says (``v1``: ``proto/...``)."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    return {name.removeprefix("smallguard."): where for name, where in declared.items()}
 
 
 @contextlib.contextmanager
@@ -51,11 +58,12 @@ def tree_at(revision: str, folder: Path) -> Iterator[Path]:
     try:
         package = folder / "path" / "smallguard"
         package.mkdir(parents=True)
-        for name, where in PACKAGES.items():
+        for name, where in packages().items():
             (package / name).symlink_to(tree / where, target_is_directory=True)
         yield folder / "path"
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+        subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=False)  # if the remove failed
 
 
 def window(server: ServerUnderTest, load: LoadGenerator, kind: str, in_flight: int,
@@ -90,12 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.against is None and not args.b_env:
         parser.error("give --against REV, --b-env NAME=VALUE, or both: otherwise A and B are the same server")
+    if any("=" not in item for item in args.b_env):
+        parser.error("--b-env takes NAME=VALUE")
     b_env = dict(item.split("=", 1) for item in args.b_env)
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: stop the servers, remove the worktree
+        signal.signal(signum, lambda number, _frame: sys.exit(128 + number))
     folder = Path(tempfile.mkdtemp(prefix="smallguard-ab-"))
     try:
         with contextlib.ExitStack() as stack:
-            if args.against is not None:
-                b_env["PYTHONPATH"] = str(stack.enter_context(tree_at(args.against, folder)))
+            if args.against is not None:  # REV's packages ahead of the installed ones (and of any PYTHONPATH given)
+                b_env["PYTHONPATH"] = os.pathsep.join(
+                    [str(stack.enter_context(tree_at(args.against, folder))), *filter(None, [
+                        os.environ.get("PYTHONPATH")])])
             return _rounds(args, b_env, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -108,13 +122,13 @@ def _rounds(args: argparse.Namespace, b_env: dict[str, str], folder: Path) -> in
         env = clean_env({"SMALLGUARD_STORE": f"sqlite:///{folder}/{name}.db", **extra})
         servers[name] = ServerUnderTest(name, port, [smallguard_command(port, *args.flags)], env, folder, {SERVER_CPU})
     os.sched_setaffinity(0, {LOAD_CPU})  # the client processes start from this affinity
-    load = LoadGenerator(CLIENTS, {LOAD_CPU}, "sync")
     b_is = f"revision {args.against}" if args.against else "this tree"
     print(f"A: this tree; B: {b_is}{''.join(f' {k}={v}' for k, v in b_env.items() if k != 'PYTHONPATH')}; "
           f"{args.kind} at {args.in_flight} in flight, {args.rounds} rounds of {args.seconds:g} s, servers on CPU "
           f"{SERVER_CPU}, {CLIENTS} client processes on CPU {LOAD_CPU}", flush=True)
     unit = "item" if args.kind in BATCH_KINDS else "request"
     results: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
+    load = LoadGenerator(CLIENTS, {LOAD_CPU}, "sync")
     try:
         probe = encoded_requests("predict")[0]
         for server in servers.values():

@@ -520,9 +520,13 @@ def client_check(points: list[Point]) -> list[str]:
 
 
 def _target_ratio(value: float, threshold: float) -> str:
-    """Two decimals, or three where two would show the threshold itself (0.797 is not met, and 0.80x says it is)."""
-    shown = f"{value:.2f}"
-    return f"{value:.3f}x" if float(shown) == threshold and value != threshold else f"{shown}x"
+    """Two decimals, or as many more as it takes not to show the threshold itself for another value (0.797 is not
+    met, and 0.80x would say it is)."""
+    for decimals in range(2, 7):
+        shown = f"{value:.{decimals}f}"
+        if value == threshold or float(shown) != threshold:
+            break
+    return f"{shown}x"
 
 
 def target_lines(checked: list[dict[str, Any]]) -> list[str]:
