@@ -51,11 +51,6 @@ def _cel() -> ModuleType:
     return cel
 
 
-def _cel_type(cel: ModuleType, kind: str) -> Any:
-    return {"string": cel.Type.STRING, "money": cel.Type.INT, "number": cel.Type.DOUBLE, "integer": cel.Type.INT,
-            "date": cel.Type.TIMESTAMP}[kind]
-
-
 class Rule:
     """A CEL expression that must be true of the prediction (and the request's context)."""
 
@@ -82,7 +77,9 @@ class Rule:
         self.types = {name: types.get(name, "string") for name in names}
         cel = _cel()
         self._error_type = cel.Type.ERROR
-        variables = {name: _cel_type(cel, kind) for name, kind in self.types.items()}
+        cel_type = {"string": cel.Type.STRING, "money": cel.Type.INT, "number": cel.Type.DOUBLE,
+                    "integer": cel.Type.INT, "date": cel.Type.TIMESTAMP}
+        variables = {name: cel_type[kind] for name, kind in self.types.items()}
         variables.update(fields=cel.Type.Map(cel.Type.STRING, cel.Type.STRING),
                          context=cel.Type.Map(cel.Type.STRING, cel.Type.STRING), today=cel.Type.TIMESTAMP)
         if not self.extractor:
