@@ -77,10 +77,29 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres").database()
 
 
-def free_port() -> int:
+_HANDED_OUT: set[int] = set()
+
+
+def free_port(following: int = 0) -> int:
+    """A loopback port free now, never one handed out before in this run (two asked for at once differ), with
+    the ``following`` ports after it free too (a worker's metrics port is the first one plus its index)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        wanted = range(port, port + following + 1)
+        if _HANDED_OUT.isdisjoint(wanted) and all(_bindable(p) for p in wanted[1:]):
+            _HANDED_OUT.update(wanted)
+            return port
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except (OSError, OverflowError):  # taken, or past 65535
+            return False
+        return True
 
 
 class ServeProcess(subprocess.Popen[str]):

@@ -106,9 +106,7 @@ def test_smallguard_serve_exposes_the_counts_to_a_prometheus_scrape() -> None:
 
 
 def test_each_worker_serves_its_own_metrics_port() -> None:
-    port, metrics_port = free_port(), free_port()
-    while metrics_port + 1 == port:
-        metrics_port = free_port()
+    port, metrics_port = free_port(), free_port(following=1)
     env = {**os.environ, "SMALLGUARD_HOST": "127.0.0.1", "SMALLGUARD_PORT": str(port),
            "SMALLGUARD_METRICS_PORT": str(metrics_port), "SMALLGUARD_WORKERS": "2"}
     with subprocess.Popen([sys.executable, "-m", "smallguard.server.cli", "serve"], env=env, text=True,

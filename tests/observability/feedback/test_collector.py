@@ -226,7 +226,9 @@ def test_ids_nobody_made_cannot_tie_up_the_request_threads(tmp_path: Path) -> No
     waiting = [threading.Thread(target=unknown) for _ in range(2)]
     for thread in waiting:
         thread.start()
-    time.sleep(0.5)  # both are waiting now
+    deadline = time.monotonic() + 10
+    while feedback._waiters._value and time.monotonic() < deadline:  # until both hold a waiting place
+        time.sleep(0.01)
     unknown()  # the third does not wait its turn
     assert all(thread.is_alive() for thread in waiting)  # the two still wait their 5 s
     for thread in waiting:
