@@ -5,7 +5,7 @@ worth. Two servers measured in turn, round after round, see the same noise: the 
 compared where two separate runs cannot.
 
     .venv/bin/python benchmarks/ab_rounds.py --against REV [--kind predict|batch|stacked] [--in-flight N]
-        [--rounds 6] [--seconds 5] [--b-env NAME=VALUE ...] [-- FLAG ...]
+        [--rounds 6] [--seconds 5] [--traced] [--b-env NAME=VALUE ...] [-- FLAG ...]
 
 A is this working tree. B is git revision REV (checked out in a temporary worktree and imported ahead of the
 installed project through PYTHONPATH, with this virtual environment's packages), or, with ``--b-env`` and no
@@ -14,9 +14,10 @@ installed project through PYTHONPATH, with this virtual environment's packages),
 those installed here: a revision that adds or renames a plugin is not compared by this. Both serve at once, each
 with a store of its own, pinned to CPU 0 and idle while the other is measured; two client processes on CPU 1 keep N
 calls in flight (``--kind``: Predict, PredictBatch with an item per digit, or 64 digits stacked as one input), A
-then B in even rounds, B then A in odd ones. Each window prints the server's CPU per request (per item for batches:
-from /proc, every process and thread of the server), its rate and its p50; the end prints the medians and B's
-against A's.
+then B in even rounds, B then A in odd ones. ``--traced`` configures both as `make bench`'s traced+metrics: every
+span exported over OTLP to a receiver in this process (on the clients' CPU), and the Prometheus endpoint on. Each
+window prints the server's CPU per request (per item for batches: from /proc, every process and thread of the
+server), its rate and its p50; the end prints the medians and B's against A's.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from shape_load import BATCH_KINDS, Job, LoadGenerator, encoded_requests, split_jobs
-from shape_servers import ROOT, ServerUnderTest, clean_env, free_port, smallguard_command
+from shape_servers import ROOT, OtlpReceiver, ServerUnderTest, clean_env, free_port, smallguard_command
 
 SERVER_CPU, LOAD_CPU = 0, 1
 CLIENTS = 2
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, default=64, help="calls in flight (batches: calls of 64 items)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=5.0, help="measurement window of each server each round")
+    parser.add_argument("--traced", action="store_true",
+                        help="both servers export every span over OTLP and serve the Prometheus endpoint")
     parser.add_argument("flags", nargs="*", help="after --: flags for both servers")
     args = parser.parse_args(argv)
     if args.against is None and not args.b_env:
@@ -116,16 +119,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _rounds(args: argparse.Namespace, b_env: dict[str, str], folder: Path) -> int:
+    os.sched_setaffinity(0, {LOAD_CPU})  # the client processes and the receiver's threads start from this affinity
+    receiver = OtlpReceiver() if args.traced else None
     servers = {}
     for name, extra in (("A", {}), ("B", b_env)):
         port = free_port()
-        env = clean_env({"SMALLGUARD_STORE": f"sqlite:///{folder}/{name}.db", **extra})
+        traced = {} if receiver is None else {
+            "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+            "OTEL_TRACES_SAMPLER": "always_on", "SMALLGUARD_METRICS_PORT": str(free_port())}
+        env = clean_env({"SMALLGUARD_STORE": f"sqlite:///{folder}/{name}.db", **traced, **extra})
         servers[name] = ServerUnderTest(name, port, [smallguard_command(port, *args.flags)], env, folder, {SERVER_CPU})
-    os.sched_setaffinity(0, {LOAD_CPU})  # the client processes start from this affinity
     b_is = f"revision {args.against}" if args.against else "this tree"
     print(f"A: this tree; B: {b_is}{''.join(f' {k}={v}' for k, v in b_env.items() if k != 'PYTHONPATH')}; "
-          f"{args.kind} at {args.in_flight} in flight, {args.rounds} rounds of {args.seconds:g} s, servers on CPU "
-          f"{SERVER_CPU}, {CLIENTS} client processes on CPU {LOAD_CPU}", flush=True)
+          f"{'traced+metrics, ' if args.traced else ''}{args.kind} at {args.in_flight} in flight, {args.rounds} rounds "
+          f"of {args.seconds:g} s, servers on CPU {SERVER_CPU}, {CLIENTS} client processes on CPU {LOAD_CPU}",
+          flush=True)
     unit = "item" if args.kind in BATCH_KINDS else "request"
     results: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
     load = LoadGenerator(CLIENTS, {LOAD_CPU}, "sync")
@@ -145,6 +153,8 @@ def _rounds(args: argparse.Namespace, b_env: dict[str, str], folder: Path) -> in
         load.close()
         for server in servers.values():
             server.stop()
+        if receiver is not None:
+            receiver.stop()
     medians = {name: [statistics.median(r[i] for r in rounds) for i in range(3)] for name, rounds in results.items()}
     for name, (cpu, rate, p50) in medians.items():
         low, high = min(r[0] for r in results[name]), max(r[0] for r in results[name])

@@ -119,14 +119,36 @@ def test_an_attribute_that_cannot_be_encoded_is_left_out_and_logged(caplog: pyte
     span = provider(exporter).get_tracer("smallguard").start_span("overflow")
     span.set_attributes({"before": 1, "huge": 2**70, "after": 2})  # past int64: the protobuf field refuses it
     span.set_attribute("bad key \udcff", 3)  # a lone surrogate (a non-UTF-8 byte in OTEL_RESOURCE_ATTRIBUTES)
+    span.set_attributes({"bad text key \udcff": "text", "bad text": "x\udcff", "bad ratio key \udcff": 0.5})
     span.end()
     spans = list(exporter.get_finished_spans())
     with caplog.at_level(logging.ERROR):
         request = encode_spans(spans)
     keys = [pair.key for pair in request.resource_spans[0].scope_spans[0].spans[0].attributes]
     assert keys == ["before", "after"]
-    assert "huge" in caplog.text and "bad key" in caplog.text
+    for refused in ("huge", "bad key", "bad text key", "bad text", "bad ratio key"):
+        assert f"key {refused}" in caplog.text
     assert_same_encoding(spans)
+
+
+def test_attribute_values_of_every_size_and_kind_encode_as_the_sdk_encodes_them() -> None:
+    """Strings of every length (a one- and a two-byte length prefix) and script, floats of every kind, one key holding
+    a bool and then an int equal to it, integers at int64's edges."""
+    exporter = InMemorySpanExporter()
+    tracer = provider(exporter).get_tracer("smallguard")
+    values: list[object] = ["", "digits", "ünïcödé ✓ 数字", "x" * 127, "x" * 128, "y" * 20_000,
+                            0.0, -0.0, 1.5, -2.5e-308, float("inf"), float("-inf"), 1e308,
+                            True, False, 0, 1, -1, 2**63 - 1, -(2**63), ()]
+    for value in values:
+        tracer.start_span("span", attributes={"value": value, "text": str(value)}).end()
+    spans = list(exporter.get_finished_spans())
+    assert_same_encoding(spans)
+    encoded = [span.attributes[0].value for span in encode_spans(spans).resource_spans[0].scope_spans[0].spans]
+    assert [value.WhichOneof("value") for value in encoded[13:17]] == ["bool_value"] * 2 + ["int_value"] * 2
+
+    tracer.start_span("nan", attributes={"ratio": float("nan")}).end()
+    (nan,) = exporter.get_finished_spans()[-1:]
+    assert encode_spans([nan]).SerializeToString() == sdk_encode_spans([nan]).SerializeToString()
 
 
 def test_the_otlp_exporter_chosen_from_the_environment_uses_this_encoding() -> None:
