@@ -9,9 +9,12 @@ two bare processes on one port), and serving PredictBatch (64 digits per call).
 Why ratios: the machine is shared and noisy, absolute rates move 2-3x from day to day. So every
 figure is compared with the bare server measured in the same run, on the same cores, with the same
 client, and the configurations take turns at each concurrency (all servers of a group stay up,
-idle while another is measured). Each server is a subprocess tree whose CPU time (utime + stime of
-every process in it, from /proc) is read at the start and end of each measurement window; the
-server is pinned to CPU 0, the client processes to CPU 1 (`--workers` and its baseline unpinned).
+idle while another is measured). At the targets' concurrencies (1 and 64 in flight, and the batch
+rows) they take turns in rounds (3 by default), and each ratio is the median of the rounds' ratios:
+a round's windows are next to each other in time, and one pair of windows moved a ratio by a tenth
+or more from run to run. Each server is a subprocess tree whose CPU time (utime + stime of every
+process in it, from /proc) is read at the start and end of each measurement window; the server is
+pinned to CPU 0, the client processes to CPU 1 (`--workers` and its baseline unpinned).
 Per point: requests/s, p50/p99 latency measured per call in the clients, server CPU per request,
 how busy the server and the client processes were (a client near 100% of its core would be the
 bottleneck), and each ratio to the bare server. The issue's targets are then reported as met or
@@ -24,7 +27,7 @@ one thread per call in flight: measured against grpc.aio clients and against 4 o
 spends the least client CPU per call (about 2/3 of what the bare server spends per request), so one
 load core outruns one server core; the report prints both figures for each run.
 
-    .venv/bin/python benchmarks/server_shape.py [--seconds 10 | --quick] [--json PATH] [--abuse-only]
+    .venv/bin/python benchmarks/server_shape.py [--seconds 6] [--rounds 3] [--quick] [--json PATH] [--abuse-only]
     .venv/bin/python benchmarks/server_shape.py --soak [N]     # N Predict calls (default 100,000)
 
 `--soak` keeps 16 calls in flight against `smallguard serve` (defaults) until N calls are done and
@@ -42,12 +45,13 @@ import datetime
 import json
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +90,7 @@ from shape_servers import (
 )
 
 IN_FLIGHT = (1, 16, 64)
+ROUNDS_AT = (1, 64)  # the concurrencies of the targets: measured in --rounds rounds, each ratio their median
 BATCH_LABEL = f"batch ({BATCH_ITEMS}/call)"
 STACKED_LABEL = "batch stacked"  # the digits of a call as one [BATCH_ITEMS, 64] input
 BATCH_IN_FLIGHT = 4  # PredictBatch calls in flight, BATCH_ITEMS digits each
@@ -116,6 +121,8 @@ class Point:
     errors: dict[str, int]
     item_errors: int = 0
     ratios: dict[str, float] = field(default_factory=dict)  # rate, p50, cpu: this / the baseline's
+    round: int = 0  # which round of the turns at this concurrency (ROUNDS_AT levels are measured in rounds)
+    round_ratios: dict[str, list[float]] = field(default_factory=dict)  # a summary's ratios, round by round
 
 
 @dataclass
@@ -129,6 +136,10 @@ class Run:
     issued: Counter[str] = field(default_factory=Counter)  # calls sent to each server, warm-ups included
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # the OTLP receiver's counts, the metrics endpoint
+
+    @property
+    def rounds(self) -> int:
+        return self.args.rounds
 
     @property
     def server_cpus(self) -> set[int] | None:
@@ -147,7 +158,7 @@ class Run:
 
 
 def measure(run: Run, server: ServerUnderTest, load: LoadGenerator, in_flight: int, baseline: str | None,
-            kind: str = "predict", label: str | None = None) -> Point:
+            kind: str = "predict", label: str | None = None, round_: int = 0) -> Point:
     """Keep ``in_flight`` calls going for the warm-up and the window; read the CPU times at its edges."""
     start = time.monotonic() + SETUP_S + run.warmup
     end = start + run.args.seconds
@@ -160,8 +171,10 @@ def measure(run: Run, server: ServerUnderTest, load: LoadGenerator, in_flight: i
     after = _sample(server, load, end)
     tally = load.collect(timeout=CALL_TIMEOUT_S + 60)
     run.issued[server.name] += tally.issued
-    return _point(label or server.name, in_flight, baseline, tally, before, after, run.args.seconds,
-                  kind in BATCH_KINDS)
+    point = _point(label or server.name, in_flight, baseline, tally, before, after, run.args.seconds,
+                   kind in BATCH_KINDS)
+    point.round = round_
+    return point
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,19 +246,28 @@ def load_generator(run: Run, cpus: set[int] | None) -> Iterator[LoadGenerator]:
         load.close()
 
 
-def take_turns(run: Run, servers: dict[str, ServerUnderTest], load: LoadGenerator, baseline: str) -> None:
-    """At each concurrency every server once, the order reversed at every other level."""
+def take_turns(run: Run, servers: dict[str, ServerUnderTest], load: LoadGenerator, baseline: str,
+               after_round: Callable[[int], None] | None = None) -> None:
+    """At each concurrency every server once, in rounds at ROUNDS_AT (``after_round(r)`` after round r at the
+    highest), the order reversed at every other turn."""
     names = list(servers)
-    for level, in_flight in enumerate(IN_FLIGHT):
-        for name in names if level % 2 == 0 else names[::-1]:
-            point = measure(run, servers[name], load, in_flight, None if name == baseline else baseline)
-            run.points.append(point)
-            _progress(point)
+    turn = 0
+    for in_flight in IN_FLIGHT:
+        for round_ in range(run.rounds if in_flight in ROUNDS_AT else 1):
+            for name in names if turn % 2 == 0 else names[::-1]:
+                point = measure(run, servers[name], load, in_flight, None if name == baseline else baseline,
+                                round_=round_)
+                run.points.append(point)
+                _progress(point)
+            turn += 1
+            if after_round is not None and in_flight == max(IN_FLIGHT):
+                after_round(round_)
 
 
 def _progress(point: Point) -> None:
-    print(f"  measured {point.config:<16} {point.in_flight:>3} in flight: {point.rate:8.0f}/s  "
-          f"p50 {point.p50_ms:6.2f} ms  server {point.server_busy:4.0%}  clients {point.client_busy:4.0%}",
+    print(f"  measured {point.config:<16} {point.in_flight:>3} in flight, round {point.round + 1}: "
+          f"{point.rate:8.0f}/s  p50 {point.p50_ms:6.2f} ms  server {point.server_busy:4.0%}  "
+          f"clients {point.client_busy:4.0%}",
           file=sys.stderr, flush=True)
 
 
@@ -272,8 +294,9 @@ def pinned_group(run: Run) -> None:
                             clean_env(traced_env | own_store(run, "traced")), run.folder, run.server_cpus),
         ]
         with started(run, servers) as by_name, load_generator(run, run.load_cpus) as load:
-            take_turns(run, by_name, load, "bare")
-            batch(run, by_name["defaults"], load)
+            served = batch_kinds(run, by_name["defaults"])
+            take_turns(run, by_name, load, "bare",
+                       after_round=lambda round_: batch(run, by_name["defaults"], load, served, round_))
             run.extra["metrics_endpoint"] = _scrape(metrics_port)
         _count_spans(run, receiver)
     finally:
@@ -323,9 +346,10 @@ def abuse_group(run: Run) -> list[str]:
     return lines
 
 
-def batch(run: Run, server: ServerUnderTest, load: LoadGenerator) -> None:
-    """PredictBatch, BATCH_ITEMS digits a call, if the server serves it: an item per digit, then the digits stacked
-    into one input."""
+def batch_kinds(run: Run, server: ServerUnderTest) -> list[tuple[str, str]]:
+    """The PredictBatch forms the server serves (an item per digit; the digits stacked into one input), each tried
+    once; a note for each that fails."""
+    served = []
     for kind, label in (("batch", BATCH_LABEL), ("stacked", STACKED_LABEL)):
         with grpc.insecure_channel(server.target) as channel:
             try:
@@ -336,7 +360,15 @@ def batch(run: Run, server: ServerUnderTest, load: LoadGenerator) -> None:
                                  else f"{label}: PredictBatch failed with {code}: {exc}")
                 print(run.notes[-1], file=sys.stderr)
                 continue
-        point = measure(run, server, load, BATCH_IN_FLIGHT, "bare", kind=kind, label=label)
+        served.append((kind, label))
+    return served
+
+
+def batch(run: Run, server: ServerUnderTest, load: LoadGenerator, kinds: list[tuple[str, str]], round_: int) -> None:
+    """PredictBatch, BATCH_ITEMS digits a call, in each served form: right after the round's bare window at the
+    highest concurrency, which its ratio is against."""
+    for kind, label in kinds:
+        point = measure(run, server, load, BATCH_IN_FLIGHT, "bare", kind=kind, label=label, round_=round_)
         run.points.append(point)
         _progress(point)
 
@@ -362,12 +394,14 @@ def _count_spans(run: Run, receiver: OtlpReceiver) -> None:
 
 
 def add_ratios(points: list[Point]) -> None:
-    by_key = {(p.config, p.in_flight): p for p in points}
+    """Each point's ratios to its baseline's point in the same round at the same concurrency (the batch rows: at the
+    highest)."""
+    by_key = {(p.config, p.in_flight, p.round): p for p in points}
     for point in points:
         if point.baseline is None:
             continue
         level = max(IN_FLIGHT) if point.config.startswith("batch") else point.in_flight
-        base = by_key.get((point.baseline, level))
+        base = by_key.get((point.baseline, level, point.round))
         if base is None:
             continue
         point.ratios = {"rate": _ratio(point.rate, base.rate), "cpu": _ratio(point.server_cpu_us, base.server_cpu_us)}
@@ -377,6 +411,39 @@ def add_ratios(points: list[Point]) -> None:
 
 def _ratio(value: float, base: float) -> float:
     return value / base if base > 0 else float("nan")  # nan also when either is nan (nothing served)
+
+
+def summarize(points: list[Point]) -> list[Point]:
+    """One point per configuration and concurrency: a lone round as it is; rounds as the medians of their figures,
+    and of their ratios (each round's against the baseline's window of the same round, measured next to it: the
+    machine's noise moves both), with each round's ratios kept."""
+    groups: dict[tuple[str, int], list[Point]] = {}
+    for point in points:
+        groups.setdefault((point.config, point.in_flight), []).append(point)
+    summaries = []
+    for (config, in_flight), rounds in groups.items():
+        if len(rounds) == 1:
+            summaries.append(rounds[0])
+            continue
+
+        def median(name: str, of: list[Point] = rounds) -> float:
+            return statistics.median(getattr(p, name) for p in of)
+
+        names = sorted({name for p in rounds for name in p.ratios})
+        errors: Counter[str] = Counter()
+        for p in rounds:
+            errors.update(p.errors)
+        summaries.append(Point(
+            config=config, in_flight=in_flight, baseline=rounds[0].baseline, seconds=sum(p.seconds for p in rounds),
+            calls=sum(p.calls for p in rounds), rate=median("rate"), p50_ms=median("p50_ms"), p99_ms=median("p99_ms"),
+            server_cpu_us=median("server_cpu_us"), writer_cpu_us=median("writer_cpu_us"),
+            server_busy=median("server_busy"), client_busy=median("client_busy"), own_busy=median("own_busy"),
+            cores_busy={core: statistics.median(p.cores_busy.get(core, 0.0) for p in rounds)
+                        for core in rounds[0].cores_busy},
+            errors=dict(errors), item_errors=sum(p.item_errors for p in rounds),
+            ratios={name: statistics.median(p.ratios[name] for p in rounds if name in p.ratios) for name in names},
+            round_ratios={name: [p.ratios[name] for p in rounds if name in p.ratios] for name in names}))
+    return summaries
 
 
 # (what, config, in flight (None: any), ratio, comparison, threshold)
@@ -403,7 +470,8 @@ def check_targets(points: list[Point]) -> list[dict[str, Any]]:
         else:
             verdict = "met" if (value >= threshold if comparison == ">=" else value <= threshold) else "not met"
             verdict = "not measured" if value != value else verdict  # nan: nothing was served
-        checked.append({"target": what, "ratio": value, "threshold": threshold, "verdict": verdict})
+        rounds = found[0].round_ratios.get(ratio, []) if found else []
+        checked.append({"target": what, "ratio": value, "threshold": threshold, "verdict": verdict, "rounds": rounds})
     return checked
 
 
@@ -464,14 +532,14 @@ def table(points: list[Point]) -> list[str]:
     return lines
 
 
-def footnotes(run: Run) -> list[str]:
+def footnotes(run: Run, summaries: list[Point]) -> list[str]:
     lines = ["'vs bare': against bare at the same in-flight count; workers2, and bare x2 left to the OS, against bare "
              "x2 pinned; the batch rows' req/s "
              f"is items/s, against bare's req/s at {max(IN_FLIGHT)} in flight, and their CPU is per item ('batch "
              f"stacked': the {BATCH_ITEMS} digits of a call as one [{BATCH_ITEMS}, 64] input in raw bytes).",
              "'server', 'clients': CPU seconds per second of the server's processes and of the client processes "
              "(100% = one core); 'other': the rest of the busy time on the cores (other users, the kernel).",
-             *client_check(run.points), *writer_share(run.points)]
+             *rounds_note(run), *client_check(run.points), *writer_share(summaries)]
     errors = [f"{p.config}@{p.in_flight}: {p.errors}" for p in run.points if p.errors]
     errors += [f"{p.config}: {p.item_errors} items answered with an error" for p in run.points if p.item_errors]
     if errors:
@@ -486,6 +554,15 @@ def footnotes(run: Run) -> list[str]:
                         f"{'present' if scrape['has_smallguard_predictions'] else 'absent'}"
                         if scrape.get("served") else f": {scrape.get('error')}"))
     return lines + run.notes
+
+
+def rounds_note(run: Run) -> list[str]:
+    if run.rounds < 2:
+        return []
+    at = " and ".join(str(level) for level in ROUNDS_AT)
+    return [f"at {at} in flight (and the batch rows) every configuration was measured in {run.rounds} rounds, taking "
+            "turns: each figure is the median of its rounds, and each ratio the median of the rounds' ratios (a "
+            "round's against the baseline's window of the same round)."]
 
 
 def writer_share(points: list[Point]) -> list[str]:
@@ -530,21 +607,26 @@ def _target_ratio(value: float, threshold: float) -> str:
 
 
 def target_lines(checked: list[dict[str, Any]]) -> list[str]:
-    lines = ["targets (issue #9):"]
+    rounds = max((len(item["rounds"]) for item in checked), default=0)
+    lines = ["targets (issue #9)" + (f", the median of {rounds} rounds (each round's ratio in brackets):" if rounds > 1
+                                     else ":")]
     for item in checked:
         value = "-" if item["ratio"] is None else _target_ratio(item["ratio"], item["threshold"])
-        lines.append(f"  {item['target']:<74}{value:>7}  {item['verdict']}")
+        each = f"  [{' '.join(f'{r:.2f}' for r in item['rounds'])}]" if len(item["rounds"]) > 1 else ""
+        lines.append(f"  {item['target']:<74}{value:>7}  {item['verdict']}{each}")
     return lines
 
 
 def write_json(path: Path, run: Run, checked: list[dict[str, Any]], head: list[str]) -> None:
+    summaries = summarize(run.points)
     document = {
         "header": head,
         "options": vars(run.args),
         "pinned": run.pinned,
         "points": [dataclasses.asdict(p) for p in run.points],
+        "summaries": [dataclasses.asdict(p) for p in summaries],
         "targets": checked,
-        "footnotes": footnotes(run),
+        "footnotes": footnotes(run, summaries),
         "issued": run.issued,
         **run.extra,
     }
@@ -571,8 +653,9 @@ def benchmark(run: Run) -> None:
         pinned_group(run)
         unpinned_group(run)
         add_ratios(run.points)
-        checked = check_targets(run.points)
-        lines += ["", *table(run.points), "", *footnotes(run), "", *target_lines(checked)]
+        summaries = summarize(run.points)
+        checked = check_targets(summaries)
+        lines += ["", *table(summaries), "", *footnotes(run, summaries), "", *target_lines(checked)]
     lines += ["", *abuse_group(run)]
     print("\n".join(lines))
     if run.args.json:
@@ -669,8 +752,10 @@ ORIGINAL_AFFINITY = os.sched_getaffinity(0)
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per point (default 10)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 s per point")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measurement window per point (default 6)")
+    parser.add_argument("--rounds", type=int, help=f"rounds at {' and '.join(map(str, ROUNDS_AT))} in flight "
+                                                   "(default 3; 1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 s per point, one round")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--clients", type=int, default=2, choices=range(1, 9), metavar="N",
                         help="client processes (default 2: fewer processes on one core cost less CPU per call)")
@@ -687,6 +772,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds = 2.0
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     return args
 
 
