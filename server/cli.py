@@ -87,6 +87,7 @@ def serve_command(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     reload_asked = threading.Event()
     signal.signal(signal.SIGHUP, lambda _signum, _frame: reload_asked.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # a worker's, held back until now (_start_worker)
     provider = configure_tracing()
     try:
         server = create_server(settings)
@@ -146,8 +147,14 @@ def _reload_on_sighup(server: Any, asked: threading.Event, stopping: threading.E
 def _start_worker(command: list[str], env: dict[str, str], cpu: int | None) -> subprocess.Popen[bytes]:
     """A worker process, on ``cpu`` if one is given (set before it starts, so every thread it makes stays there),
     that gets SIGTERM if the supervisor dies without stopping it (SIGKILL, a crash): no orphan keeps serving the
-    port and writing the store on its own (Linux's PR_SET_PDEATHSIG)."""
+    port and writing the store on its own (Linux's PR_SET_PDEATHSIG).
+
+    The worker starts with SIGHUP blocked (a signal mask survives exec), and unblocks it once its handler is in
+    place: SIGHUP's default action ends a process, so a reload the supervisor passed on while the worker was
+    still starting ended it, and the supervisor, seeing a worker die at start-up, stopped the server. A SIGHUP
+    held back is delivered when the worker unblocks it, and reloads it."""
     def prepare() -> None:  # in the child, before exec
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         if sys.platform == "linux":
             _die_with_parent()
         if cpu is not None:
@@ -208,8 +215,7 @@ def _supervise(settings: Settings) -> int:
     cpus = worker_cpus(settings.workers, int.from_bytes(os.urandom(2), "big")) if pin else [None] * settings.workers
     if cpus[0] is not None:
         log.info("workers on CPUs %s (--pin-workers 0: let the OS move them)", ", ".join(map(str, cpus)))
-    workers = [_start_worker(command, envs[i], cpus[i]) for i in range(settings.workers)]
-    started = [time.monotonic()] * settings.workers
+    workers: list[subprocess.Popen[bytes]] = []
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -218,10 +224,15 @@ def _supervise(settings: Settings) -> int:
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
 
+    # before the workers: a signal that comes while they start is passed on, not the default action's end
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, lambda _signum, _frame: [w.send_signal(signal.SIGHUP) for w in workers
                                                            if w.poll() is None])
+    workers += [_start_worker(command, envs[i], cpus[i]) for i in range(settings.workers)]
+    started = [time.monotonic()] * settings.workers
+    if stopping.is_set():  # a SIGTERM while they were being started: pass it on to every one
+        on_signal(signal.SIGTERM, None)
     while not stopping.is_set():
         for i, worker in enumerate(workers):
             code = worker.poll()

@@ -139,7 +139,7 @@ def serving(*args: str, port: int, metrics_port: int | None = None) -> Iterator[
         env["SMALLGUARD_METRICS_PORT"] = str(metrics_port)
     with ServeProcess([*SMALLGUARD, "serve", *args], env) as process:
         try:
-            _wait_until_serving(process, port)
+            wait_until_serving(process, port)
             yield process
         finally:
             if process.poll() is None:
@@ -147,7 +147,7 @@ def serving(*args: str, port: int, metrics_port: int | None = None) -> Iterator[
                 process.wait(timeout=30)
 
 
-def _wait_until_serving(process: ServeProcess, port: int, timeout: float = 60.0) -> None:
+def wait_until_serving(process: ServeProcess, port: int, timeout: float = 60.0) -> None:
     """Until the port answers; a process that exits first fails at once, with what it printed."""
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -77,7 +77,8 @@ def test_a_reviewer_resolves_a_case_from_the_keyboard_and_the_tally_counts_it(co
 
     page.goto(f"{url}/cases/{case_id}")  # not logged in: the login page, which comes back here
     expect(page.locator("h1")).to_have_text("Log in")
-    page.keyboard.type(ALICE)  # the token field has the focus
+    expect(page.locator("#token")).to_be_focused()  # autofocus: given at the page's first rendering, not its parsing
+    page.keyboard.type(ALICE)
     page.keyboard.press("Enter")
     expect(page.locator("h1")).to_contain_text(f"Case #{case_id}")
     expect(page.locator(".who")).to_contain_text("alice")
@@ -88,10 +89,12 @@ def test_a_reviewer_resolves_a_case_from_the_keyboard_and_the_tally_counts_it(co
         expect(page.locator(f'mark[data-field="{name}"]').first).to_have_text(value)
     expect(page.locator("tr[data-tier]")).to_have_count(len(response.tiers) - 1)  # every tier but the review
 
-    page.keyboard.press("Enter")  # the claim button has the focus
+    expect(page.get_by_role("button", name="Claim this case")).to_be_focused()
+    page.keyboard.press("Enter")
     expect(page.locator(".status")).to_contain_text("claimed by alice")
     truth = {name: value or "" for name, value in example["fields"].items()}
-    for name in truth:  # the first field has the focus; Tab walks the form in order
+    expect(page.locator(f"#field-{next(iter(truth))}")).to_be_focused()
+    for name in truth:  # Tab walks the form in order
         page.keyboard.press("Control+a")
         page.keyboard.type(truth[name])
         page.keyboard.press("Tab")

@@ -115,8 +115,20 @@ def test_replicas_sharing_a_postgresql_match_each_others_requests(postgres: Clus
         one, other = guard_pb2_grpc.GuardStub(first), guard_pb2_grpc.GuardStub(second)
         ids = [one.Predict(digits_request(row["pixels"]), timeout=10).request_id for row in rows]
         time.sleep(0.5)  # the first replica's decision log writes them (every 50 ms)
-        judged = [other.Feedback(pb.FeedbackRequest(request_id=i, label=row["label"]), timeout=10)
-                  for i, row in zip(ids, rows, strict=True)]
+
+        def judge(request_id: str, label: str) -> pb.FeedbackResponse:
+            """NOT_FOUND records nothing, so a caller may send it again: here, while a busy test machine has not
+            let the first replica's writer run yet."""
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    return other.Feedback(pb.FeedbackRequest(request_id=request_id, label=label), timeout=10)
+                except grpc.RpcError as error:
+                    if error.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+
+        judged = [judge(i, row["label"]) for i, row in zip(ids, rows, strict=True)]
         assert [r.request_id for r in judged] == ids
         again = one.Feedback(pb.FeedbackRequest(request_id=ids[0], label=rows[0]["label"]), timeout=10)
         assert again.duplicate  # the first truth was recorded by the other replica

@@ -14,8 +14,11 @@ process's memory before and after, which must stay within RSS_GROWTH_MIB and sto
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 import os
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -138,8 +141,29 @@ CALLS = st.one_of(
 def server() -> Iterator[tuple[grpc.Channel, int]]:
     """A channel to `smallguard serve` (the shipped models) and the server's process id."""
     port = free_port()
-    with serving(port=port) as process, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with contextlib.ExitStack() as stack:
+        with _no_huge_pages():
+            process = stack.enter_context(serving(port=port))
+        channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
         yield channel, process.pid
+
+
+_PR_SET_THP_DISABLE = 41
+
+
+@contextlib.contextmanager
+def _no_huge_pages() -> Iterator[None]:
+    """Processes started inside get no transparent huge pages (the flag is inherited by fork and kept across exec),
+    so that their RSS counts what they allocate: where THP is set to ``always``, the kernel may turn a partly used
+    2 MiB range of the heap into a whole huge page at any moment, MiBs that no allocation made."""
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+    if libc is None or libc.prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0:
+        yield  # not Linux, or a kernel without the flag: THP as the machine has it
+        return
+    try:
+        yield
+    finally:
+        libc.prctl(_PR_SET_THP_DISABLE, 0, 0, 0, 0)
 
 
 def test_generated_requests_get_a_status_a_client_can_act_on(server: tuple[grpc.Channel, int]) -> None:
