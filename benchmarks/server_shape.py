@@ -10,11 +10,12 @@ Why ratios: the machine is shared and noisy, absolute rates move 2-3x from day t
 figure is compared with the bare server measured in the same run, on the same cores, with the same
 client, and the configurations take turns at each concurrency (all servers of a group stay up,
 idle while another is measured). At the targets' concurrencies (1 and 64 in flight, and the batch
-rows) they take turns in rounds (3 by default), and each ratio is the median of the rounds' ratios:
-a round's windows are next to each other in time, and one pair of windows moved a ratio by a tenth
-or more from run to run. Each server is a subprocess tree whose CPU time (utime + stime of every
-process in it, from /proc) is read at the start and end of each measurement window; the server is
-pinned to CPU 0, the client processes to CPU 1 (`--workers` and its baseline unpinned).
+rows) they take turns in rounds (3 by default), and each ratio is the median of the rounds' ratios,
+each against the baseline's window of its own round (a few windows away, not minutes): one pair of
+windows moved a ratio by a tenth or more from run to run. Each server is a subprocess tree whose
+CPU time (utime + stime of every process in it, from /proc) is read at the start and end of each
+measurement window; the server is pinned to CPU 0, the client processes to CPU 1 (`--workers` and
+its baseline unpinned).
 Per point: requests/s, p50/p99 latency measured per call in the clients, server CPU per request,
 how busy the server and the client processes were (a client near 100% of its core would be the
 bottleneck), and each ratio to the bare server. The issue's targets are then reported as met or
@@ -51,7 +52,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ class Point:
     errors: dict[str, int]
     item_errors: int = 0
     ratios: dict[str, float] = field(default_factory=dict)  # rate, p50, cpu: this / the baseline's
-    round: int = 0  # which round of the turns at this concurrency (ROUNDS_AT levels are measured in rounds)
+    round_index: int = 0  # which round of the turns at this concurrency (ROUNDS_AT levels are measured in rounds)
     round_ratios: dict[str, list[float]] = field(default_factory=dict)  # a summary's ratios, round by round
 
 
@@ -173,7 +174,7 @@ def measure(run: Run, server: ServerUnderTest, load: LoadGenerator, in_flight: i
     run.issued[server.name] += tally.issued
     point = _point(label or server.name, in_flight, baseline, tally, before, after, run.args.seconds,
                    kind in BATCH_KINDS)
-    point.round = round_
+    point.round_index = round_
     return point
 
 
@@ -265,7 +266,7 @@ def take_turns(run: Run, servers: dict[str, ServerUnderTest], load: LoadGenerato
 
 
 def _progress(point: Point) -> None:
-    print(f"  measured {point.config:<16} {point.in_flight:>3} in flight, round {point.round + 1}: "
+    print(f"  measured {point.config:<16} {point.in_flight:>3} in flight, round {point.round_index + 1}: "
           f"{point.rate:8.0f}/s  p50 {point.p50_ms:6.2f} ms  server {point.server_busy:4.0%}  "
           f"clients {point.client_busy:4.0%}",
           file=sys.stderr, flush=True)
@@ -365,8 +366,8 @@ def batch_kinds(run: Run, server: ServerUnderTest) -> list[tuple[str, str]]:
 
 
 def batch(run: Run, server: ServerUnderTest, load: LoadGenerator, kinds: list[tuple[str, str]], round_: int) -> None:
-    """PredictBatch, BATCH_ITEMS digits a call, in each served form: right after the round's bare window at the
-    highest concurrency, which its ratio is against."""
+    """PredictBatch, BATCH_ITEMS digits a call, in each served form: after the round's turn at the highest
+    concurrency, against that round's bare window (a few windows before it)."""
     for kind, label in kinds:
         point = measure(run, server, load, BATCH_IN_FLIGHT, "bare", kind=kind, label=label, round_=round_)
         run.points.append(point)
@@ -396,12 +397,12 @@ def _count_spans(run: Run, receiver: OtlpReceiver) -> None:
 def add_ratios(points: list[Point]) -> None:
     """Each point's ratios to its baseline's point in the same round at the same concurrency (the batch rows: at the
     highest)."""
-    by_key = {(p.config, p.in_flight, p.round): p for p in points}
+    by_key = {(p.config, p.in_flight, p.round_index): p for p in points}
     for point in points:
         if point.baseline is None:
             continue
         level = max(IN_FLIGHT) if point.config.startswith("batch") else point.in_flight
-        base = by_key.get((point.baseline, level, point.round))
+        base = by_key.get((point.baseline, level, point.round_index))
         if base is None:
             continue
         point.ratios = {"rate": _ratio(point.rate, base.rate), "cpu": _ratio(point.server_cpu_us, base.server_cpu_us)}
@@ -411,6 +412,13 @@ def add_ratios(points: list[Point]) -> None:
 
 def _ratio(value: float, base: float) -> float:
     return value / base if base > 0 else float("nan")  # nan also when either is nan (nothing served)
+
+
+def _median(values: Iterable[float]) -> float:
+    """The median, or nan if any value is (a round that served nothing): statistics.median's answer with a nan
+    depends on where it sits, and would drop that round or not by chance."""
+    values = list(values)
+    return float("nan") if not values or any(v != v for v in values) else statistics.median(values)
 
 
 def summarize(points: list[Point]) -> list[Point]:
@@ -427,7 +435,7 @@ def summarize(points: list[Point]) -> list[Point]:
             continue
 
         def median(name: str, of: list[Point] = rounds) -> float:
-            return statistics.median(getattr(p, name) for p in of)
+            return _median(getattr(p, name) for p in of)
 
         names = sorted({name for p in rounds for name in p.ratios})
         errors: Counter[str] = Counter()
@@ -438,10 +446,9 @@ def summarize(points: list[Point]) -> list[Point]:
             calls=sum(p.calls for p in rounds), rate=median("rate"), p50_ms=median("p50_ms"), p99_ms=median("p99_ms"),
             server_cpu_us=median("server_cpu_us"), writer_cpu_us=median("writer_cpu_us"),
             server_busy=median("server_busy"), client_busy=median("client_busy"), own_busy=median("own_busy"),
-            cores_busy={core: statistics.median(p.cores_busy.get(core, 0.0) for p in rounds)
-                        for core in rounds[0].cores_busy},
+            cores_busy={core: _median(p.cores_busy.get(core, 0.0) for p in rounds) for core in rounds[0].cores_busy},
             errors=dict(errors), item_errors=sum(p.item_errors for p in rounds),
-            ratios={name: statistics.median(p.ratios[name] for p in rounds if name in p.ratios) for name in names},
+            ratios={name: _median(p.ratios[name] for p in rounds if name in p.ratios) for name in names},
             round_ratios={name: [p.ratios[name] for p in rounds if name in p.ratios] for name in names}))
     return summaries
 
@@ -486,7 +493,8 @@ def header(run: Run) -> list[str]:
         f"smallguard server shape, {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} on {os.uname().nodename}",
         f"grpcio {grpc.__version__}, onnxruntime {onnxruntime.__version__}, Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} cores ({cpu_description()})",
-        f"Predict on digits, {args.seconds:g}s per point after {run.warmup:g}s warm-up; {where}; "
+        f"Predict on digits, {args.seconds:g}s per point after {run.warmup:g}s warm-up, {run.rounds} round"
+        f"{'s' if run.rounds > 1 else ''} at {' and '.join(map(str, ROUNDS_AT))} in flight; {where}; "
         "workers2 (which puts each worker on a CPU of its own) and bare x2 pinned the same way, bare x2 unpinned; "
         "their clients unpinned",
     ]
@@ -540,8 +548,9 @@ def footnotes(run: Run, summaries: list[Point]) -> list[str]:
              "'server', 'clients': CPU seconds per second of the server's processes and of the client processes "
              "(100% = one core); 'other': the rest of the busy time on the cores (other users, the kernel).",
              *rounds_note(run), *client_check(run.points), *writer_share(summaries)]
-    errors = [f"{p.config}@{p.in_flight}: {p.errors}" for p in run.points if p.errors]
-    errors += [f"{p.config}: {p.item_errors} items answered with an error" for p in run.points if p.item_errors]
+    errors = [f"{p.config}@{p.in_flight} round {p.round_index + 1}: {p.errors}" for p in run.points if p.errors]
+    errors += [f"{p.config} round {p.round_index + 1}: {p.item_errors} items answered with an error"
+               for p in run.points if p.item_errors]
     if errors:
         lines.append("errors (not counted as served): " + "; ".join(errors))
     if (otlp := run.extra.get("otlp")) is not None:
@@ -588,7 +597,8 @@ def client_check(points: list[Point]) -> list[str]:
         lines.append(f"client check: the clients spent {client_us:.0f} us of CPU per call, the bare server "
                      f"{server_us:.0f} us per request: one load core drives ~{1e6 / client_us:.0f} calls/s, one "
                      f"server core answers ~{1e6 / server_us:.0f}/s.")
-    suspect = [f"{p.config}@{p.in_flight}" for p in points if p.server_busy < 0.9 and p.in_flight > 1
+    suspect = [f"{p.config}@{p.in_flight} round {p.round_index + 1}" for p in points
+               if p.server_busy < 0.9 and p.in_flight > 1
                and p.cores_busy.get(f"cpu{LOAD_CPU}", 0.0) > 0.95 and not p.config.startswith(("bare x2", "workers2"))]
     if suspect:
         lines.append("client check: the load core was full while the server had idle time at " + ", ".join(suspect)
@@ -610,10 +620,12 @@ def target_lines(checked: list[dict[str, Any]]) -> list[str]:
     rounds = max((len(item["rounds"]) for item in checked), default=0)
     lines = ["targets (issue #9)" + (f", the median of {rounds} rounds (each round's ratio in brackets):" if rounds > 1
                                      else ":")]
+    width = max((len(item["target"]) for item in checked), default=0) + 1
     for item in checked:
-        value = "-" if item["ratio"] is None else _target_ratio(item["ratio"], item["threshold"])
+        ratio = item["ratio"]
+        value = "-" if ratio is None or ratio != ratio else _target_ratio(ratio, item["threshold"])
         each = f"  [{' '.join(f'{r:.2f}' for r in item['rounds'])}]" if len(item["rounds"]) > 1 else ""
-        lines.append(f"  {item['target']:<74}{value:>7}  {item['verdict']}{each}")
+        lines.append(f"  {item['target']:<{width}}{value:>7}  {item['verdict']:<12}{each}".rstrip())
     return lines
 
 

@@ -229,7 +229,8 @@ def _supervise(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, lambda _signum, _frame: [w.send_signal(signal.SIGHUP) for w in workers
                                                            if w.poll() is None])
-    workers += [_start_worker(command, envs[i], cpus[i]) for i in range(settings.workers)]
+    for i in range(settings.workers):  # each listed as soon as it exists: the handlers reach it from then on
+        workers.append(_start_worker(command, envs[i], cpus[i]))
     started = [time.monotonic()] * settings.workers
     if stopping.is_set():  # a SIGTERM while they were being started: pass it on to every one
         on_signal(signal.SIGTERM, None)

@@ -147,6 +147,14 @@ def serving(*args: str, port: int, metrics_port: int | None = None) -> Iterator[
                 process.wait(timeout=30)
 
 
+def catches_signal(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler of its own for ``signum`` (the SigCgt mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
 def wait_until_serving(process: ServeProcess, port: int, timeout: float = 60.0) -> None:
     """Until the port answers; a process that exits first fails at once, with what it printed."""
     deadline = time.monotonic() + timeout

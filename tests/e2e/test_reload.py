@@ -20,6 +20,7 @@ from tests.conftest import (
     DIGITS,
     SMALLGUARD,
     ServeProcess,
+    catches_signal,
     copy_bundle,
     digits_request,
     digits_rows,
@@ -124,14 +125,6 @@ def test_sighup_reloads_the_models_of_every_worker(tmp_path: Path) -> None:
         assert process.poll() is None  # still serving
 
 
-def _catches(pid: int, signum: int) -> bool:
-    """Whether process ``pid`` has a handler of its own for ``signum`` (the SigCgt mask in /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("SigCgt:"):
-            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    return False
-
-
 def test_a_sighup_while_the_workers_start_does_not_stop_the_server() -> None:
     """SIGHUP's default action ends a process. An operator's SIGHUP that the supervisor passed on to a worker
     still starting (the interpreter, the imports, before its handler) ended that worker, and the supervisor,
@@ -142,7 +135,7 @@ def test_a_sighup_while_the_workers_start_does_not_stop_the_server() -> None:
     with ServeProcess([*SMALLGUARD, "serve", "--workers", "2"], env) as process:
         try:
             deadline = time.monotonic() + 30
-            while not _catches(process.pid, signal.SIGHUP):  # the supervisor's own handler, before any worker
+            while not catches_signal(process.pid, signal.SIGHUP):  # the supervisor's own handler, before any worker
                 assert process.poll() is None and time.monotonic() < deadline, process.output()
                 time.sleep(0.005)
             until = time.monotonic() + 3  # while the workers start

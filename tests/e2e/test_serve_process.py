@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from smallguard.v1 import guard_pb2_grpc
-from tests.conftest import SMALLGUARD, digits_request, digits_rows, free_port, serving
+from tests.conftest import SMALLGUARD, ServeProcess, catches_signal, digits_request, digits_rows, free_port, serving
 
 OFFLINE = ("matplotlib", "sklearn", "rich", "smallguard.server.commands")
 
@@ -76,7 +76,7 @@ def test_sigterm_under_load_fails_no_call_in_flight(workers: str) -> None:
                     calls.append((sent, error.code().name))
                     time.sleep(0.02)
 
-        threads = [threading.Thread(target=caller) for _ in range(32)]
+        threads = [threading.Thread(target=caller, daemon=True) for _ in range(32)]  # a failure below: no hang
         for thread in threads:
             thread.start()
         time.sleep(1.0)
@@ -98,6 +98,28 @@ def test_sigterm_under_load_fails_no_call_in_flight(workers: str) -> None:
     before = [status for sent, status in calls if sent < signalled]
     assert len(before) > 50 and set(before) == {"OK"}, sorted(set(before))
     assert {status for sent, status in calls if sent >= signalled} <= {"OK", "UNAVAILABLE", "CANCELLED"}
+
+
+def test_a_sigterm_while_the_workers_start_stops_them_all() -> None:
+    """The supervisor handles signals before it starts its workers: a SIGTERM that comes while they start reaches
+    every one (those it had not listed yet too), all stop, and nothing is left serving the port."""
+    import time
+
+    port = free_port()
+    env = {**os.environ, "SMALLGUARD_HOST": "127.0.0.1", "SMALLGUARD_PORT": str(port)}
+    with ServeProcess([*SMALLGUARD, "serve", "--workers", "2"], env) as process:
+        try:
+            deadline = time.monotonic() + 30
+            while not catches_signal(process.pid, signal.SIGTERM):
+                assert process.poll() is None and time.monotonic() < deadline, process.output()
+                time.sleep(0.002)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0, process.output()
+        finally:
+            if process.poll() is None:
+                process.kill()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.FutureTimeoutError):
+        grpc.channel_ready_future(channel).result(timeout=2)
 
 
 def _thread_affinities(pid: int) -> set[frozenset[int]]:
