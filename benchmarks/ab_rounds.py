@@ -124,9 +124,7 @@ def _rounds(args: argparse.Namespace, b_env: dict[str, str], folder: Path) -> in
     servers = {}
     for name, extra in (("A", {}), ("B", b_env)):
         port = free_port()
-        traced = {} if receiver is None else {
-            "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
-            "OTEL_TRACES_SAMPLER": "always_on", "SMALLGUARD_METRICS_PORT": str(free_port())}
+        traced = {} if receiver is None else receiver.traced_env() | {"SMALLGUARD_METRICS_PORT": str(free_port())}
         env = clean_env({"SMALLGUARD_STORE": f"sqlite:///{folder}/{name}.db", **traced, **extra})
         servers[name] = ServerUnderTest(name, port, [smallguard_command(port, *args.flags)], env, folder, {SERVER_CPU})
     b_is = f"revision {args.against}" if args.against else "this tree"

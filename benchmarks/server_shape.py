@@ -280,11 +280,6 @@ def pinned_group(run: Run) -> None:
     set_own_affinity(run.load_cpus)
     receiver = OtlpReceiver()
     try:
-        # The issue's configuration: traces over OTLP, metrics on the Prometheus endpoint. (The signal-wide
-        # OTEL_EXPORTER_OTLP_ENDPOINT would send the metrics over OTLP as well, with the SDK's histograms.)
-        traced_env = {"OTEL_TRACES_EXPORTER": "otlp",
-                      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
-                      "OTEL_TRACES_SAMPLER": "always_on"}
         metrics_port = free_port()
         servers = [
             ServerUnderTest("bare", (p := free_port()), [bare_command(p)], clean_env(), run.folder, run.server_cpus),
@@ -292,7 +287,7 @@ def pinned_group(run: Run) -> None:
                             clean_env(own_store(run, "defaults")), run.folder, run.server_cpus),
             ServerUnderTest("traced+metrics", (p := free_port()),
                             [smallguard_command(p, "--metrics-port", str(metrics_port))],
-                            clean_env(traced_env | own_store(run, "traced")), run.folder, run.server_cpus),
+                            clean_env(receiver.traced_env() | own_store(run, "traced")), run.folder, run.server_cpus),
         ]
         with started(run, servers) as by_name, load_generator(run, run.load_cpus) as load:
             served = batch_kinds(run, by_name["defaults"])
@@ -423,8 +418,8 @@ def _median(values: Iterable[float]) -> float:
 
 def summarize(points: list[Point]) -> list[Point]:
     """One point per configuration and concurrency: a lone round as it is; rounds as the medians of their figures,
-    and of their ratios (each round's against the baseline's window of the same round, measured next to it: the
-    machine's noise moves both), with each round's ratios kept."""
+    and of their ratios (each round's against the baseline's window of the same round, a few windows away: the
+    machine's noise moves both alike), with each round's ratios kept."""
     groups: dict[tuple[str, int], list[Point]] = {}
     for point in points:
         groups.setdefault((point.config, point.in_flight), []).append(point)

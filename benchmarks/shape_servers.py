@@ -394,3 +394,10 @@ class OtlpReceiver:
 
     def stop(self) -> None:
         self._server.stop(0).wait()
+
+    def traced_env(self) -> dict[str, str]:
+        """A server's environment for the issue's traced configuration: every span sampled and exported over OTLP
+        to this receiver. (The signal-wide OTEL_EXPORTER_OTLP_ENDPOINT would send the metrics over OTLP as well,
+        with the SDK's histograms; they go to the Prometheus endpoint instead.)"""
+        return {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{self.port}",
+                "OTEL_TRACES_SAMPLER": "always_on"}

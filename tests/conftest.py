@@ -134,7 +134,7 @@ class ServeProcess(subprocess.Popen[str]):
 @contextmanager
 def serving(*args: str, port: int, metrics_port: int | None = None) -> Iterator[ServeProcess]:
     """`smallguard serve` in its own process; yields once the port answers."""
-    env = {**os.environ, "SMALLGUARD_HOST": "127.0.0.1", "SMALLGUARD_PORT": str(port)}
+    env = serve_env(port)
     if metrics_port is not None:
         env["SMALLGUARD_METRICS_PORT"] = str(metrics_port)
     with ServeProcess([*SMALLGUARD, "serve", *args], env) as process:
@@ -147,7 +147,28 @@ def serving(*args: str, port: int, metrics_port: int | None = None) -> Iterator[
                 process.wait(timeout=30)
 
 
-def catches_signal(pid: int, signum: int) -> bool:
+def serve_env(port: int) -> dict[str, str]:
+    """This environment, with `smallguard serve` on loopback at ``port``."""
+    return {**os.environ, "SMALLGUARD_HOST": "127.0.0.1", "SMALLGUARD_PORT": str(port)}
+
+
+@contextmanager
+def starting(*args: str, port: int, catching: int) -> Iterator[ServeProcess]:
+    """`smallguard serve` in its own process, yielded as soon as it has a handler for signal ``catching`` (long
+    before it serves: its workers may not exist yet); killed on the way out if it still runs."""
+    with ServeProcess([*SMALLGUARD, "serve", *args], serve_env(port)) as process:
+        try:
+            deadline = time.monotonic() + 30
+            while not _catches(process.pid, catching):
+                assert process.poll() is None and time.monotonic() < deadline, process.output()
+                time.sleep(0.002)
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def _catches(pid: int, signum: int) -> bool:
     """Whether process ``pid`` has a handler of its own for ``signum`` (the SigCgt mask in /proc)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("SigCgt:"):

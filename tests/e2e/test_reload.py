@@ -4,7 +4,6 @@ that does not load leaves the models served as they were."""
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -18,15 +17,13 @@ from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
 from tests.conftest import (
     DIGITS,
-    SMALLGUARD,
-    ServeProcess,
-    catches_signal,
     copy_bundle,
     digits_request,
     digits_rows,
     free_port,
     serving,
     start_server,
+    starting,
     wait_until_serving,
 )
 
@@ -131,30 +128,21 @@ def test_a_sighup_while_the_workers_start_does_not_stop_the_server() -> None:
     seeing a worker die at start-up, stopped the whole server. A worker now holds SIGHUP back until it can
     handle it: what was sent meanwhile then reloads it."""
     port = free_port()
-    env = {**os.environ, "SMALLGUARD_HOST": "127.0.0.1", "SMALLGUARD_PORT": str(port)}
-    with ServeProcess([*SMALLGUARD, "serve", "--workers", "2"], env) as process:
-        try:
-            deadline = time.monotonic() + 30
-            while not catches_signal(process.pid, signal.SIGHUP):  # the supervisor's own handler, before any worker
-                assert process.poll() is None and time.monotonic() < deadline, process.output()
-                time.sleep(0.005)
-            until = time.monotonic() + 3  # while the workers start
-            while time.monotonic() < until and process.poll() is None:
-                process.send_signal(signal.SIGHUP)
-                time.sleep(0.02)
-            wait_until_serving(process, port)
-            deadline = time.monotonic() + 60
-            while process.output().count("smallguard serving on port") < 2:
-                assert process.poll() is None and time.monotonic() < deadline, process.output()
-                time.sleep(0.1)
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                assert guard_pb2_grpc.GuardStub(channel).Predict(digits_request(digits_rows()[0]["pixels"]),
-                                                                 timeout=30).request_id
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=30) == 0, process.output()
-        finally:
-            if process.poll() is None:
-                process.kill()
+    with starting("--workers", "2", port=port, catching=signal.SIGHUP) as process:  # before any worker
+        until = time.monotonic() + 3  # while the workers start
+        while time.monotonic() < until and process.poll() is None:
+            process.send_signal(signal.SIGHUP)
+            time.sleep(0.02)
+        wait_until_serving(process, port)
+        deadline = time.monotonic() + 60
+        while process.output().count("smallguard serving on port") < 2:
+            assert process.poll() is None and time.monotonic() < deadline, process.output()
+            time.sleep(0.1)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert guard_pb2_grpc.GuardStub(channel).Predict(digits_request(digits_rows()[0]["pixels"]),
+                                                             timeout=30).request_id
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, process.output()
     output = process.output()
     assert "exited" not in output, output  # no worker died, none was restarted
     assert "SIGHUP: reloading the model repository" in output

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from smallguard.v1 import guard_pb2_grpc
-from tests.conftest import SMALLGUARD, ServeProcess, catches_signal, digits_request, digits_rows, free_port, serving
+from tests.conftest import SMALLGUARD, digits_request, digits_rows, free_port, serving, starting
 
 OFFLINE = ("matplotlib", "sklearn", "rich", "smallguard.server.commands")
 
@@ -103,21 +103,10 @@ def test_sigterm_under_load_fails_no_call_in_flight(workers: str) -> None:
 def test_a_sigterm_while_the_workers_start_stops_them_all() -> None:
     """The supervisor handles signals before it starts its workers: a SIGTERM that comes while they start reaches
     every one (those it had not listed yet too), all stop, and nothing is left serving the port."""
-    import time
-
     port = free_port()
-    env = {**os.environ, "SMALLGUARD_HOST": "127.0.0.1", "SMALLGUARD_PORT": str(port)}
-    with ServeProcess([*SMALLGUARD, "serve", "--workers", "2"], env) as process:
-        try:
-            deadline = time.monotonic() + 30
-            while not catches_signal(process.pid, signal.SIGTERM):
-                assert process.poll() is None and time.monotonic() < deadline, process.output()
-                time.sleep(0.002)
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=60) == 0, process.output()
-        finally:
-            if process.poll() is None:
-                process.kill()
+    with starting("--workers", "2", port=port, catching=signal.SIGTERM) as process:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, process.output()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.FutureTimeoutError):
         grpc.channel_ready_future(channel).result(timeout=2)
 
