@@ -2,9 +2,9 @@
 
 - Calls that send their headers and never their body (slowloris): grpc's sync server reads a body on a
   pool thread, so with a pool smaller than the calls it admits, 8 such calls took every thread and every
-  other caller, Health/Check included, waited past its deadline. Each admitted call now has a thread of
-  its own, one connection may open at most STREAMS_PER_CONNECTION streams, and past --max-concurrent-rpcs
-  a call is refused at once.
+  other caller, Health/Check included, waited past its deadline. The pool now adds a thread for each call
+  that is stuck (thread_pool), one connection may open at most STREAMS_PER_CONNECTION streams, and past
+  --max-concurrent-rpcs a call is refused at once.
 - The costliest invoice texts under the length limit, sent again and again by 8 callers: they once took
   seconds each (parsing grew ~4x per doubling of length) and starved everyone else for a minute."""
 

@@ -1,0 +1,117 @@
+"""The gRPC server's thread pool: ``core`` threads under load, more only while calls are stuck."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from smallguard.server.transport.thread_pool import ElasticThreadPool
+
+
+@pytest.fixture
+def pool() -> Iterator[ElasticThreadPool]:
+    made = ElasticThreadPool(4, 12, stuck_after_s=0.05, idle_s=2.0, name="test-pool")
+    yield made
+    made.shutdown(wait=True, cancel_futures=True)
+
+
+def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the pool did not get there in time"
+        time.sleep(0.01)
+
+
+def test_short_calls_under_load_keep_the_pool_at_its_core() -> None:
+    pool = ElasticThreadPool(4, 12, stuck_after_s=1.0, name="test-pool")  # no call here is stuck, however slow
+    sizes: list[int] = []
+
+    def work() -> int:
+        time.sleep(0.002)  # short, but long enough that calls queue behind each other
+        sizes.append(pool.size)
+        assert threading.current_thread().name.startswith("test-pool_")
+        return 7
+
+    futures = [pool.submit(work) for _ in range(400)]
+    try:
+        assert [f.result(timeout=30) for f in futures] == [7] * 400
+    finally:
+        pool.shutdown()
+    assert 1 <= max(sizes) <= 4  # calls queue behind the busy threads: no thread beyond the core, whatever the load
+
+
+def test_stuck_calls_do_not_hold_back_the_others_and_extra_threads_end_after(pool: ElasticThreadPool) -> None:
+    release = threading.Event()
+    stuck = [pool.submit(release.wait, 30) for _ in range(4)]  # every core thread, as half-sent calls hold them
+    try:
+        quick = [pool.submit(lambda i=i: i * i) for i in range(20)]
+        assert [f.result(timeout=10) for f in quick] == [i * i for i in range(20)]  # never, without the watcher
+        assert 4 < pool.size <= 8  # enough to make up the core, not a thread per call
+    finally:
+        release.set()
+    assert all(f.result(timeout=10) for f in stuck)
+    until(lambda: pool.size == 4)  # the threads beyond the core end once idle
+
+
+def test_the_pool_never_passes_its_limit(pool: ElasticThreadPool) -> None:
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def hold() -> None:
+        started.release()
+        release.wait(30)
+
+    held = [pool.submit(hold) for _ in range(20)]
+    try:
+        for _ in range(12):
+            assert started.acquire(timeout=10)
+        time.sleep(0.3)  # several rounds of the watcher: nothing more may start
+        assert pool.size == 12
+        assert not started.acquire(timeout=0)
+    finally:
+        release.set()
+    for future in held:
+        future.result(timeout=10)
+
+
+def test_futures_carry_results_errors_and_callbacks(pool: ElasticThreadPool) -> None:
+    def fail() -> None:
+        raise ValueError("no")
+
+    done = threading.Event()
+    future = pool.submit(fail)
+    future.add_done_callback(lambda _f: done.set())  # grpc counts a call finished this way
+    with pytest.raises(ValueError, match="no"):
+        future.result(timeout=10)
+    assert done.wait(10)
+    assert pool.submit(lambda a, b=0: a + b, 2, b=3).result(timeout=10) == 5
+
+
+def test_shutdown_cancels_what_waits_and_refuses_more() -> None:
+    pool = ElasticThreadPool(1, 1, name="test-pool")
+    release, began = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        began.set()
+        return release.wait(30)
+
+    running = pool.submit(hold)
+    assert began.wait(10)
+    waiting = pool.submit(lambda: 1)
+    release.set()
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert running.result(timeout=10) is True
+    assert waiting.cancelled() or waiting.result(timeout=10) == 1  # taken before the shutdown, or cancelled
+    assert pool.size == 0
+    with pytest.raises(RuntimeError, match="shut down"):
+        pool.submit(lambda: 1)
+
+
+@pytest.mark.parametrize(("core", "limit", "stuck_after_s", "idle_s"),
+                         [(0, 4, 0.05, 1.0), (5, 4, 0.05, 1.0), (1, 4, 0.0, 1.0), (1, 4, 0.05, 0.0)])
+def test_bad_sizes_are_refused(core: int, limit: int, stuck_after_s: float, idle_s: float) -> None:
+    with pytest.raises(ValueError, match="core <= limit"):
+        ElasticThreadPool(core, limit, stuck_after_s=stuck_after_s, idle_s=idle_s)
