@@ -2,7 +2,9 @@
 
 The baseline ("bare", written here) is a sync grpc.server with smallguard's pool size and options
 whose Predict only decodes the request, builds the array, runs the digits ONNX model and returns
-label + probability. Against it, `smallguard serve` as a user runs it ("defaults"), with every span
+label + probability; beside it, the same server answering a fixed response without reading the request ("grpc
+alone"), the floor that gRPC's sync server sets under every row. Against the bare server, `smallguard serve` as a
+user runs it ("defaults"), with every span
 exported over OTLP and the metrics on the Prometheus endpoint ("traced+metrics"), with `--workers 2` (against
 two bare processes on one port), and serving PredictBatch (64 digits per call).
 
@@ -94,6 +96,7 @@ IN_FLIGHT = (1, 16, 64)
 ROUNDS_AT = (1, 64)  # the concurrencies of the targets: measured in --rounds rounds, each ratio their median
 BATCH_LABEL = f"batch ({BATCH_ITEMS}/call)"
 STACKED_LABEL = "batch stacked"  # the digits of a call as one [BATCH_ITEMS, 64] input
+GRPC_ALONE = "grpc alone"  # the bare server answering one fixed response, unread: gRPC's sync server by itself
 BATCH_IN_FLIGHT = 4  # PredictBatch calls in flight, BATCH_ITEMS digits each
 SOAK_IN_FLIGHT = 16
 SERVER_CPU, LOAD_CPU = 0, 1
@@ -276,13 +279,16 @@ def _progress(point: Point) -> None:
 
 
 def pinned_group(run: Run) -> None:
-    """bare, defaults and traced+metrics, each pinned to CPU 0; the clients (and the receiver) on CPU 1."""
+    """bare, grpc alone, defaults and traced+metrics, each pinned to CPU 0; the clients (and the receiver) on
+    CPU 1."""
     set_own_affinity(run.load_cpus)
     receiver = OtlpReceiver()
     try:
         metrics_port = free_port()
         servers = [
             ServerUnderTest("bare", (p := free_port()), [bare_command(p)], clean_env(), run.folder, run.server_cpus),
+            ServerUnderTest(GRPC_ALONE, (p := free_port()), [bare_command(p, model=False)], clean_env(), run.folder,
+                            run.server_cpus),
             ServerUnderTest("defaults", (p := free_port()), [smallguard_command(p)],
                             clean_env(own_store(run, "defaults")), run.folder, run.server_cpus),
             ServerUnderTest("traced+metrics", (p := free_port()),
@@ -509,8 +515,8 @@ def cpu_description() -> str:
             f"{'numpy throughout' if ops is None else ops.name}")
 
 
-CONFIG_ORDER = ("bare", "defaults", "traced+metrics", BATCH_LABEL, STACKED_LABEL, "bare x2 pinned", "bare x2",
-                "workers2")
+CONFIG_ORDER = ("bare", GRPC_ALONE, "defaults", "traced+metrics", BATCH_LABEL, STACKED_LABEL, "bare x2 pinned",
+                "bare x2", "workers2")
 
 
 def other_busy(point: Point) -> float:
@@ -542,7 +548,7 @@ def footnotes(run: Run, summaries: list[Point]) -> list[str]:
              f"stacked': the {BATCH_ITEMS} digits of a call as one [{BATCH_ITEMS}, 64] input in raw bytes).",
              "'server', 'clients': CPU seconds per second of the server's processes and of the client processes "
              "(100% = one core); 'other': the rest of the busy time on the cores (other users, the kernel).",
-             *rounds_note(run), *client_check(run.points), *writer_share(summaries)]
+             *rounds_note(run), *client_check(run.points), *writer_share(summaries), *floor_note(summaries)]
     errors = [f"{p.config}@{p.in_flight} round {p.round_index + 1}: {p.errors}" for p in run.points if p.errors]
     errors += [f"{p.config} round {p.round_index + 1}: {p.item_errors} items answered with an error"
                for p in run.points if p.item_errors]
@@ -572,13 +578,30 @@ def rounds_note(run: Run) -> list[str]:
 def writer_share(points: list[Point]) -> list[str]:
     """What the decision log's writer thread (rows into the store, off the request path) spent of the server's
     CPU, at the highest load of each smallguard configuration."""
-    top = {p.config: p for p in sorted(points, key=lambda p: p.in_flight) if not p.config.startswith("bare")}
+    top = {p.config: p for p in sorted(points, key=lambda p: p.in_flight)
+           if not p.config.startswith("bare") and p.config != GRPC_ALONE}
     shares = [f"{name}{'' if name.startswith('batch') else f'@{p.in_flight}'} {p.writer_cpu_us:.0f} us "
               f"({p.writer_cpu_us / p.server_cpu_us:.0%})" for name, p in top.items() if p.server_cpu_us > 0]
     if not shares:
         return []
     return ["of the server's CPU per request (per item for batch), the decision log's writer thread (the store's "
             "rows, off the request path): " + ", ".join(shares)]
+
+
+def floor_note(points: list[Point]) -> list[str]:
+    """What gRPC's sync server alone takes of the bare server's CPU at the highest load, and so what the
+    throughput target of 0.8x leaves for the model run and everything the guard does."""
+    top = max(IN_FLIGHT)
+    by_name = {p.config: p for p in points if p.in_flight == top}
+    floor, bare = by_name.get(GRPC_ALONE), by_name.get("bare")
+    if floor is None or bare is None or not bare.server_cpu_us:
+        return []
+    line = 1.25 * bare.server_cpu_us  # 0.8x the bare server's requests/s on one core
+    return [f"grpc alone: gRPC's sync server answering a fixed response took {floor.server_cpu_us:.0f} us of CPU per "
+            f"request at {top} in flight, {floor.server_cpu_us / bare.server_cpu_us:.0%} of the bare server's "
+            f"{bare.server_cpu_us:.0f}; at 0.8x the bare server a request may take {line:.0f} us, which leaves "
+            f"{line - floor.server_cpu_us:.0f} us above gRPC's own for the model run and everything the guard does "
+            f"(the bare server's handler: {bare.server_cpu_us - floor.server_cpu_us:.0f} us)"]
 
 
 def client_check(points: list[Point]) -> list[str]:
@@ -776,6 +799,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--no-model", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds = 2.0
@@ -802,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_bare:
         if args.cpu is not None:  # before any thread starts: they all stay there
             os.sched_setaffinity(0, {args.cpu})
-        serve_bare(args.port)
+        serve_bare(args.port, model=not args.no_model)
         return 0
     _stop_on_sigterm()
     pinned = {SERVER_CPU, LOAD_CPU} <= ORIGINAL_AFFINITY

@@ -162,10 +162,11 @@ def smallguard_command(port: int, *flags: str) -> list[str]:
             *flags]
 
 
-def bare_command(port: int, cpu: int | None = None) -> list[str]:
-    """The bare server's command; ``cpu``: it runs on that CPU alone, as `--workers N` places smallguard's."""
+def bare_command(port: int, cpu: int | None = None, model: bool = True) -> list[str]:
+    """The bare server's command; ``cpu``: it runs on that CPU alone, as `--workers N` places smallguard's;
+    ``model`` False: gRPC alone (see serve_bare)."""
     return [sys.executable, str(SCRIPT), "--serve-bare", "--port", str(port),
-            *(["--cpu", str(cpu)] if cpu is not None else [])]
+            *(["--cpu", str(cpu)] if cpu is not None else []), *([] if model else ["--no-model"])]
 
 
 def gc_logged_command(log: Path, port: int) -> list[str]:
@@ -270,11 +271,13 @@ class ServerUnderTest:
 # ------------------------------------------------------------------------------------ the bare baseline
 
 
-def serve_bare(port: int) -> None:
+def serve_bare(port: int, model: bool = True) -> None:
     """The baseline: decode, build the array, run the digits model, answer label + probability.
 
     A bare sync grpc.server with smallguard's pool size and options; nothing else (no validation,
-    calibration, verifiers, metrics, tracing or feedback record). Stops on SIGTERM."""
+    calibration, verifiers, metrics, tracing or feedback record). Stops on SIGTERM. ``model`` False: the
+    handler returns the same encoded response to every call without reading the request ("grpc alone"):
+    what gRPC's sync server itself costs, the floor under the bare server and every other."""
     import numpy as np
     import onnxruntime as ort
 
@@ -286,6 +289,12 @@ def serve_bare(port: int) -> None:
                                    providers=["CPUExecutionProvider"])
     session.run(["probabilities"], {"pixels": np.zeros((1, 64), dtype=np.float32)})  # warm-up, as smallguard
 
+    fixed = pb.PredictResponse(model="digits", decision=pb.ANSWER, classification=pb.Classification(
+        label="0", probability=1.0)).SerializeToString()
+
+    def answer(_raw: bytes, _context: grpc.ServicerContext) -> bytes:
+        return fixed
+
     def predict(raw: bytes, context: grpc.ServicerContext) -> pb.PredictResponse:
         request = pb.PredictRequest.FromString(raw)
         pixels = np.asarray(request.inputs[0].contents.float_contents, dtype=np.float32).reshape(1, 64)
@@ -295,7 +304,8 @@ def serve_bare(port: int) -> None:
             label=str(best), probability=float(probabilities[best])))
 
     server = grpc.server(ThreadPoolExecutor(max_workers=8), options=GRPC_OPTIONS, maximum_concurrent_rpcs=256)
-    handler = grpc.unary_unary_rpc_method_handler(predict, response_serializer=pb.PredictResponse.SerializeToString)
+    handler = (grpc.unary_unary_rpc_method_handler(predict, response_serializer=pb.PredictResponse.SerializeToString)
+               if model else grpc.unary_unary_rpc_method_handler(answer))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Predict": handler}),))
     if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
         raise SystemExit(f"bare server: cannot bind 127.0.0.1:{port}")
