@@ -261,6 +261,31 @@ def test_the_callers_deadline_caps_the_cascade(cascade, monkeypatch: pytest.Monk
     assert reason.code == pb.Reason.TIER_ERROR and "slow" in reason.message and "timed out" in reason.message
 
 
+def test_calls_waiting_on_a_tier_do_not_hold_back_other_callers(cascade, llm: LlmStandIn) -> None:
+    """8 calls wait on a tier that never answers (its max_concurrency), as many as the server's working threads:
+    the pool adds threads (thread_pool), so other callers are answered meanwhile. With a fixed pool of eight,
+    the canary waited until the held calls reached their deadline (5 s) and failed at its own (2 s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    running, _ = cascade
+    row = digits_rows()[0]
+    held = [f"held-{i}" for i in range(8)]
+    with ThreadPoolExecutor(len(held)) as pool:
+        waiting = [pool.submit(running.stub.Predict, _request(row, model="digits-hang", request_id=request_id,
+                                                              context={"allowed_labels": "x"}), timeout=5.0)
+                   for request_id in held]
+        deadline = time.monotonic() + 10
+        while not all(llm.attempts[("hang", request_id)] for request_id in held):  # every one waits on the tier
+            assert time.monotonic() < deadline, "the held calls did not all reach the tier"
+            time.sleep(0.01)
+        canary = running.stub.Predict(_request(row, max_tier=0), timeout=2.0)
+        assert canary.model == "digits" and canary.decision in (pb.ANSWER, pb.ABSTAIN, pb.ESCALATE)
+        assert all(not future.done() for future in waiting)  # the canary was answered while they were held
+        for future in waiting:
+            response = future.result()
+            assert response.decision == pb.ESCALATE and "timed out" in response.tiers[1].reasons[0].message
+
+
 def test_a_failing_tier_opens_its_circuit(cascade) -> None:
     running, reader = cascade
     row = digits_rows()[0]
