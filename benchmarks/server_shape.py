@@ -2,7 +2,7 @@
 
 The baseline ("bare", written here) is a sync grpc.server with smallguard's pool size and options
 whose Predict only decodes the request, builds the array, runs the digits ONNX model and returns
-label + probability; beside it, the same server answering a fixed response without reading the request ("grpc
+label + probability; beside it, the same server answering a fixed response without decoding the request ("grpc
 alone"), the floor that gRPC's sync server sets under every row. Against the bare server, `smallguard serve` as a
 user runs it ("defaults"), with every span
 exported over OTLP and the metrics on the Prometheus endpoint ("traced+metrics"), with `--workers 2` (against

@@ -272,12 +272,24 @@ class ServerUnderTest:
 
 
 def serve_bare(port: int, model: bool = True) -> None:
-    """The baseline: decode, build the array, run the digits model, answer label + probability.
+    """The baseline, or with ``model`` False gRPC alone (see the handlers), on a bare sync grpc.server with
+    smallguard's pool size and options. Stops on SIGTERM."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=8), options=GRPC_OPTIONS, maximum_concurrent_rpcs=256)
+    handler = _model_handler() if model else _fixed_handler()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Predict": handler}),))
+    if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
+        raise SystemExit(f"bare server: cannot bind 127.0.0.1:{port}")
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
+    server.start()
+    print(f"bare server [{os.getpid()}] {READY_MARK} {port}", flush=True)
+    stopping.wait()
+    server.stop(1).wait()
 
-    A bare sync grpc.server with smallguard's pool size and options; nothing else (no validation,
-    calibration, verifiers, metrics, tracing or feedback record). Stops on SIGTERM. ``model`` False: the
-    handler returns the same encoded response to every call without reading the request ("grpc alone"):
-    what gRPC's sync server itself costs, the floor under the bare server and every other."""
+
+def _model_handler() -> grpc.RpcMethodHandler:
+    """The baseline's Predict: decode, build the array, run the digits model, answer label + probability;
+    nothing else (no validation, calibration, verifiers, metrics, tracing or feedback record)."""
     import numpy as np
     import onnxruntime as ort
 
@@ -289,12 +301,6 @@ def serve_bare(port: int, model: bool = True) -> None:
                                    providers=["CPUExecutionProvider"])
     session.run(["probabilities"], {"pixels": np.zeros((1, 64), dtype=np.float32)})  # warm-up, as smallguard
 
-    fixed = pb.PredictResponse(model="digits", decision=pb.ANSWER, classification=pb.Classification(
-        label="0", probability=1.0)).SerializeToString()
-
-    def answer(_raw: bytes, _context: grpc.ServicerContext) -> bytes:
-        return fixed
-
     def predict(raw: bytes, context: grpc.ServicerContext) -> pb.PredictResponse:
         request = pb.PredictRequest.FromString(raw)
         pixels = np.asarray(request.inputs[0].contents.float_contents, dtype=np.float32).reshape(1, 64)
@@ -302,19 +308,18 @@ def serve_bare(port: int, model: bool = True) -> None:
         best = int(probabilities.argmax())
         return pb.PredictResponse(model="digits", decision=pb.ANSWER, classification=pb.Classification(
             label=str(best), probability=float(probabilities[best])))
+    return grpc.unary_unary_rpc_method_handler(predict, response_serializer=pb.PredictResponse.SerializeToString)
 
-    server = grpc.server(ThreadPoolExecutor(max_workers=8), options=GRPC_OPTIONS, maximum_concurrent_rpcs=256)
-    handler = (grpc.unary_unary_rpc_method_handler(predict, response_serializer=pb.PredictResponse.SerializeToString)
-               if model else grpc.unary_unary_rpc_method_handler(answer))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Predict": handler}),))
-    if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
-        raise SystemExit(f"bare server: cannot bind 127.0.0.1:{port}")
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
-    server.start()
-    print(f"bare server [{os.getpid()}] {READY_MARK} {port}", flush=True)
-    stopping.wait()
-    server.stop(1).wait()
+
+def _fixed_handler() -> grpc.RpcMethodHandler:
+    """gRPC alone: the same encoded response to every call, its request received but not decoded. What gRPC's
+    sync server itself costs, the floor under the bare server and every other."""
+    fixed = pb.PredictResponse(model="digits", decision=pb.ANSWER, classification=pb.Classification(
+        label="0", probability=1.0)).SerializeToString()
+
+    def answer(_raw: bytes, _context: grpc.ServicerContext) -> bytes:
+        return fixed
+    return grpc.unary_unary_rpc_method_handler(answer)
 
 
 # ------------------------------------------------------------------------------------ GC pauses in a server

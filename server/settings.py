@@ -29,8 +29,8 @@ class Settings:
                                                  "OS move them"})
     max_concurrent_rpcs: int = field(default=256, metadata={
         "env": "SMALLGUARD_MAX_CONCURRENT_RPCS",
-        "help": "in-flight RPCs per process before RESOURCE_EXHAUSTED; eight threads run them, and one more for "
-                "each that is stuck"})
+        "help": "in-flight RPCs per process before RESOURCE_EXHAUSTED; eight threads run them, more while calls "
+                "wait behind stuck ones"})
     grace_seconds: float = field(default=10.0, metadata={
         "env": "SMALLGUARD_GRACE_SECONDS", "help": "on SIGTERM, how long in-flight requests may finish"})
     drain_seconds: float = field(default=1.0, metadata={

@@ -1,4 +1,4 @@
-"""The gRPC server's threads: a few that do the work, and more only for calls that are stuck.
+"""The gRPC server's threads: a few that do the work, and more only while calls are stuck.
 
 grpc's sync server reads a call's body on a pool thread, and a handler may wait on the network (an
 escalation tier). A fixed pool smaller than the calls admitted can then be held whole by calls that do
@@ -7,27 +7,36 @@ A thread for every call admitted closes that hole, but costs a context switch mo
 against 4.2 at 64 in flight), as each call wakes a thread of its own.
 
 This pool keeps ``core`` threads, which take calls from one queue as they finish the last (under load, without
-waking anyone), and counts a thread whose call has run for ``stuck_after_s`` as stuck. While calls wait and
-fewer than ``core`` threads are not stuck, a watcher adds threads, up to ``limit``. A thread beyond ``core``
-ends once the others that are not stuck are ``core`` again, or after ``idle_s`` with nothing to do. So a stuck
-call costs the others at most about ``stuck_after_s`` of waiting, and never their place.
+waking anyone), and counts a thread whose call has run for ``stuck_after_s`` as stuck. Every half
+``stuck_after_s`` a watcher looks: while calls wait and fewer than ``core`` threads are free of a stuck call, it
+starts a thread for every call waiting, up to ``limit`` (with none stuck, only the core's missing threads). A
+thread beyond ``core`` ends once more than ``core`` threads are free of a stuck call again, or after ``idle_s``
+with nothing to do. So however many stuck calls arrive at once, the calls behind them wait about
+``1.5 * stuck_after_s`` more (and the time to start the threads), and never lose their place; a client that sends
+such a burst again and again costs the others that delay each time.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from typing import Any
 
-_Item = tuple[Future, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+log = logging.getLogger(__name__)
+
+_Item = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 class ElasticThreadPool(Executor):
-    """An executor with ``core`` threads that grows to ``limit`` while its threads are stuck (see the module)."""
+    """An executor with ``core`` threads that grows to ``limit`` while its threads are stuck (see the module).
+
+    Its threads are daemons: at interpreter exit a call still running (one waiting on a tier after its caller
+    left) does not hold the process; the server's stop has let the calls in flight finish before that."""
 
     def __init__(self, core: int, limit: int, *, stuck_after_s: float = 0.05, idle_s: float = 10.0,
                  name: str = "pool") -> None:
@@ -51,48 +60,70 @@ class ElasticThreadPool(Executor):
         """How many threads the pool has now."""
         return len(self._threads)
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Queue ``fn(*args, **kwargs)``. A thread is started here only while the pool has fewer than ``core``
+        and none waits for work (grpc calls this on its polling thread: threads start outside the lock)."""
+        future: Future[Any] = Future()
         with self._lock:
             if self._shut:
                 raise RuntimeError("cannot schedule new work after the pool is shut down")
             self._work.put((future, fn, args, kwargs))
-            if self._idle == 0 and len(self._threads) < self.core:
-                self._add_thread()
+            new = self._reserve(1) if self._idle == 0 and len(self._threads) < self.core else []
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name=f"{self._name}-watcher", daemon=True)
+                new.append(self._watcher)
+        self._start(new)
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more calls; with ``cancel_futures`` cancel those not started. Each thread ends after its call."""
+        cancelled = []
         with self._lock:
             self._shut = True
             threads = list(self._threads)
-            if cancel_futures:
-                while True:
-                    try:
-                        item = self._work.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is not None:
-                        item[0].cancel()
+            while cancel_futures:
+                try:
+                    item = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    cancelled.append(item[0])
             for _ in threads:
                 self._work.put(None)
         self._stopped.set()
+        for future in cancelled:  # outside the lock: a future's callbacks (grpc's) take locks of their own
+            future.cancel()
         if wait:
-            for thread in threads:
-                thread.join()
-            if self._watcher is not None:
-                self._watcher.join()
+            for thread in [*threads, self._watcher]:
+                if thread is not None and thread.ident is not None:
+                    thread.join()
 
     # ------------------------------------------------------------------------------ threads
 
-    def _add_thread(self) -> None:
-        """One more worker (the lock held). The first beyond what ``submit`` starts brings the watcher."""
-        number = next(self._numbers)
-        thread = threading.Thread(target=self._work_on, args=(number,), name=f"{self._name}_{number}", daemon=True)
-        self._threads.add(thread)
-        thread.start()
-        if self._watcher is None:
-            self._watcher = threading.Thread(target=self._watch, name=f"{self._name}-watcher", daemon=True)
-            self._watcher.start()
+    def _reserve(self, count: int) -> list[threading.Thread]:
+        """``count`` new workers, counted in the pool but not started (the lock held)."""
+        threads = []
+        for _ in range(count):
+            number = next(self._numbers)
+            thread = threading.Thread(target=self._work_on, args=(number,), name=f"{self._name}_{number}",
+                                      daemon=True)
+            self._threads.add(thread)
+            threads.append(thread)
+        return threads
+
+    def _start(self, threads: Iterable[threading.Thread]) -> None:
+        """Start ``threads`` (the lock not held: a start waits for the new thread). One the system refuses (a
+        limit on processes or memory) is taken out of the count and logged; the pool goes on with the others."""
+        for thread in threads:
+            try:
+                thread.start()
+            except RuntimeError as error:
+                with self._lock:
+                    self._threads.discard(thread)
+                log.error("thread pool %s: cannot start a thread (%s); %d threads serve", self._name, error,
+                          len(self._threads))
+                if thread is self._watcher:
+                    self._watcher = None  # the next submit tries again
 
     def _unstuck(self, now: float) -> int:
         """Threads whose call (if any) has run for less than ``stuck_after_s``."""
@@ -100,50 +131,68 @@ class ElasticThreadPool(Executor):
         return len(self._threads) - sum(1 for started in list(self._running.values()) if started < since)
 
     def _work_on(self, number: int) -> None:
+        """Take calls until shutdown; a thread beyond ``core`` also ends when enough others are free or it had
+        nothing to do for ``idle_s``. The size is read without the lock first (with no thread beyond ``core``,
+        the common case, that is all), and again under the lock that lets the thread go, so that two threads
+        cannot both leave on one count."""
         running, work, me = self._running, self._work, threading.current_thread()
-        while True:
-            with self._lock:
-                self._idle += 1
-            try:
-                item = work.get() if len(self._threads) <= self.core else work.get(timeout=self.idle_s)
-            except queue.Empty:
-                item = None  # a thread beyond core with nothing to do for idle_s
-            with self._lock:
-                self._idle -= 1
-                if item is None and (self._shut or len(self._threads) > self.core):
-                    self._threads.discard(me)  # under the lock that decided it: the others count without it
-                    return
-            if item is None:
-                continue  # the others ended meanwhile: this one is needed
-            future, fn, args, kwargs = item
-            if future.set_running_or_notify_cancel():
-                running[number] = time.monotonic()
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException as exc:  # the future carries it, as concurrent.futures does
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
-                finally:
-                    del running[number]
-            del future, fn, args, kwargs, item
-            if len(self._threads) > self.core:
+        try:
+            while True:
                 with self._lock:
-                    if len(self._threads) > self.core and self._unstuck(time.monotonic()) > self.core:
-                        self._threads.discard(me)  # enough threads are free again: this one is no longer needed
+                    self._idle += 1
+                try:
+                    item = work.get() if len(self._threads) <= self.core else work.get(timeout=self.idle_s)
+                except queue.Empty:
+                    item = None  # a thread beyond core with nothing to do for idle_s
+                with self._lock:
+                    self._idle -= 1
+                    if item is None and (self._shut or len(self._threads) > self.core):
+                        self._threads.discard(me)
                         return
+                if item is None:
+                    continue  # idle_s passed, but the others ended meanwhile: this one is needed
+                future, fn, args, kwargs = item
+                del item
+                if future.set_running_or_notify_cancel():
+                    running[number] = time.monotonic()  # the watcher reads these without the lock (a copy)
+                    try:
+                        result = fn(*args, **kwargs)
+                    except BaseException as exc:  # the future carries it, as concurrent.futures does
+                        future.set_exception(exc)
+                    else:
+                        future.set_result(result)
+                    finally:
+                        running.pop(number, None)
+                del future, fn, args, kwargs  # nothing of the call is kept while the thread waits
+                if len(self._threads) > self.core:
+                    with self._lock:
+                        if len(self._threads) > self.core and self._unstuck(time.monotonic()) > self.core:
+                            self._threads.discard(me)  # enough threads are free again
+                            return
+        finally:
+            with self._lock:
+                self._threads.discard(me)  # however the loop ended
 
     def _watch(self) -> None:
-        """Every half ``stuck_after_s``: while calls wait and too few threads are free, add threads."""
+        """Every half ``stuck_after_s`` until shutdown: grow the pool if calls wait behind stuck ones. An error
+        here is logged and the watch goes on: without it, stuck calls would hold the others back."""
         while not self._stopped.wait(self.stuck_after_s / 2):
-            waiting = self._work.qsize()
-            if not waiting:
-                continue
-            with self._lock:
-                if self._shut:
-                    return
-                if self._idle:  # a free thread is about to take it
-                    continue
-                missing = min(self.core - self._unstuck(time.monotonic()), waiting, self.limit - len(self._threads))
-                for _ in range(missing):
-                    self._add_thread()
+            try:
+                self._grow()
+            except Exception:
+                log.exception("thread pool %s: the watcher failed; it goes on", self._name)
+
+    def _grow(self) -> None:
+        waiting = self._work.qsize()
+        if not waiting:
+            return
+        with self._lock:
+            unstuck = self._unstuck(time.monotonic())
+            if self._shut or self._idle or unstuck >= self.core:
+                return  # a free thread is about to take the call, or enough threads are free of a stuck one
+            if unstuck == len(self._threads):  # none is stuck: the core is not all started yet
+                count = min(self.core - unstuck, waiting)
+            else:  # a burst of stuck calls is taken at once, not ``core`` a round
+                count = min(waiting, self.limit - len(self._threads))
+            new = self._reserve(count)
+        self._start(new)

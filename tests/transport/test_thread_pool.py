@@ -49,11 +49,49 @@ def test_stuck_calls_do_not_hold_back_the_others_and_extra_threads_end_after(poo
     try:
         quick = [pool.submit(lambda i=i: i * i) for i in range(20)]
         assert [f.result(timeout=10) for f in quick] == [i * i for i in range(20)]  # never, without the watcher
-        assert 4 < pool.size <= 8  # enough to make up the core, not a thread per call
+        until(lambda: pool.size == 8)  # the threads started for the calls end, but for the core's four free ones
     finally:
         release.set()
     assert all(f.result(timeout=10) for f in stuck)
     until(lambda: pool.size == 4)  # the threads beyond the core end once idle
+
+
+def test_a_burst_of_stuck_calls_holds_back_the_calls_behind_it_once_not_in_rounds() -> None:
+    """120 stuck calls queued ahead of a quick one: the watcher starts a thread for every call waiting at once.
+    Growing by the core each round (4 threads a 75 ms round here), the quick call waited more than 2 s."""
+    pool = ElasticThreadPool(4, 200, stuck_after_s=0.05, name="test-pool")
+    release = threading.Event()
+    stuck = [pool.submit(release.wait, 30) for _ in range(120)]
+    try:
+        queued = time.monotonic()
+        quick = pool.submit(time.monotonic)
+        started = quick.result(timeout=10)
+        assert started - queued < 1.0
+    finally:
+        release.set()
+    assert all(f.result(timeout=10) for f in stuck)
+    pool.shutdown()
+
+
+def test_a_thread_the_system_refuses_is_not_counted_and_the_call_is_run(monkeypatch: pytest.MonkeyPatch,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A start that fails (a limit on processes or memory) is logged and taken out of the count; the watcher
+    starts another thread for the call that waits."""
+    start = threading.Thread.start
+
+    def refuse_the_first(thread: threading.Thread) -> None:
+        if thread.name == "test-refused_1":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse_the_first)
+    pool = ElasticThreadPool(2, 4, name="test-refused")
+    try:
+        assert pool.submit(lambda: 5).result(timeout=10) == 5
+        assert "cannot start a thread (can't start new thread)" in caplog.text
+        assert pool.size == 1
+    finally:
+        pool.shutdown()
 
 
 def test_the_pool_never_passes_its_limit(pool: ElasticThreadPool) -> None:
