@@ -9,7 +9,8 @@ against 4.2 at 64 in flight), as each call wakes a thread of its own.
 This pool keeps ``core`` threads, which take calls from one queue as they finish the last (under load, without
 waking anyone), and counts a thread whose call has run for ``stuck_after_s`` as stuck. Every half
 ``stuck_after_s`` a watcher looks: while calls wait and fewer than ``core`` threads are free of a stuck call, it
-starts a thread for every call waiting, up to ``limit`` (with none stuck, only the core's missing threads). A
+starts threads up to ``limit``: as many as make up ``core`` free ones while the queue still moves, and one for
+every call waiting when nothing was taken from the queue since its last look (a burst of stuck calls). A
 thread beyond ``core`` ends once more than ``core`` threads are free of a stuck call again, or after ``idle_s``
 with nothing to do. So however many stuck calls arrive at once, the calls behind them wait about
 ``1.5 * stuck_after_s`` more (and the time to start the threads), and never lose their place; a client that sends
@@ -23,7 +24,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
@@ -50,6 +51,9 @@ class ElasticThreadPool(Executor):
         self._running: dict[int, float] = {}  # thread number -> when it took the call it runs now
         self._threads: set[threading.Thread] = set()
         self._idle = 0  # threads waiting for work
+        self.started = 0  # threads the pool has started (or tried to), in all: how much it churns
+        self._taken = 0  # calls the threads have taken from the queue, ever
+        self._taken_at_last_look = 0  # the watcher's own: whether the queue moved between two of its looks
         self._numbers = itertools.count(1)
         self._shut = False
         self._watcher: threading.Thread | None = None
@@ -69,9 +73,12 @@ class ElasticThreadPool(Executor):
                 raise RuntimeError("cannot schedule new work after the pool is shut down")
             self._work.put((future, fn, args, kwargs))
             new = self._reserve(1) if self._idle == 0 and len(self._threads) < self.core else []
+            watcher = None
             if self._watcher is None:
-                self._watcher = threading.Thread(target=self._watch, name=f"{self._name}-watcher", daemon=True)
-                new.append(self._watcher)
+                watcher = self._watcher = threading.Thread(target=self._watch, name=f"{self._name}-watcher",
+                                                           daemon=True)
+        if watcher is not None:
+            self._start([watcher])
         self._start(new)
         return future
 
@@ -94,9 +101,15 @@ class ElasticThreadPool(Executor):
         for future in cancelled:  # outside the lock: a future's callbacks (grpc's) take locks of their own
             future.cancel()
         if wait:
-            for thread in [*threads, self._watcher]:
-                if thread is not None and thread.ident is not None:
-                    thread.join()
+            watcher = self._watcher
+            if watcher is not None and watcher.ident is not None:
+                watcher.join()  # no thread is reserved after this
+            while remaining := [thread for thread in list(self._threads) if thread is not threading.current_thread()]:
+                for thread in remaining:
+                    if thread.ident is None:
+                        time.sleep(0.001)  # reserved, being started (or taken out of the count if it cannot be)
+                    else:
+                        thread.join()
 
     # ------------------------------------------------------------------------------ threads
 
@@ -109,21 +122,24 @@ class ElasticThreadPool(Executor):
                                       daemon=True)
             self._threads.add(thread)
             threads.append(thread)
+        self.started += count
         return threads
 
-    def _start(self, threads: Iterable[threading.Thread]) -> None:
-        """Start ``threads`` (the lock not held: a start waits for the new thread). One the system refuses (a
-        limit on processes or memory) is taken out of the count and logged; the pool goes on with the others."""
-        for thread in threads:
+    def _start(self, threads: list[threading.Thread]) -> None:
+        """Start ``threads`` (the lock not held: a start waits for the new thread). When the system refuses one (a
+        limit on processes or memory), it and the rest are taken out of the count and logged; the pool goes on
+        with the threads it has, and the watcher tries again at its next look."""
+        for index, thread in enumerate(threads):
             try:
                 thread.start()
-            except RuntimeError as error:
+            except BaseException as error:  # MemoryError as well as RuntimeError: never a thread counted, not run
                 with self._lock:
-                    self._threads.discard(thread)
-                log.error("thread pool %s: cannot start a thread (%s); %d threads serve", self._name, error,
-                          len(self._threads))
-                if thread is self._watcher:
-                    self._watcher = None  # the next submit tries again
+                    self._threads.difference_update(threads[index:])
+                    if self._watcher in threads[index:]:
+                        self._watcher = None  # the next submit starts one again
+                log.error("thread pool %s: cannot start a thread (%s); %d threads serve", self._name,
+                          error or type(error).__name__, len(self._threads))
+                return
 
     def _unstuck(self, now: float) -> int:
         """Threads whose call (if any) has run for less than ``stuck_after_s``."""
@@ -146,6 +162,8 @@ class ElasticThreadPool(Executor):
                     item = None  # a thread beyond core with nothing to do for idle_s
                 with self._lock:
                     self._idle -= 1
+                    if item is not None:
+                        self._taken += 1
                     if item is None and (self._shut or len(self._threads) > self.core):
                         self._threads.discard(me)
                         return
@@ -183,16 +201,19 @@ class ElasticThreadPool(Executor):
                 log.exception("thread pool %s: the watcher failed; it goes on", self._name)
 
     def _grow(self) -> None:
+        """Make up the threads free of a stuck call to ``core``, one for one while the queue still moves (a call
+        waiting on a tier beside others that run); a thread for every call waiting when nothing was taken from
+        the queue since the last look (a burst of stuck calls holds every thread: taken at once, not ``core`` a
+        round)."""
         waiting = self._work.qsize()
-        if not waiting:
-            return
         with self._lock:
+            moved, self._taken_at_last_look = self._taken != self._taken_at_last_look, self._taken
+            if not waiting:
+                return
             unstuck = self._unstuck(time.monotonic())
             if self._shut or self._idle or unstuck >= self.core:
                 return  # a free thread is about to take the call, or enough threads are free of a stuck one
-            if unstuck == len(self._threads):  # none is stuck: the core is not all started yet
-                count = min(self.core - unstuck, waiting)
-            else:  # a burst of stuck calls is taken at once, not ``core`` a round
-                count = min(waiting, self.limit - len(self._threads))
-            new = self._reserve(count)
+            held = not moved and unstuck < len(self._threads)  # stuck calls hold every thread that could take one
+            count = waiting if held else self.core - unstuck
+            new = self._reserve(min(count, waiting, self.limit - len(self._threads)))
         self._start(new)

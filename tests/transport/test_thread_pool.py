@@ -43,17 +43,58 @@ def test_short_calls_under_load_keep_the_pool_at_its_core() -> None:
     assert 1 <= max(sizes) <= 4  # calls queue behind the busy threads: no thread beyond the core, whatever the load
 
 
-def test_stuck_calls_do_not_hold_back_the_others_and_extra_threads_end_after(pool: ElasticThreadPool) -> None:
-    release = threading.Event()
-    stuck = [pool.submit(release.wait, 30) for _ in range(4)]  # every core thread, as half-sent calls hold them
+def test_stuck_calls_do_not_hold_back_the_others_and_extra_threads_end_after() -> None:
+    pool = ElasticThreadPool(4, 12, stuck_after_s=0.05, idle_s=30.0, name="test-pool")
+    release, began = threading.Event(), threading.Semaphore(0)
+
+    def hold() -> bool:
+        began.release()
+        return release.wait(30)
+
+    stuck = [pool.submit(hold) for _ in range(4)]  # every core thread, as half-sent calls hold them
     try:
+        for _ in stuck:
+            assert began.acquire(timeout=10)
         quick = [pool.submit(lambda i=i: i * i) for i in range(20)]
         assert [f.result(timeout=10) for f in quick] == [i * i for i in range(20)]  # never, without the watcher
         until(lambda: pool.size == 8)  # the threads started for the calls end, but for the core's four free ones
     finally:
         release.set()
     assert all(f.result(timeout=10) for f in stuck)
-    until(lambda: pool.size == 4)  # the threads beyond the core end once idle
+    until(lambda: pool.size == 4)  # the threads beyond the core end once the stuck calls are done
+    pool.shutdown()
+
+
+def test_one_stuck_call_among_many_short_ones_costs_a_thread_not_one_per_call() -> None:
+    """40 short calls kept in flight on 4 threads, and a 0.3 s call every 100 ms: while the queue moves, a stuck
+    call is made up for with one thread. A pool that started a thread for every call waiting whenever one was
+    stuck started 744 threads here in 2 s (up to 43 at once); a thread per call, one per call."""
+    pool = ElasticThreadPool(4, 64, stuck_after_s=0.05, idle_s=30.0, name="test-pool")
+    places = threading.Semaphore(40)
+    end = time.monotonic() + 1.5
+    sizes: list[int] = []
+
+    def short() -> None:
+        time.sleep(0.003)
+        sizes.append(pool.size)
+
+    def keep_long_ones_coming() -> None:
+        while time.monotonic() < end:
+            pool.submit(time.sleep, 0.3)
+            time.sleep(0.1)
+
+    feeder = threading.Thread(target=keep_long_ones_coming)
+    feeder.start()
+    calls = 0
+    while time.monotonic() < end:
+        assert places.acquire(timeout=10)
+        pool.submit(short).add_done_callback(lambda _f: places.release())
+        calls += 1
+    feeder.join()
+    pool.shutdown()
+    assert calls > 200  # the short calls went on meanwhile
+    assert pool.started < 60
+    assert max(sizes) <= 16
 
 
 def test_a_burst_of_stuck_calls_holds_back_the_calls_behind_it_once_not_in_rounds() -> None:
