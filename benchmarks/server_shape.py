@@ -96,7 +96,8 @@ IN_FLIGHT = (1, 16, 64)
 ROUNDS_AT = (1, 64)  # the concurrencies of the targets: measured in --rounds rounds, each ratio their median
 BATCH_LABEL = f"batch ({BATCH_ITEMS}/call)"
 STACKED_LABEL = "batch stacked"  # the digits of a call as one [BATCH_ITEMS, 64] input
-GRPC_ALONE = "grpc alone"  # the bare server answering one fixed response, unread: gRPC's sync server by itself
+GRPC_ALONE = "grpc alone"  # the bare server answering one fixed response, not decoded: gRPC's sync server by itself
+BASELINES = ("bare", GRPC_ALONE, "bare x2 pinned", "bare x2")  # written in the benchmark: no smallguard in them
 BATCH_IN_FLIGHT = 4  # PredictBatch calls in flight, BATCH_ITEMS digits each
 SOAK_IN_FLIGHT = 16
 SERVER_CPU, LOAD_CPU = 0, 1
@@ -578,8 +579,7 @@ def rounds_note(run: Run) -> list[str]:
 def writer_share(points: list[Point]) -> list[str]:
     """What the decision log's writer thread (rows into the store, off the request path) spent of the server's
     CPU, at the highest load of each smallguard configuration."""
-    top = {p.config: p for p in sorted(points, key=lambda p: p.in_flight)
-           if not p.config.startswith("bare") and p.config != GRPC_ALONE}
+    top = {p.config: p for p in sorted(points, key=lambda p: p.in_flight) if p.config not in BASELINES}
     shares = [f"{name}{'' if name.startswith('batch') else f'@{p.in_flight}'} {p.writer_cpu_us:.0f} us "
               f"({p.writer_cpu_us / p.server_cpu_us:.0%})" for name, p in top.items() if p.server_cpu_us > 0]
     if not shares:

@@ -10,19 +10,18 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_until
 
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "rules.test.yml"
@@ -30,7 +29,6 @@ EXAMPLE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "smallguard.json"
 JOB = "smallguard"  # the job name the example config and the SmallguardTargetDown alert use
 
-T = TypeVar("T")
 
 
 def tool(name: str) -> str:
@@ -40,19 +38,6 @@ def tool(name: str) -> str:
         pytest.fail(f"{name!r} is not on PATH: run scripts/install-prometheus.sh (as root), or install "
                     "Prometheus so that 'prometheus' and 'promtool' are on PATH")
     return path
-
-
-def wait_until(check: Callable[[], T], what: str, timeout: float = 60.0) -> T:
-    """Poll ``check`` until it returns something truthy and return that; fail naming ``what`` and
-    the last value seen once ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}; last saw {result!r}")
-        time.sleep(0.2)
 
 
 class PromQLError(AssertionError):

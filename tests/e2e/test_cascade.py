@@ -26,7 +26,17 @@ from smallguard.server.domain.errors import BundleError
 from smallguard.server.settings import Settings
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
-from tests.conftest import DIGITS, MODELS, Running, by, digits_request, digits_rows, points, start_server
+from tests.conftest import (
+    DIGITS,
+    MODELS,
+    Running,
+    by,
+    digits_request,
+    digits_rows,
+    points,
+    start_server,
+    wait_until,
+)
 from tests.e2e.llm_standin import LlmStandIn
 
 SMALL = """name: {name}
@@ -277,10 +287,8 @@ def test_calls_waiting_on_a_tier_do_not_hold_back_other_callers(cascade, llm: Ll
         waiting = [pool.submit(running.stub.Predict, _request(row, model="digits-hang", request_id=request_id,
                                                               context={"allowed_labels": "x"}), timeout=5.0)
                    for request_id in held]
-        deadline = time.monotonic() + 10
-        while not all(llm.attempts[("hang", request_id)] for request_id in held):  # every one waits on the tier
-            assert time.monotonic() < deadline, "the held calls did not all reach the tier"
-            time.sleep(0.01)
+        wait_until(lambda: all(llm.attempts[("hang", request_id)] for request_id in held),
+                   "every held call to wait on the tier", timeout=10, interval=0.01)
         canary = running.stub.Predict(_request(row, max_tier=0), timeout=2.0)
         assert canary.model == "digits" and canary.decision in (pb.ANSWER, pb.ABSTAIN, pb.ESCALATE)
         assert all(not future.done() for future in waiting)  # the canary was answered while they were held

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from smallguard.server.transport.thread_pool import ElasticThreadPool
+from tests.conftest import wait_until
 
 
 @pytest.fixture
@@ -16,13 +17,6 @@ def pool() -> Iterator[ElasticThreadPool]:
     made = ElasticThreadPool(4, 12, stuck_after_s=0.05, idle_s=2.0, name="test-pool")
     yield made
     made.shutdown(wait=True, cancel_futures=True)
-
-
-def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the pool did not get there in time"
-        time.sleep(0.01)
 
 
 def test_short_calls_under_load_keep_the_pool_at_its_core() -> None:
@@ -57,11 +51,13 @@ def test_stuck_calls_do_not_hold_back_the_others_and_extra_threads_end_after() -
             assert began.acquire(timeout=10)
         quick = [pool.submit(lambda i=i: i * i) for i in range(20)]
         assert [f.result(timeout=10) for f in quick] == [i * i for i in range(20)]  # never, without the watcher
-        until(lambda: pool.size == 8)  # the threads started for the calls end, but for the core's four free ones
+        # the threads started for the calls end, but for the core's four free ones
+        wait_until(lambda: pool.size == 8, "8 threads in the pool", timeout=10, interval=0.01)
     finally:
         release.set()
     assert all(f.result(timeout=10) for f in stuck)
-    until(lambda: pool.size == 4)  # the threads beyond the core end once the stuck calls are done
+    # the threads beyond the core end once the stuck calls are done
+    wait_until(lambda: pool.size == 4, "4 threads in the pool", timeout=10, interval=0.01)
     pool.shutdown()
 
 
