@@ -23,11 +23,11 @@ import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from smallguard.server.assembly import create_server
+from smallguard.server.observability.lean_spans import LeanTracerProvider
 from smallguard.server.settings import Settings
 from smallguard.server.transport.server import GuardServer
 from smallguard.v1 import guard_pb2 as pb
@@ -212,7 +212,7 @@ def wait_until_serving(process: ServeProcess, port: int, timeout: float = 60.0) 
 @pytest.fixture(scope="session", autouse=True)
 def _tracing() -> None:
     """One global tracer provider for the whole run (OpenTelemetry allows setting it once)."""
-    provider = TracerProvider()
+    provider = LeanTracerProvider()  # the provider `smallguard serve` installs
     provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
     trace.set_tracer_provider(provider)
 
