@@ -17,12 +17,12 @@ from typing import Protocol
 import grpc
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import server_interceptor
 
 from smallguard.server.core.guard import Guard, ReloadOffError
 from smallguard.server.observability.telemetry import MetricsExport
 from smallguard.server.settings import Settings
 from smallguard.server.transport.auth import TokenAuth
+from smallguard.server.transport.server_spans import ServerSpans
 from smallguard.server.transport.servicer import SERVICE_NAME, GuardService, health_handler
 from smallguard.server.transport.thread_pool import ElasticThreadPool
 from smallguard.server.transport.tls import CertificateFiles
@@ -85,7 +85,7 @@ class GuardServer:
                                    guard.record_refused_call)
             interceptors.append(self._auth)
         if tracing:  # the server span of each call, continuing the caller's W3C trace context
-            interceptors.append(server_interceptor(filter_=_traced))
+            interceptors.append(ServerSpans(_traced))
         self._server = grpc.server(
             self._pool,
             interceptors=interceptors,
