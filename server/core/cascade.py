@@ -40,7 +40,6 @@ from smallguard.server.domain.predictions import (
 from smallguard.server.observability.instruments import GuardMetrics
 
 log = logging.getLogger(__name__)
-_tracer = trace.get_tracer("smallguard")
 # Kept back from the caller's deadline for the response to reach it (and a timeout's own lateness).
 DEADLINE_MARGIN_S = 0.05
 
@@ -67,6 +66,7 @@ class Cascade:
         self.slots = tuple(TierSlot.around(tier) for tier in tiers)
         self._runner = runner
         self._metrics = metrics
+        self._tracer = trace.get_tracer("smallguard")  # the provider's when installed: see Guard
 
     def run(self, call: PredictCall, small: PredictOutcome, span: trace.Span | None) -> PredictOutcome:
         """The response to ``call`` once the small model said ESCALATE (``small``): each tier in turn, within
@@ -85,7 +85,7 @@ class Cascade:
             elif span is None:
                 entry = self._try(slot, call, small.request_id)
             else:
-                with _tracer.start_as_current_span("smallguard.tier.call") as tier_span:
+                with self._tracer.start_as_current_span("smallguard.tier.call") as tier_span:
                     entry = self._try(slot, call, small.request_id)
                     _annotate(tier_span, entry)
             entries.append(entry)

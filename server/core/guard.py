@@ -48,7 +48,6 @@ from smallguard.server.store.review_cases import CaseRow
 from smallguard.verifiers import Status
 
 log = logging.getLogger(__name__)
-_tracer = trace.get_tracer("smallguard")
 
 
 class FeedbackOffError(GuardError):
@@ -108,6 +107,9 @@ class Guard:
         self._review = review
         self._drift_listeners: list[Callable[[str, bool], None]] = []
         self._retired: list[threading.Timer] = []
+        # The installed provider's tracer when there is one by now (as `smallguard serve` installs it), not
+        # the API's proxy, which wraps each span in a context manager of its own (2-4 us a span).
+        self._tracer = trace.get_tracer("smallguard")
 
     # ------------------------------------------------------------------------------ Predict
 
@@ -131,7 +133,7 @@ class Guard:
         span = trace.get_current_span()
         if not span.is_recording():  # nothing exports this trace: no span work, only the caller's trace id
             return self._decide(call, model, feeds, model.head.predict(feeds), None, _trace_id(span))
-        with _tracer.start_as_current_span("smallguard.model.run") as model_span:
+        with self._tracer.start_as_current_span("smallguard.model.run") as model_span:
             model_span.set_attribute("smallguard.model.name", model.spec.name)
             head = model.head.predict(feeds)
         return self._decide(call, model, feeds, head, span)
@@ -163,7 +165,7 @@ class Guard:
         if span is None:
             outcomes = self._runner.run(model.verifiers, prediction, call.context, spec.policy.verifier_timeout_ms)
         else:
-            with _tracer.start_as_current_span("smallguard.verifiers.run") as verify_span:
+            with self._tracer.start_as_current_span("smallguard.verifiers.run") as verify_span:
                 outcomes = self._runner.run(model.verifiers, prediction, call.context,
                                             spec.policy.verifier_timeout_ms)
                 verify_span.set_attributes({
@@ -230,7 +232,7 @@ class Guard:
         if span.is_recording():
             span.set_attributes({"smallguard.model.name": spec.name, "smallguard.model.version": spec.version,
                                  "smallguard.batch.size": size})
-            with _tracer.start_as_current_span("smallguard.model.run") as model_span:
+            with self._tracer.start_as_current_span("smallguard.model.run") as model_span:
                 model_span.set_attributes({"smallguard.model.name": spec.name, "smallguard.batch.size": len(served)})
                 heads = self._heads(loaded, [feeds for _, _, feeds in served])
         else:
