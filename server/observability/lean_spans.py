@@ -48,6 +48,7 @@ _PLAIN = frozenset({str, bool, int, float, bytes, type(None)})  # stored as they
 _PLAIN_NOT_STR = _PLAIN - {str}  # with a string length limit, strings go through the SDK's cleaning
 _SEQUENCES = frozenset({list, tuple})
 _NO_EVENTS: tuple[()] = ()
+_UNSET = Status(StatusCode.UNSET)
 
 
 class LeanTracerProvider(TracerProvider):
@@ -133,7 +134,7 @@ class LeanSpan(Span):
         self._start_time: int | None = None
         self._end_time: int | None = None
         self._resource = tracer.resource
-        self._status = Status(StatusCode.UNSET)
+        self._status = _UNSET  # a Status never changes: set_status replaces it
         self._sampler = tracer.sampler
         self._trace_config = None
         self._record_exception = record_exception
@@ -157,21 +158,26 @@ class LeanSpan(Span):
         return self._dropped
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
-        if self._end_time is not None:
-            _SDK_LOG.warning("Setting attribute on ended span.")
-            return
-        if not key or type(key) is not str:  # the SDK's bounded container drops such a key, and counts it
-            _ATTRIBUTES_LOG.warning("invalid key `%s`. must be non-empty string. Dropping key from attributes.",
-                                    key)
-            self._dropped += 1
-            return
-        self._put(key, value if type(value) in self._plain else self._cleaned(value))
+        if self._end_time is None:
+            if not key or type(key) is not str:  # the SDK's bounded container drops such a key, and counts it
+                _ATTRIBUTES_LOG.warning("invalid key `%s`. must be non-empty string. Dropping key from attributes.",
+                                        key)
+                self._dropped += 1
+                return
+            if type(value) not in self._plain:
+                value = self._cleaned(value)
+            with self._lock:  # as the SDK's: no change once ended, when an exporter may be reading the attributes
+                if self._end_time is None:
+                    self._put(key, value)
+                    return
+        _SDK_LOG.warning("Setting attribute on ended span.")
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
-        if self._end_time is not None:
-            _SDK_LOG.warning("Setting attribute on ended span.")
-            return
-        self._put_all(attributes)
+        with self._lock:
+            if self._end_time is None:
+                self._put_all(attributes)
+                return
+        _SDK_LOG.warning("Setting attribute on ended span.")
 
     def _put_all(self, attributes: Mapping[str, types.AnyValue]) -> None:
         plain, put = self._plain, self._put
