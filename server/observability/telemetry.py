@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 from smallguard.server.observability.histograms import OwnHistograms
-from smallguard.server.observability.lean_spans import LeanTracerProvider
+from smallguard.server.observability.lean_spans import checked_provider
 from smallguard.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,13 @@ def _resource(environ: Mapping[str, str]) -> Resource:
 def configure_tracing(environ: Mapping[str, str] | None = None) -> TracerProvider | None:
     """Install the global tracer provider when some exporter is chosen, and return it so the caller can
     flush it at shutdown. With none, nothing is installed: spans that nobody exports are not built. The
-    provider is the SDK's with lean spans (``lean_spans``): the same spans at about half the cost."""
+    provider is the SDK's with lean spans (``lean_spans``): the same spans at about half the cost, where a
+    check at start-up finds the installed SDK fits them."""
     environ = os.environ if environ is None else environ
     chosen = chosen_exporters(environ)
     if not chosen:
         return None
-    provider = LeanTracerProvider(resource=_resource(environ))
+    provider = checked_provider(_resource(environ))
     for name in chosen:
         provider.add_span_processor(BatchSpanProcessor(_exporter(name, environ)))
         log.info("tracing: exporting spans with the %s exporter", name)

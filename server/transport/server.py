@@ -22,7 +22,7 @@ from smallguard.server.core.guard import Guard, ReloadOffError
 from smallguard.server.observability.telemetry import MetricsExport
 from smallguard.server.settings import Settings
 from smallguard.server.transport.auth import TokenAuth
-from smallguard.server.transport.server_spans import ServerSpans
+from smallguard.server.transport.server_spans import tracing_interceptor
 from smallguard.server.transport.servicer import SERVICE_NAME, GuardService, health_handler
 from smallguard.server.transport.thread_pool import ElasticThreadPool
 from smallguard.server.transport.tls import CertificateFiles
@@ -85,7 +85,7 @@ class GuardServer:
                                    guard.record_refused_call)
             interceptors.append(self._auth)
         if tracing:  # the server span of each call, continuing the caller's W3C trace context
-            interceptors.append(ServerSpans(_traced))
+            interceptors.append(tracing_interceptor(_traced))
         self._server = grpc.server(
             self._pool,
             interceptors=interceptors,

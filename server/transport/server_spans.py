@@ -23,9 +23,13 @@ import grpc
 from opentelemetry import context as context_api
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.grpc import server_interceptor
-from opentelemetry.instrumentation.grpc._server import _OpenTelemetryServicerContext
 from opentelemetry.instrumentation.grpc.version import __version__
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+try:  # the instrumentation's servicer-context wrapper (a status code and error status on the span for an abort)
+    from opentelemetry.instrumentation.grpc._server import _OpenTelemetryServicerContext
+except ImportError:  # a release that moved it: tracing_interceptor falls back to the instrumentation's interceptor
+    _OpenTelemetryServicerContext = None
 
 log = logging.getLogger(__name__)
 _SCOPE = "opentelemetry.instrumentation.grpc"  # the instrumentation's tracer: spans keep its scope
@@ -33,6 +37,16 @@ _SCHEMA = "https://opentelemetry.io/schemas/1.11.0"
 _LOCALHOST = ("[::1]", "127.0.0.1")
 
 Handler = grpc.RpcMethodHandler
+
+
+def tracing_interceptor(traced: Callable[[grpc.HandlerCallDetails], bool]) -> grpc.ServerInterceptor:
+    """``ServerSpans``, or the instrumentation's own interceptor (the same spans, at its cost) on a release of
+    opentelemetry-instrumentation-grpc without the wrapper it uses."""
+    if _OpenTelemetryServicerContext is None:
+        log.warning("tracing: opentelemetry-instrumentation-grpc %s has no servicer-context wrapper where this "
+                    "server looks for it; using its own interceptor", __version__)
+        return server_interceptor(filter_=traced)
+    return ServerSpans(traced)
 
 
 class ServerSpans(grpc.ServerInterceptor):

@@ -37,7 +37,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
-from smallguard.server.observability.lean_spans import LeanSpan, LeanTracerProvider
+from smallguard.server.observability.lean_spans import LeanSpan, LeanTracer, LeanTracerProvider, checked_provider
 
 REMOTE = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True,
                      trace_flags=TraceFlags(1), trace_state=TraceState([("vendor", "x1")]))
@@ -253,3 +253,28 @@ def test_spans_are_lean_and_a_disabled_sdk_stays_disabled(monkeypatch: pytest.Mo
     assert provider.get_tracer("smallguard") is provider.get_tracer("smallguard")
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert isinstance(LeanTracerProvider(shutdown_on_exit=False).get_tracer("smallguard"), NoOpTracer)
+
+
+def test_an_sdk_the_lean_spans_do_not_fit_gets_its_own_spans(monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """At start-up the server checks the lean spans against the installed SDK, and falls back to the SDK's
+    provider, saying so, when an SDK release changed what they rely on."""
+    resource = Resource.create({"service.name": "checked"})
+    fits = checked_provider(resource)
+    assert type(fits) is LeanTracerProvider and fits.resource is resource
+    assert "lean spans do not fit" not in caplog.text
+
+    def renamed(self: Tracer, *args: object, **kwargs: object) -> None:
+        raise AttributeError("'Tracer' object has no attribute '_span_limits'")
+    monkeypatch.setattr(LeanTracer, "start_span", renamed)
+    with caplog.at_level(logging.WARNING):
+        fallen_back = checked_provider(resource)
+    assert type(fallen_back) is TracerProvider and fallen_back.resource is resource
+    assert "lean spans do not fit opentelemetry-sdk" in caplog.text and "_span_limits" in caplog.text
+
+    monkeypatch.undo()
+    caplog.clear()
+    monkeypatch.setattr(LeanSpan, "_put", lambda self, key, value: None)  # runs, but loses every attribute
+    with caplog.at_level(logging.WARNING):
+        assert type(checked_provider(resource)) is TracerProvider
+    assert "its spans differ from the SDK's" in caplog.text

@@ -8,6 +8,7 @@ error status), an unknown model (NOT_FOUND), a batch, and the health service (no
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 
@@ -20,7 +21,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from smallguard.server.transport import server as server_module
-from smallguard.server.transport.server_spans import ServerSpans, _peer
+from smallguard.server.transport import server_spans
+from smallguard.server.transport.server_spans import ServerSpans, _peer, tracing_interceptor
 from smallguard.v1 import guard_pb2 as pb
 from tests.conftest import MODELS, Running, digits_request, digits_rows, start_server, wait_until
 
@@ -34,7 +36,7 @@ def serving(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Callable[...,
     started: list[Running] = []
 
     def serve(interceptor: Callable[..., grpc.ServerInterceptor]) -> Running:
-        monkeypatch.setattr(server_module, "ServerSpans", interceptor)
+        monkeypatch.setattr(server_module, "tracing_interceptor", interceptor)
         running = start_server(MODELS)
         started.append(running)
         return running
@@ -110,3 +112,13 @@ def test_peer_addresses_are_split_as_the_instrumentation_splits_them(caplog: pyt
     assert _peer("unix:/run/smallguard.sock") == {}
     assert _peer("nonsense") == {}
     assert "Failed to parse peer address 'nonsense'" in caplog.text
+
+
+def test_a_release_without_the_wrapper_gets_the_instrumentations_interceptor(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    assert isinstance(tracing_interceptor(server_module._traced), ServerSpans)
+    monkeypatch.setattr(server_spans, "_OpenTelemetryServicerContext", None)
+    with caplog.at_level(logging.WARNING):
+        fallen_back = tracing_interceptor(server_module._traced)
+    assert type(fallen_back).__name__ == "OpenTelemetryServerInterceptor"
+    assert "using its own interceptor" in caplog.text
