@@ -164,7 +164,7 @@ class LeanSpan(Span):
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
         if self._end_time is None:
-            if not key or type(key) is not str:  # the SDK's bounded container drops such a key, and counts it
+            if not key or (type(key) is not str and not isinstance(key, str)):  # dropped and counted, as the SDK's
                 _ATTRIBUTES_LOG.warning("invalid key `%s`. must be non-empty string. Dropping key from attributes.",
                                         key)
                 self._dropped += 1
@@ -185,17 +185,19 @@ class LeanSpan(Span):
         _SDK_LOG.warning("Setting attribute on ended span.")
 
     def _put_all(self, attributes: Mapping[str, types.AnyValue]) -> None:
-        plain, put = self._plain, self._put
+        plain, cleaned = self._plain, self._cleaned
+        pairs = []
         for key, value in attributes.items():
-            if not key or type(key) is not str:  # the SDK's rule for a mapping's keys: made a str, or dropped
-                cleaned = _clean_attribute_value({key: value}, self._longest)
-                if not cleaned:
-                    self._dropped += 1
-                    continue
-                ((key, value),) = cleaned.items()
-            elif type(value) not in plain:
-                value = self._cleaned(value)
-            put(key, value)
+            if not key or (type(key) is not str and not isinstance(key, str)):
+                # the SDK's rule for a mapping, whole: a key made a str or dropped (and counted), and two keys that
+                # become one string kept once, where the first was, with the last one's value
+                made = _clean_attribute_value(attributes, self._longest)
+                self._dropped += len(attributes) - len(made)
+                pairs = list(made.items())
+                break
+            pairs.append((key, value if type(value) in plain else cleaned(value)))
+        for key, value in pairs:
+            self._put(key, value)
 
     def _cleaned(self, value: Any) -> types.AnyValue:
         """A value that is not of a plain type as the SDK cleans it; a list or tuple of plain values (the
@@ -268,8 +270,11 @@ class CurrentSpan:
 
     def __init__(self, tracer: LeanTracer, start: tuple[Any, ...], end_on_exit: bool) -> None:
         self._tracer, self._start, self._end_on_exit = tracer, start, end_on_exit
+        self._span: trace_api.Span | None = None
 
     def __enter__(self) -> trace_api.Span:
+        if self._span is not None:  # the SDK's generator-based one cannot be entered twice either
+            raise RuntimeError("a start_as_current_span context is entered once; call start_as_current_span again")
         span = self._span = self._tracer.start_span(*self._start)
         self._token = context_api.attach(context_api.set_value(_SPAN_KEY, span))
         return span

@@ -35,7 +35,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 from smallguard.server.observability.histograms import OwnHistograms
-from smallguard.server.observability.lean_spans import checked_provider
 from smallguard.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,12 +64,23 @@ def configure_tracing(environ: Mapping[str, str] | None = None) -> TracerProvide
     chosen = chosen_exporters(environ)
     if not chosen:
         return None
-    provider = checked_provider(_resource(environ))
+    provider = _provider(_resource(environ))
     for name in chosen:
         provider.add_span_processor(BatchSpanProcessor(_exporter(name, environ)))
         log.info("tracing: exporting spans with the %s exporter", name)
     trace.set_tracer_provider(provider)
     return provider
+
+
+def _provider(resource: Resource) -> TracerProvider:
+    """The lean provider where the installed SDK fits it, else the SDK's (see ``lean_spans.checked_provider``);
+    imported here, so that an SDK release without a name it imports costs the lean spans, not the server."""
+    try:
+        from smallguard.server.observability.lean_spans import checked_provider
+    except ImportError as error:
+        log.warning("tracing: the lean spans cannot be used with this opentelemetry-sdk (%s); using its own", error)
+        return TracerProvider(resource=resource)
+    return checked_provider(resource)
 
 
 def tracing_enabled() -> bool:

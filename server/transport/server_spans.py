@@ -2,14 +2,14 @@
 made at less cost.
 
 The instrumentation's interceptor builds a new method handler and two generator-based context managers for
-every call, extracts the caller's trace context from every call's metadata (a user agent alone is enough to
-run every propagator), and asks grpc for the peer's address twice. Here each method's handler is wrapped once,
-the propagators run only when the metadata holds a key one of them reads (without such a key they give an
-empty context, which is what a call's thread has anyway), and the peer is asked once. The span is the
-instrumentation's: its tracer (scope name, version and schema), name, kind, attributes, the status codes and
-exceptions recorded by its servicer-context wrapper. Streaming methods (reflection, which is not traced
-anyway) go to the instrumentation's own interceptor. ``tests/transport/test_server_spans.py`` serves the same
-calls under both and compares the spans.
+every call (the handler on grpc's one polling thread), and asks grpc for the peer's address twice. Here each
+method's handler is wrapped once, and the peer is asked once. The span is the instrumentation's: its tracer
+(scope name, version and schema), name, kind, attributes (the names of its releases 0.51b0 to 0.66b2, before the
+stable RPC conventions), the caller's context extracted from the metadata, the status codes and exceptions
+recorded by its servicer-context wrapper. One difference, on purpose: a peer address without a port is logged
+and its attributes left out, where the instrumentation's parsing raises and fails the call. Streaming methods
+(reflection, which is not traced anyway) go to the instrumentation's own interceptor.
+``tests/transport/test_server_spans.py`` serves the same calls under both and compares the spans.
 """
 
 from __future__ import annotations
@@ -57,16 +57,6 @@ class ServerSpans(grpc.ServerInterceptor):
         self._tracer = trace.get_tracer(_SCOPE, __version__, schema_url=_SCHEMA)
         self._streaming = server_interceptor(filter_=traced)
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}  # method -> (its handler, that handler wrapped)
-        self._propagator: Any = None  # the global propagator whose keys ``_fields`` holds
-        self._fields: frozenset[str] = frozenset()
-
-    def _reads_any(self, metadata: dict[str, Any]) -> bool:
-        """Whether the global propagator (tracecontext and baggage unless OTEL_PROPAGATORS says otherwise)
-        reads any of ``metadata``'s keys."""
-        propagator = propagate.get_global_textmap()
-        if propagator is not self._propagator:
-            self._propagator, self._fields = propagator, frozenset(propagator.fields)
-        return not self._fields.isdisjoint(metadata)
 
     def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
                           details: grpc.HandlerCallDetails) -> Handler | None:
@@ -93,13 +83,13 @@ class ServerSpans(grpc.ServerInterceptor):
         if method:
             service, name = method.lstrip("/").split("/", 1)
             named |= {"rpc.method": name, "rpc.service": service}
-        start_span, reads_any = self._tracer.start_as_current_span, self._reads_any
+        start_span = self._tracer.start_as_current_span
 
         def spanned(request: Any, context: grpc.ServicerContext) -> Any:
             metadata = dict(context.invocation_metadata() or ())
             token = None
-            if metadata and reads_any(metadata):
-                token = context_api.attach(propagate.extract(metadata))
+            if metadata:  # the caller's trace context, or else an empty one: each call's span is the caller's
+                token = context_api.attach(propagate.extract(metadata))  # child or a root, whatever is current
             try:
                 attributes = dict(named)
                 if "user-agent" in metadata:

@@ -10,6 +10,7 @@ clock (start and end times) and the frames of exception stack traces differ, and
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import logging
 from collections.abc import Callable
@@ -70,11 +71,22 @@ class Opaque:
 Scenario = Callable[[Tracer], None]
 
 
+class RandomCounting(Counting):
+    """Ids in order that say they are random: spans get the RANDOM_TRACE_ID flag."""
+
+    def is_trace_id_random(self) -> bool:
+        return True
+
+
+class Key(enum.StrEnum):  # a str subclass as a key: the SDK keeps it
+    MODEL = "smallguard.model.name"
+
+
 def exported(made: type[TracerProvider], scenario: Scenario, limits: SpanLimits | None = None,
-             sampler: sampling.Sampler | None = None) -> ExportTraceServiceRequest:
+             sampler: sampling.Sampler | None = None, ids: type[IdGenerator] = Counting) -> ExportTraceServiceRequest:
     exporter = InMemorySpanExporter()
     provider = made(resource=Resource.create({"service.name": "smallguard"}), span_limits=limits,
-                    sampler=sampler, id_generator=Counting(), shutdown_on_exit=False)
+                    sampler=sampler, id_generator=ids(), shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     scenario(provider.get_tracer("smallguard", "1.0", attributes={"scope.flag": True}))
     request = encode_spans(exporter.get_finished_spans())
@@ -91,9 +103,9 @@ def exported(made: type[TracerProvider], scenario: Scenario, limits: SpanLimits 
 
 
 def assert_same(scenario: Scenario, limits: SpanLimits | None = None, sampler: sampling.Sampler | None = None,
-                spans: int | None = None) -> None:
-    theirs = exported(TracerProvider, scenario, limits, sampler)
-    ours = exported(LeanTracerProvider, scenario, limits, sampler)
+                spans: int | None = None, ids: type[IdGenerator] = Counting) -> None:
+    theirs = exported(TracerProvider, scenario, limits, sampler, ids)
+    ours = exported(LeanTracerProvider, scenario, limits, sampler, ids)
     assert ours == theirs, f"lean:\n{ours}\nSDK:\n{theirs}"
     if spans is not None:
         assert sum(len(s.spans) for g in ours.resource_spans for s in g.scope_spans) == spans
@@ -123,6 +135,7 @@ def test_a_predict_like_trace_is_exported_as_the_sdk_exports_it() -> None:
             server.set_attribute("smallguard.object.alone", Opaque())
         assert get_current_span() is not server
     assert_same(scenario, spans=3)
+    assert_same(scenario, spans=3, ids=RandomCounting)
 
 
 def test_keys_that_are_empty_or_not_strings_are_handled_as_the_sdk_handles_them(
@@ -136,6 +149,15 @@ def test_keys_that_are_empty_or_not_strings_are_handled_as_the_sdk_handles_them(
     with caplog.at_level(logging.WARNING):
         assert_same(scenario, spans=1)
     assert "invalid key" in caplog.text
+
+
+def test_keys_that_are_str_subclasses_or_become_one_string_are_kept_as_the_sdk_keeps_them() -> None:
+    def scenario(tracer: Tracer) -> None:
+        span = tracer.start_span("subclass", attributes={Key.MODEL: "digits", "1": "first", 1: "last", "m": 2})
+        span.set_attribute(Key.MODEL, "again")
+        span.set_attributes({Key.MODEL: "batch", "2": "a", 2: "b", "n": 3.5, Opaque(): "named"})
+        span.end()
+    assert_same(scenario, spans=1)
 
 
 def test_events_links_statuses_and_names_are_the_sdks() -> None:
@@ -206,14 +228,25 @@ def test_decorators_and_spans_left_open_are_the_sdks() -> None:
             await asyncio.sleep(0)
             return x + 1
 
+        @tracer.start_as_current_span("decorated and raising")
+        def fails() -> None:
+            raise LookupError("from a decorated function")
+
         assert work(2) == 4 and work(3) == 6
+        with pytest.raises(LookupError):
+            fails()
+        once = tracer.start_as_current_span("entered once")
+        with once:
+            pass
+        with pytest.raises((RuntimeError, AttributeError)), once:  # the SDK's, a generator's, cannot either
+            pass
         assert asyncio.run(later(1)) == 2
         with tracer.start_as_current_span("left open", end_on_exit=False) as open_span:
             assert open_span.is_recording()
         assert open_span.is_recording()
         open_span.set_attribute("closed by hand", True)
         open_span.end()
-    assert_same(scenario, spans=4)
+    assert_same(scenario, spans=6)
 
 
 def test_limits_drop_and_cut_as_the_sdks_do() -> None:

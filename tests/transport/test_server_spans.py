@@ -74,6 +74,7 @@ def described(span: ReadableSpan, ids: dict[int, int]) -> tuple[object, ...]:
         attributes.pop(volatile, None)
     scope = span.instrumentation_scope
     return (span.name, span.kind, (scope.name, scope.version, scope.schema_url),
+            format(span.context.trace_id, "032x") == TRACEPARENT.split("-")[1], span.context.trace_flags,
             None if span.parent is None else (span.parent.is_remote, ids.get(span.parent.span_id, "outside")),
             list(attributes.items()),
             [(event.name, {k: v for k, v in event.attributes.items() if k != "exception.stacktrace"})
@@ -99,8 +100,9 @@ def test_the_servers_spans_are_the_instrumentations(
     assert ours == theirs
     by_name = [span[0] for span in ours]
     assert by_name.count("/smallguard.v1.Guard/Predict") == 4 and "/smallguard.v1.Guard/PredictBatch" in by_name
-    continued = [span for span in ours if span[0] == "/smallguard.v1.Guard/Predict" and span[3] is not None]
-    assert [span[3] for span in continued] == [(True, "outside")]  # the caller's span, from traceparent
+    continued = [span for span in ours if span[0] == "/smallguard.v1.Guard/Predict" and span[5] is not None]
+    assert [span[5] for span in continued] == [(True, "outside")]  # the caller's span, from traceparent
+    assert [span[3] for span in ours].count(True) == 3  # the continued Predict and its two children
 
 
 def test_peer_addresses_are_split_as_the_instrumentation_splits_them(caplog: pytest.LogCaptureFixture) -> None:
