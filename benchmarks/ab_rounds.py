@@ -17,7 +17,8 @@ calls in flight (``--kind``: Predict, PredictBatch with an item per digit, or 64
 then B in even rounds, B then A in odd ones. ``--traced`` configures both as `make bench`'s traced+metrics: every
 span exported over OTLP to a receiver in this process (on the clients' CPU), and the Prometheus endpoint on. Each
 window prints the server's CPU per request (per item for batches: from /proc, every process and thread of the
-server), its rate and its p50; the end prints the medians and B's against A's.
+server), its rate and its p50; the end prints the medians and B's against A's, then each round's B against the A
+beside it: their median, and in how many rounds B was above.
 """
 
 from __future__ import annotations
@@ -159,7 +160,17 @@ def _rounds(args: argparse.Namespace, b_env: dict[str, str], folder: Path) -> in
         print(f"{name} medians: {cpu:.1f} us of CPU per {unit} ({low:.1f}-{high:.1f}), {rate:.0f}/s, p50 {p50:.3f} ms")
     (a_cpu, a_rate, a_p50), (b_cpu, b_rate, b_p50) = medians["A"], medians["B"]
     print(f"B against A: CPU per {unit} {b_cpu / a_cpu:.3f}x, rate {b_rate / a_rate:.3f}x, p50 {b_p50 / a_p50:.3f}x")
+    print(paired(results["A"], results["B"], unit))
     return 0
+
+
+def paired(a: list[tuple[float, float, float]], b: list[tuple[float, float, float]], unit: str) -> str:
+    """Each round's B against the A measured next to it: on a machine whose speed drifts over minutes the rounds'
+    ratios agree where the medians of whole runs do not (two runs of 6 rounds gave 0.95x and 1.09x)."""
+    ratios = [rb[0] / ra[0] for ra, rb in zip(a, b, strict=True)]
+    above = sum(ratio > 1 for ratio in ratios)
+    return (f"paired rounds: B's CPU per {unit} against A's [{' '.join(f'{r:.2f}' for r in ratios)}], median "
+            f"{statistics.median(ratios):.3f}x; B above A in {above} of {len(ratios)} rounds")
 
 
 if __name__ == "__main__":
