@@ -17,7 +17,9 @@ processors and exporters, all configured by the same OTEL_* variables) whose tra
 Everything else is the SDK's: a ``LeanSpan`` is an SDK ``Span`` (events, links, status, exceptions,
 ``to_json``), so the SDK's processors and exporters take it as they take their own.
 ``tests/observability/test_lean_spans.py`` runs the same calls through both providers and compares what
-they export, span by span, and would fail on an SDK release that changed the internals used here.
+they export, span by span, and would fail on an SDK release that changed the internals used here. A server
+does not wait for a test: ``checked_provider`` runs a few spans through both at start-up and keeps the SDK's
+own where they differ.
 """
 
 from __future__ import annotations
