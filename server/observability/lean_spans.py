@@ -54,7 +54,7 @@ _ATTRIBUTES_LOG = logging.getLogger("opentelemetry.attributes")
 _PLAIN = frozenset({str, bool, int, float, bytes, type(None)})  # stored as they are, as the SDK stores them
 _PLAIN_NOT_STR = _PLAIN - {str}  # with a string length limit, strings go through the SDK's cleaning
 _SEQUENCES = frozenset({list, tuple})
-_NO_EVENTS: tuple[()] = ()
+_NONE_YET: tuple[()] = ()  # a span's events, or links, until it gets one
 _UNSET = Status(StatusCode.UNSET)
 
 
@@ -155,8 +155,8 @@ class LeanSpan(Span):
         self._most = limits.max_span_attributes
         self._longest = limits.max_span_attribute_length
         self._plain = _PLAIN if self._longest is None else _PLAIN_NOT_STR
-        self._events = _NO_EVENTS  # type: ignore[assignment]
-        self._links = self._new_links(links) if links else _NO_EVENTS  # type: ignore[assignment]
+        self._events = _NONE_YET  # type: ignore[assignment]
+        self._links = self._new_links(links) if links else _NONE_YET  # type: ignore[assignment]
 
     # ------------------------------------------------------------------------------ attributes
 
@@ -235,7 +235,7 @@ class LeanSpan(Span):
             if self._end_time is not None:
                 _SDK_LOG.warning("Tried calling _add_event on an ended span.")
                 return
-            if self._events is _NO_EVENTS:
+            if self._events is _NONE_YET:
                 self._events = self._new_events()
             self._events.append(event)
 
@@ -244,7 +244,7 @@ class LeanSpan(Span):
             if self._end_time is not None:
                 _SDK_LOG.warning("Tried calling _add_link on an ended span.")
                 return
-            if self._links is _NO_EVENTS:
+            if self._links is _NONE_YET:
                 self._links = self._new_links(())
             self._links.append(link)
 
@@ -261,6 +261,10 @@ class LeanSpan(Span):
         processor = self._span_processor
         processor._on_ending(self)
         processor.on_end(self)  # not a copy: an ended span refuses every change
+
+
+# where start_as_current_span's flags are in the arguments CurrentSpan keeps for start_span
+_RECORD_EXCEPTION, _SET_STATUS_ON_EXCEPTION = 6, 7
 
 
 class CurrentSpan:
@@ -286,10 +290,10 @@ class CurrentSpan:
         span = self._span
         try:
             context_api.detach(self._token)
-            if isinstance(error, Exception) and isinstance(span, trace_api.Span) and span.is_recording():
-                if self._start[6]:
+            if isinstance(error, Exception) and span.is_recording():
+                if self._start[_RECORD_EXCEPTION]:
                     span.record_exception(error)
-                if self._start[7]:
+                if self._start[_SET_STATUS_ON_EXCEPTION]:
                     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         finally:
             if self._end_on_exit:
