@@ -23,6 +23,7 @@ import numpy as np
 from opentelemetry import trace
 
 from smallguard.server.core.cascade import Cascade
+from smallguard.server.core.coalescing import Coalescer
 from smallguard.server.core.inputs import feeds_for, feeds_for_many
 from smallguard.server.core.models import LoadedModel, ModelRepository
 from smallguard.server.core.policy import decide, escalate_when_drifted
@@ -73,6 +74,7 @@ class Loaded:
 
     repository: ModelRepository
     cascades: Mapping[str, Cascade]
+    coalescers: Mapping[int, Coalescer]  # id(model) -> how its concurrent calls are served together
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +101,7 @@ class Guard:
     def __init__(self, repository: ModelRepository, runner: VerifierRunner, metrics: GuardMetrics,
                  feedback: Feedback | None, cascades: Mapping[str, Cascade] | None = None,
                  decisions: DecisionLog | None = None, review: ReviewQueue | None = None) -> None:
-        self._loaded = Loaded(repository, dict(cascades or {}))  # cascades: model name -> its escalation tiers
+        self._loaded = self._loaded_set(repository, cascades or {})
         self._runner = runner
         self._metrics = metrics
         self._feedback = feedback
@@ -120,7 +122,7 @@ class Guard:
         loaded = self._loaded  # one set of models for the whole request, whatever a reload does meanwhile
         model = loaded.repository.get(call.model, call.version)
         with self._metrics.in_flight(model.spec.name, model.spec.version):
-            outcome = self._predict(call, model)
+            outcome = self._predict(call, model, loaded)
             if outcome.decision is Decision.ESCALATE and model.spec.escalation:
                 outcome = self._escalate(call, model, outcome, loaded)
         self._metrics.record_prediction(outcome, time.perf_counter() - started)
@@ -128,11 +130,14 @@ class Guard:
             self._decisions.append(call, outcome, model.spec.log_inputs)
         return outcome
 
-    def _predict(self, call: PredictCall, model: LoadedModel) -> PredictOutcome:
-        feeds = feeds_for(model.spec.inputs, call)
+    def _predict(self, call: PredictCall, model: LoadedModel, loaded: Loaded) -> PredictOutcome:
         span = trace.get_current_span()
         if not span.is_recording():  # nothing exports this trace: no span work, only the caller's trace id
-            return self._decide(call, model, feeds, model.head.predict(feeds), None, _trace_id(span))
+            coalescer = loaded.coalescers.get(id(model))
+            if coalescer is not None:
+                return coalescer.run((call, _trace_id(span)))
+            return self._alone(model, (call, _trace_id(span)))
+        feeds = feeds_for(model.spec.inputs, call)
         with self._tracer.start_as_current_span("smallguard.model.run") as model_span:
             model_span.set_attribute("smallguard.model.name", model.spec.name)
             head = model.head.predict(feeds)
@@ -155,6 +160,36 @@ class Guard:
             "smallguard.cost": final.cost,
         })
         return final
+
+    def _loaded_set(self, repository: ModelRepository, cascades: Mapping[str, Cascade]) -> Loaded:
+        """``repository`` and its tiers, with a coalescer for each model whose verifiers all run inline (a
+        batch must not wait for a plugin's pool thread: such a model's calls are each served alone)."""
+        coalescers = {id(model): Coalescer(lambda item, model=model: self._alone(model, item),
+                                           lambda items, model=model: self._together(model, items))
+                      for model in repository if all(bound.inline for bound in model.verifiers)}
+        return Loaded(repository, dict(cascades), coalescers)
+
+    def _alone(self, model: LoadedModel, item: tuple[PredictCall, str]) -> PredictOutcome:
+        """One call's outcome before escalation, with no span work: ``item`` is the call and its trace id."""
+        call, trace_id = item
+        feeds = feeds_for(model.spec.inputs, call)
+        return self._decide(call, model, feeds, model.head.predict(feeds), None, trace_id)
+
+    def _together(self, model: LoadedModel, items: Sequence[tuple[PredictCall, str]]
+                  ) -> list[PredictOutcome | GuardError]:
+        """``_alone`` for calls that arrived together: the batch path, each call with its own outcome or error."""
+        calls = [call for call, _ in items]
+        results: list[PredictOutcome | GuardError] = [ItemFailedError("not served")] * len(calls)
+        served: list[tuple[int, PredictCall, dict[str, np.ndarray]]] = []
+        for i, (call, feeds) in enumerate(zip(calls, feeds_for_many(model.spec.inputs, calls), strict=True)):
+            if isinstance(feeds, InvalidInputError):
+                results[i] = feeds
+            else:
+                served.append((i, call, feeds))
+        heads = self._heads(model, [feeds for _, _, feeds in served])
+        for i, _, outcome in self._judged(model, served, heads, [trace_id for _, trace_id in items], results):
+            results[i] = outcome
+        return results
 
     def _decide(self, call: PredictCall, model: LoadedModel, feeds: Mapping[str, np.ndarray], head: HeadResult,
                 span: trace.Span | None, trace_id: str = "") -> PredictOutcome:
@@ -237,21 +272,7 @@ class Guard:
                 heads = self._heads(loaded, [feeds for _, _, feeds in served])
         else:
             heads = self._heads(loaded, [feeds for _, _, feeds in served])
-        trace_id = _trace_id(span)
-        ready = []
-        for (i, call, feeds), head in zip(served, heads, strict=True):
-            if isinstance(head, GuardError):
-                results[i] = head
-            else:
-                ready.append((i, call, feeds, head))
-        judged = []
-        for item, verdict in zip(ready, self._judge_many(loaded, ready), strict=True):
-            if verdict is None:
-                results[item[0]] = ItemFailedError("internal error while serving this item; the server log has the "
-                                                   "details")
-            else:
-                judged.append((item, verdict))
-        for ((i, call, _, _), _), outcome in zip(judged, self._outcomes(loaded, judged, trace_id), strict=True):
+        for i, call, outcome in self._judged(loaded, served, heads, [_trace_id(span)] * size, results):
             try:
                 if outcome.decision is Decision.ESCALATE and spec.escalation:  # item by item, within the deadline
                     outcome = self._escalate(call, loaded, outcome, current)
@@ -259,6 +280,27 @@ class Guard:
             except Exception:
                 log.exception("batch item %d of model %s failed", i, spec.name)
                 results[i] = ItemFailedError("internal error while serving this item; the server log has the details")
+
+    def _judged(self, model: LoadedModel, served: list[tuple[int, PredictCall, dict[str, np.ndarray]]],
+                heads: list[HeadResult | GuardError], trace_ids: Sequence[str],
+                results: list[PredictOutcome | GuardError]) -> list[tuple[int, PredictCall, PredictOutcome]]:
+        """The served items' outcomes from their heads (before escalation), with their positions; an item whose
+        head or judging failed gets its error in ``results`` instead. ``trace_ids``: by position."""
+        ready = []
+        for (i, call, feeds), head in zip(served, heads, strict=True):
+            if isinstance(head, GuardError):
+                results[i] = head
+            else:
+                ready.append((i, call, feeds, head))
+        judged = []
+        for item, verdict in zip(ready, self._judge_many(model, ready), strict=True):
+            if verdict is None:
+                results[item[0]] = ItemFailedError("internal error while serving this item; the server log has the "
+                                                   "details")
+            else:
+                judged.append((item, verdict))
+        return [(i, call, outcome) for ((i, call, _, _), _), outcome
+                in zip(judged, self._outcomes(model, judged, trace_ids), strict=True)]
 
     def _judge_many(self, model: LoadedModel, items: list[tuple[int, PredictCall, dict[str, np.ndarray], HeadResult]]
                     ) -> list[_Verdict | None]:
@@ -293,7 +335,7 @@ class Guard:
 
     def _outcomes(self, model: LoadedModel,
                   judged: list[tuple[tuple[int, PredictCall, dict[str, np.ndarray], HeadResult], _Verdict]],
-                  trace_id: str) -> list[PredictOutcome]:
+                  trace_ids: Sequence[str]) -> list[PredictOutcome]:
         """The judged items into the drift window, once, then their outcomes. The drift state is read after the
         batch is observed: every item of a batch gets the same drift rule."""
         spec = model.spec
@@ -306,8 +348,9 @@ class Guard:
                 judged = [(item, (outcomes, *escalate_when_drifted(decision, reasons, message)))
                           for item, (outcomes, decision, reasons) in judged]
         return [PredictOutcome(call.request_id or new_request_id(), spec.name, spec.version, decision, head.prediction,
-                               head.confidence, head.raw_confidence, model.threshold, reasons, outcomes, trace_id)
-                for (_, call, _, head), (outcomes, decision, reasons) in judged]
+                               head.confidence, head.raw_confidence, model.threshold, reasons, outcomes,
+                               trace_ids[i])
+                for (i, call, _, head), (outcomes, decision, reasons) in judged]
 
     def _heads(self, loaded: LoadedModel, items: list[dict[str, np.ndarray]]) -> list[HeadResult | GuardError]:
         """The head's result for each item: one model run per group of items whose inputs have the same
@@ -409,7 +452,7 @@ class Guard:
         if self._review is not None:
             self._review.update_specs(specs)
         self._subscribe(repository, self._drift_listeners)
-        self._loaded = Loaded(repository, dict(cascades))
+        self._loaded = self._loaded_set(repository, cascades)
         retire = threading.Timer(retire_after_s, lambda: [cascade.close() for cascade in old.cascades.values()])
         retire.daemon = True
         retire.start()

@@ -1,0 +1,143 @@
+"""Concurrent calls for one model served together: the calls that are ready when the model is free run as one batch.
+
+A single Predict pays the whole path alone: the model run, calibration, the verifiers, drift. Through the
+batch path (one model run, each step once over all the items) eight calls cost about half as much each,
+with the same decision for every one (``PredictBatch`` is held to that). So under load the calls that are
+ready at once are served together: a call that finds the model busy waits for the thread serving it, and
+the calls that arrived meanwhile are then served by one of them, together. Nothing waits for a batch to
+fill and no call waits on a timer: a lone caller is served at once and alone (as in Triton's dynamic
+batcher with no queue delay).
+
+On one core the threads take turns holding the interpreter lock, and a thread lets go of it only when it
+blocks: a call that finds the model free would be served alone before the others ever got there. So when
+calls have been arriving while the model was busy, a call that finds it free first yields the CPU once
+(``sched_yield``), which lets the threads whose calls are ready come up to the model, and then serves
+itself with them. When a yield brings no one, the next call serves itself at once: a caller alone never
+pays for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+
+class _Waiting(Generic[T, R]):
+    """A call served in a batch: its result or error, and the batch itself for the call that serves it."""
+
+    __slots__ = ("batch", "error", "item", "released", "result")
+
+    def __init__(self, item: T) -> None:
+        self.item = item
+        self.result: R | None = None
+        self.error: BaseException | None = None
+        self.released = threading.Lock()  # held until this call's result is in, or it must serve a batch
+        self.released.acquire()
+        self.batch: list[_Waiting[T, R]] | None = None
+
+
+class Coalescer(Generic[T, R]):
+    """One model's calls: each alone while they come one at a time, in batches while they come together."""
+
+    def __init__(self, one: Callable[[T], R], many: Callable[[Sequence[T]], Sequence[R | BaseException]]) -> None:
+        self._one = one  # one call, alone: its result, or it raises
+        self._many = many  # calls together: a result or an error for each, in order
+        self._lock = threading.Lock()
+        self._arrived: list[_Waiting[T, R]] = []  # calls waiting for the model
+        self._busy = False  # a thread is serving a call or a batch
+        self._crowded = False  # calls have been arriving while the model was busy: gather before serving
+        self.batches = 0  # batches of two calls or more served so far (for tests and the benchmark)
+
+    def run(self, item: T) -> R:
+        """``item``'s result, served alone or with the calls beside it; raises what serving it raised."""
+        with self._lock:
+            if self._busy:
+                waiting: _Waiting[T, R] | None = _Waiting(item)
+                self._arrived.append(waiting)
+                self._crowded = True
+            else:
+                self._busy = True
+                waiting = None
+        if waiting is None:
+            waiting = self._gathered(item) if self._crowded else None
+            if waiting is None:
+                try:
+                    return self._one(item)
+                finally:
+                    self._hand_on()
+        else:
+            waiting.released.acquire()
+        if waiting.batch is not None:
+            try:
+                self._serve(waiting.batch)
+            finally:
+                self._hand_on()
+        if waiting.error is not None:
+            raise waiting.error
+        return waiting.result  # type: ignore[return-value]  # set whenever no error is
+
+    def _gathered(self, item: T) -> _Waiting[T, R] | None:
+        """``item`` at the head of the calls that came up while this thread yielded; None when none did."""
+        os.sched_yield()  # lets go of the interpreter lock: the threads with a call ready run up to the model
+        with self._lock:
+            arrived, self._arrived = self._arrived, []
+            if not arrived:
+                self._crowded = False
+                return None
+        mine: _Waiting[T, R] = _Waiting(item)
+        mine.batch = [mine, *arrived]
+        return mine
+
+    def _serve(self, batch: list[_Waiting[T, R]]) -> None:
+        """Every call of ``batch`` gets its result or error, and every one but the first (this thread's) is
+        released."""
+        try:
+            if len(batch) == 1:
+                batch[0].result, batch[0].error = _alone(self._one, batch[0].item)
+                return
+            self.batches += 1
+            try:
+                results = self._many([waiting.item for waiting in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{len(results)} results for a batch of {len(batch)} calls")
+            except Exception:  # the batch as a whole failed: each call gets its own chance, alone
+                log.exception("%d calls served together failed; serving each alone", len(batch))
+                results = [error if error is not None else result
+                           for result, error in (_alone(self._one, waiting.item) for waiting in batch)]
+            for waiting, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    waiting.error = result
+                else:
+                    waiting.result = result
+        finally:
+            for waiting in batch:
+                if waiting.result is None and waiting.error is None:  # serving stopped short (a BaseException)
+                    waiting.error = RuntimeError("this call's batch stopped before the call was served")
+            for waiting in batch[1:]:
+                waiting.released.release()
+
+    def _hand_on(self) -> None:
+        """Give the calls that arrived meanwhile to the first of them to serve, or mark the model free."""
+        with self._lock:
+            batch, self._arrived = self._arrived, []
+            if not batch:
+                self._busy = False
+                return
+        first = batch[0]
+        first.batch = batch
+        first.released.release()
+
+
+def _alone(one: Callable[[T], R], item: T) -> tuple[R | None, BaseException | None]:
+    try:
+        return one(item), None
+    except Exception as error:
+        return None, error
