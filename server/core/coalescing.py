@@ -47,14 +47,15 @@ class _Waiting(Generic[T, R]):
 class Coalescer(Generic[T, R]):
     """One model's calls: each alone while they come one at a time, in batches while they come together."""
 
-    def __init__(self, one: Callable[[T], R], many: Callable[[Sequence[T]], Sequence[R | BaseException]]) -> None:
+    def __init__(self, one: Callable[[T], R], many: Callable[[Sequence[T]], Sequence[R | BaseException]],
+                 served_together: Callable[[int], None] = lambda calls: None) -> None:
         self._one = one  # one call, alone: its result, or it raises
         self._many = many  # calls together: a result or an error for each, in order
+        self._served_together = served_together  # told the size of each batch of two calls or more
         self._lock = threading.Lock()
         self._arrived: list[_Waiting[T, R]] = []  # calls waiting for the model
         self._busy = False  # a thread is serving a call or a batch
         self._crowded = False  # calls have been arriving while the model was busy: gather before serving
-        self.batches = 0  # batches of two calls or more served so far (for tests and the benchmark)
 
     def run(self, item: T) -> R:
         """``item``'s result, served alone or with the calls beside it; raises what serving it raised."""
@@ -103,7 +104,7 @@ class Coalescer(Generic[T, R]):
             if len(batch) == 1:
                 batch[0].result, batch[0].error = _alone(self._one, batch[0].item)
                 return
-            self.batches += 1
+            self._served_together(len(batch))
             try:
                 results = self._many([waiting.item for waiting in batch])
                 if len(results) != len(batch):

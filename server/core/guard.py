@@ -108,6 +108,8 @@ class Guard:
         self._decisions = decisions
         self._review = review
         self._drift_listeners: list[Callable[[str, bool], None]] = []
+        self._together: dict[tuple[str, str], int] = {}  # (model, version) -> Predict calls served in batches
+        self._together_lock = threading.Lock()
         self._retired: list[threading.Timer] = []
         # The installed provider's tracer when there is one by now (as `smallguard serve` installs it), not
         # the API's proxy, which wraps each span in a context manager of its own (2-4 us a span).
@@ -165,7 +167,9 @@ class Guard:
         """``repository`` and its tiers, with a coalescer for each model whose verifiers all run inline (a
         batch must not wait for a plugin's pool thread: such a model's calls are each served alone)."""
         coalescers = {id(model): Coalescer(lambda item, model=model: self._alone(model, item),
-                                           lambda items, model=model: self._together(model, items))
+                                           lambda items, model=model: self._all_together(model, items),
+                                           lambda calls, key=(model.spec.name, model.spec.version):
+                                           self._count_together(key, calls))
                       for model in repository if all(bound.inline for bound in model.verifiers)}
         return Loaded(repository, dict(cascades), coalescers)
 
@@ -175,7 +179,7 @@ class Guard:
         feeds = feeds_for(model.spec.inputs, call)
         return self._decide(call, model, feeds, model.head.predict(feeds), None, trace_id)
 
-    def _together(self, model: LoadedModel, items: Sequence[tuple[PredictCall, str]]
+    def _all_together(self, model: LoadedModel, items: Sequence[tuple[PredictCall, str]]
                   ) -> list[PredictOutcome | GuardError]:
         """``_alone`` for calls that arrived together: the batch path, each call with its own outcome or error."""
         calls = [call for call, _ in items]
@@ -190,6 +194,15 @@ class Guard:
         for i, _, outcome in self._judged(model, served, heads, [trace_id for _, trace_id in items], results):
             results[i] = outcome
         return results
+
+    def _count_together(self, key: tuple[str, str], calls: int) -> None:
+        with self._together_lock:
+            self._together[key] = self._together.get(key, 0) + calls
+
+    def served_together(self) -> dict[tuple[str, str], int]:
+        """(model, version) -> how many Predict calls were served in a batch with others, since start."""
+        with self._together_lock:
+            return dict(self._together)
 
     def _decide(self, call: PredictCall, model: LoadedModel, feeds: Mapping[str, np.ndarray], head: HeadResult,
                 span: trace.Span | None, trace_id: str = "") -> PredictOutcome:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
@@ -285,6 +285,18 @@ class GuardMetrics:
         self._meter.create_observable_gauge(
             "smallguard.drift.limit", callbacks=[limits], unit="1",
             description="The bundle's limit for each drift signal; a score past it marks the model drifted")
+
+    def watch_served_together(self, counts: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        """Register the counter of Predict calls served in a batch with others, read from ``counts()``
+        ((model, version) -> calls) whenever metrics are collected. Called once, by whoever assembles the guard."""
+        def together(_options: CallbackOptions) -> list[Observation]:
+            return [Observation(calls, {MODEL: model, VERSION: version})
+                    for (model, version), calls in counts().items()]
+
+        self._meter.create_observable_counter(
+            "smallguard.predict.served_together", callbacks=[together], unit="{request}",
+            description="Predict calls that arrived while the model was busy and were served in one batch with "
+                        "the others ready then")
 
     def record_tier(self, model: str, model_version: str, tier: str, outcome: str, calls: int, cost: float,
                     duration_s: float | None) -> None:
