@@ -38,6 +38,23 @@ def answer(stub: guard_pb2_grpc.GuardStub, request: pb.PredictRequest) -> tuple:
         return (error.code(), error.details())
 
 
+def all_at_once(stubs: list[guard_pb2_grpc.GuardStub], calls: list[pb.PredictRequest]) -> list[tuple | None]:
+    """Every call's answer, from CALLERS threads that start together, spread over ``stubs``."""
+    got: list[tuple | None] = [None] * len(calls)
+    barrier = threading.Barrier(CALLERS)
+
+    def caller(k: int) -> None:
+        barrier.wait()
+        for j in range(k, len(calls), CALLERS):
+            got[j] = answer(stubs[j % len(stubs)], calls[j])
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return got
+
+
 @pytest.mark.e2e
 def test_calls_served_together_get_the_answers_they_get_alone() -> None:
     """`smallguard serve` as deployed (no traces exported); a caller thread per call in flight."""
@@ -58,19 +75,7 @@ def test_calls_served_together_get_the_answers_they_get_alone() -> None:
 
         together: dict[str, float] = {}
         for _ in range(30):  # rounds of every call at once, until calls have been served together
-            got: list[tuple | None] = [None] * (len(calls) * 2)
-            barrier = threading.Barrier(CALLERS)
-
-            def caller(k: int) -> None:
-                barrier.wait()
-                for j in range(k, len(got), CALLERS):
-                    got[j] = answer(stubs[j % len(stubs)], calls[j % len(calls)])
-            threads = [threading.Thread(target=caller, args=(k,)) for k in range(CALLERS)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(60)
-            assert got == alone * 2
+            assert all_at_once(stubs, calls * 2) == alone * 2
             together = served_together()
             if together.get("digits", 0) > 0:
                 break
