@@ -18,8 +18,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from smallguard.server.core.cascade import Cascade
@@ -87,6 +89,14 @@ class ModelReport:
     tiers: tuple[tuple[TierSpec, str], ...] = ()  # each escalation tier and its circuit's state now
 
 
+class _Item(NamedTuple):
+    """A Predict call as the coalescer passes it: with its trace id, and its span when that records."""
+
+    call: PredictCall
+    trace_id: str
+    span: trace.Span | None
+
+
 # an item's verifier outcomes, decision and reasons (before the drift rule)
 _Verdict = tuple[tuple[VerifierOutcome, ...], Decision, tuple[Reason, ...]]
 
@@ -133,17 +143,12 @@ class Guard:
         return outcome
 
     def _predict(self, call: PredictCall, model: LoadedModel, loaded: Loaded) -> PredictOutcome:
+        """The small model's outcome (before escalation), served alone or with the calls beside it."""
         span = trace.get_current_span()
-        if not span.is_recording():  # nothing exports this trace: no span work, only the caller's trace id
-            coalescer = loaded.coalescers.get(id(model))
-            if coalescer is not None:
-                return coalescer.run((call, _trace_id(span)))
-            return self._alone(model, (call, _trace_id(span)))
-        feeds = feeds_for(model.spec.inputs, call)
-        with self._tracer.start_as_current_span("smallguard.model.run") as model_span:
-            model_span.set_attribute("smallguard.model.name", model.spec.name)
-            head = model.head.predict(feeds)
-        return self._decide(call, model, feeds, head, span)
+        # no span work when nothing exports this trace (span None): only the caller's trace id
+        item = _Item(call, _trace_id(span), span if span.is_recording() else None)
+        coalescer = loaded.coalescers.get(id(model))
+        return coalescer.run(item) if coalescer is not None else self._alone(model, item)
 
     def _escalate(self, call: PredictCall, model: LoadedModel, outcome: PredictOutcome,
                   loaded: Loaded) -> PredictOutcome:
@@ -173,16 +178,26 @@ class Guard:
                       for model in repository if all(bound.inline for bound in model.verifiers)}
         return Loaded(repository, dict(cascades), coalescers)
 
-    def _alone(self, model: LoadedModel, item: tuple[PredictCall, str]) -> PredictOutcome:
-        """One call's outcome before escalation, with no span work: ``item`` is the call and its trace id."""
-        call, trace_id = item
+    def _alone(self, model: LoadedModel, item: _Item) -> PredictOutcome:
+        """One call's outcome before escalation, with its spans under the call's own span when it records."""
+        call, span = item.call, item.span
         feeds = feeds_for(model.spec.inputs, call)
-        return self._decide(call, model, feeds, model.head.predict(feeds), None, trace_id)
+        if span is None:
+            return self._decide(call, model, feeds, model.head.predict(feeds), None, item.trace_id)
+        token = None if span is trace.get_current_span() else otel_context.attach(trace.set_span_in_context(span))
+        try:  # (another thread's call, served by this one when its batch failed: its spans go under its span)
+            with self._tracer.start_as_current_span("smallguard.model.run") as model_span:
+                model_span.set_attribute("smallguard.model.name", model.spec.name)
+                head = model.head.predict(feeds)
+            return self._decide(call, model, feeds, head, span)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
 
-    def _all_together(self, model: LoadedModel, items: Sequence[tuple[PredictCall, str]]
-                  ) -> list[PredictOutcome | GuardError]:
-        """``_alone`` for calls that arrived together: the batch path, each call with its own outcome or error."""
-        calls = [call for call, _ in items]
+    def _all_together(self, model: LoadedModel, items: Sequence[_Item]) -> list[PredictOutcome | GuardError]:
+        """``_alone`` for calls that arrived together: the batch path, each call with its own outcome or error,
+        and, for a call whose span records, the spans ``_alone`` gives it, timed by the batch's steps."""
+        calls = [item.call for item in items]
         results: list[PredictOutcome | GuardError] = [ItemFailedError("not served")] * len(calls)
         served: list[tuple[int, PredictCall, dict[str, np.ndarray]]] = []
         for i, (call, feeds) in enumerate(zip(calls, feeds_for_many(model.spec.inputs, calls), strict=True)):
@@ -190,10 +205,31 @@ class Guard:
                 results[i] = feeds
             else:
                 served.append((i, call, feeds))
+        run_started = time.time_ns()
         heads = self._heads(model, [feeds for _, _, feeds in served])
-        for i, _, outcome in self._judged(model, served, heads, [trace_id for _, trace_id in items], results):
+        run_ended = time.time_ns()
+        judged = self._judged(model, served, heads, [item.trace_id for item in items], results)
+        judged_at = time.time_ns()
+        for i, _, outcome in judged:
             results[i] = outcome
+            span = items[i].span
+            if span is not None:
+                self._spans_of(span, model, outcome, len(items), (run_started, run_ended, judged_at))
         return results
+
+    def _spans_of(self, span: trace.Span, model: LoadedModel, outcome: PredictOutcome, together: int,
+                  times: tuple[int, int, int]) -> None:
+        """A call's model-run and verifier spans under its own ``span``, spanning the batch's model run and then
+        its verifiers and decisions, and the call's attributes on ``span``, as when it is served alone."""
+        parent = trace.set_span_in_context(span)
+        run = self._tracer.start_span("smallguard.model.run", context=parent, start_time=times[0])
+        run.set_attributes({"smallguard.model.name": model.spec.name, "smallguard.batch.size": together})
+        run.end(end_time=times[1])
+        verify = self._tracer.start_span("smallguard.verifiers.run", context=parent, start_time=times[1])
+        verify.set_attributes(_verifier_attributes(outcome.verifiers))
+        verify.end(end_time=times[2])
+        _annotate(span, model, outcome.request_id, outcome.decision._name_, outcome.reasons, outcome.confidence,
+                  outcome.raw_confidence, outcome.verifiers)
 
     def _count_together(self, key: tuple[str, str], calls: int) -> None:
         with self._together_lock:
@@ -216,11 +252,7 @@ class Guard:
             with self._tracer.start_as_current_span("smallguard.verifiers.run") as verify_span:
                 outcomes = self._runner.run(model.verifiers, prediction, call.context,
                                             spec.policy.verifier_timeout_ms)
-                verify_span.set_attributes({
-                    "smallguard.verifiers.count": len(outcomes),
-                    "smallguard.verifiers.failed": [o.name for o in outcomes if o.status is Status.FAILED],
-                    "smallguard.verifiers.errored": [o.name for o in outcomes if o.status is Status.ERROR],
-                })
+                verify_span.set_attributes(_verifier_attributes(outcomes))
         decision, reasons = self._policy(model, head, outcomes)
         if model.drift is not None:  # observed before the drift rule: its own escalations are not drift
             model.drift.observe(feeds, confidence, decision)
@@ -228,7 +260,7 @@ class Guard:
                 decision, reasons = escalate_when_drifted(decision, reasons, model.drift.message)
         request_id = call.request_id or new_request_id()
         if span is not None:
-            _annotate(span, model, request_id, decision._name_, reasons, head, outcomes)
+            _annotate(span, model, request_id, decision._name_, reasons, confidence, head.raw_confidence, outcomes)
             trace_id = _trace_id(span)
         return PredictOutcome(request_id, spec.name, spec.version, decision, prediction, confidence,
                               head.raw_confidence, model.threshold, reasons, outcomes, trace_id)
@@ -527,16 +559,24 @@ def _trace_id(span: trace.Span) -> str:
     return trace.format_trace_id(context.trace_id) if context.is_valid else ""
 
 
+def _verifier_attributes(outcomes: tuple[VerifierOutcome, ...]) -> dict[str, int | list[str]]:
+    return {
+        "smallguard.verifiers.count": len(outcomes),
+        "smallguard.verifiers.failed": [o.name for o in outcomes if o.status is Status.FAILED],
+        "smallguard.verifiers.errored": [o.name for o in outcomes if o.status is Status.ERROR],
+    }
+
+
 def _annotate(span: trace.Span, model: LoadedModel, request_id: str, decision: str, reasons: tuple[Reason, ...],
-              head: HeadResult, outcomes: tuple[VerifierOutcome, ...]) -> None:
+              confidence: float, raw_confidence: float, outcomes: tuple[VerifierOutcome, ...]) -> None:
     span.set_attributes({
         "smallguard.model.name": model.spec.name,
         "smallguard.model.version": model.spec.version,
         "smallguard.request_id": request_id,
         "smallguard.decision": decision,
         "smallguard.reasons": [r.code._value_ for r in reasons],
-        "smallguard.confidence": head.confidence,
-        "smallguard.confidence.raw": head.raw_confidence,
+        "smallguard.confidence": confidence,
+        "smallguard.confidence.raw": raw_confidence,
         "smallguard.threshold": model.threshold,
         "smallguard.verifiers.failed": [o.name for o in outcomes if o.status is Status.FAILED],
         "smallguard.verifiers.errored": [o.name for o in outcomes if o.status is Status.ERROR],
