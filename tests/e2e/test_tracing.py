@@ -119,3 +119,47 @@ def test_each_escalation_tier_call_is_a_span_under_the_predict_span(
     assert server.attributes["smallguard.decision"] == pb.Decision.Name(response.decision)  # the final one
     assert server.attributes["smallguard.answered_by"] == response.answered_by
     assert server.attributes["smallguard.cost"] == response.cost
+
+
+def test_calls_served_together_each_get_the_trace_they_get_alone(shipped: Running,
+                                                                 spans: InMemorySpanExporter) -> None:
+    """Each call's spans are its own (under its server span, in its trace) with the attributes it gets alone;
+    only its model run says it ran in a batch."""
+    from tests.e2e.test_served_together import all_at_once
+
+    calls = [digits_request(row["pixels"], request_id=f"traced-{i}",
+                            context={"allowed_labels": "0,1,2,3,4" if i % 3 == 0 else "0,1,2,3,4,5,6,7,8,9"})
+             for i, row in enumerate(digits_rows()[:40])]
+
+    def traces(count: int) -> dict[str, tuple]:
+        """Each trace's spans, by the request id on its server span: what the trace says of the call."""
+        found = finished(spans, count)
+        spans.clear()
+        by_trace: dict[int, list[ReadableSpan]] = {}
+        for span in found:
+            by_trace.setdefault(span.context.trace_id, []).append(span)
+        shown = {}
+        for members in by_trace.values():
+            (server,) = [s for s in members if s.kind is SpanKind.SERVER]
+            children = sorted((s for s in members if s is not server), key=lambda s: s.name)
+            assert all(s.parent.span_id == server.context.span_id for s in children)
+            assert all(server.start_time <= s.start_time <= s.end_time <= server.end_time for s in children)
+            shown[server.attributes["smallguard.request_id"]] = (
+                {k: v for k, v in server.attributes.items() if k.startswith("smallguard.")},
+                [(s.name, {k: v for k, v in s.attributes.items() if k != "smallguard.batch.size"}) for s in children])
+        return shown
+
+    spans.clear()
+    for call in calls:
+        shipped.stub.Predict(call)
+    alone = traces(3 * len(calls))
+    assert len(alone) == len(calls)
+    together = 0
+    for _ in range(30):  # until calls have been served together
+        all_at_once([shipped.stub], calls)
+        together = sum(1 for s in finished(spans, 3 * len(calls))
+                       if s.name == "smallguard.model.run" and s.attributes.get("smallguard.batch.size", 1) > 1)
+        assert traces(3 * len(calls)) == alone
+        if together:
+            break
+    assert together, "no two calls were ever served together"
