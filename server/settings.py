@@ -29,7 +29,7 @@ class Settings:
                                                  "OS move them"})
     max_concurrent_rpcs: int = field(default=256, metadata={
         "env": "SMALLGUARD_MAX_CONCURRENT_RPCS",
-        "help": "in-flight RPCs per process before RESOURCE_EXHAUSTED; eight threads run them, more while calls "
+        "help": "in-flight RPCs per process before RESOURCE_EXHAUSTED; sixteen threads run them, more while calls "
                 "wait behind stuck ones"})
     grace_seconds: float = field(default=10.0, metadata={
         "env": "SMALLGUARD_GRACE_SECONDS", "help": "on SIGTERM, how long in-flight requests may finish"})
