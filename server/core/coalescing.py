@@ -12,8 +12,12 @@ On one core the threads take turns holding the interpreter lock, and a thread le
 blocks: a call that finds the model free would be served alone before the others ever got there. So when
 calls have been arriving while the model was busy, a call that finds it free first yields the CPU once
 (``sched_yield``), which lets the threads whose calls are ready come up to the model, and then serves
-itself with them. When a yield brings no one, the next call serves itself at once: a caller alone never
-pays for it.
+itself with them. When a yield brings no one, the next call serves itself at once: a caller alone pays for
+one yield at most, after a busy spell.
+
+If serving a batch fails as a whole (a bug: the batch path gives each call its own error), each call is served
+again alone; what the batch path had already done for them (their drift observations, their spans) is then done
+twice.
 """
 
 from __future__ import annotations
@@ -21,13 +25,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 log = logging.getLogger(__name__)
+
+
+_NOT_SERVED: Any = object()  # a call's result until it has one (a result may be any value, None included)
+_yield_cpu = getattr(os, "sched_yield", lambda: time.sleep(0))  # os.sched_yield is POSIX's
 
 
 class _Waiting(Generic[T, R]):
@@ -37,7 +46,7 @@ class _Waiting(Generic[T, R]):
 
     def __init__(self, item: T) -> None:
         self.item = item
-        self.result: R | None = None
+        self.result: R = _NOT_SERVED
         self.error: BaseException | None = None
         self.released = threading.Lock()  # held until this call's result is in, or it must serve a batch
         self.released.acquire()
@@ -68,11 +77,12 @@ class Coalescer(Generic[T, R]):
                 self._busy = True
                 waiting = None
         if waiting is None:
-            waiting = self._gathered(item) if self._crowded else None
-            if waiting is None:
-                try:
+            try:
+                waiting = self._gathered(item) if self._crowded else None
+                if waiting is None:
                     return self._one(item)
-                finally:
+            finally:
+                if waiting is None:  # served alone (or gathering failed): the next calls' turn
                     self._hand_on()
         else:
             waiting.released.acquire()
@@ -83,18 +93,21 @@ class Coalescer(Generic[T, R]):
                 self._hand_on()
         if waiting.error is not None:
             raise waiting.error
-        return waiting.result  # type: ignore[return-value]  # set whenever no error is
+        return waiting.result
 
     def _gathered(self, item: T) -> _Waiting[T, R] | None:
-        """``item`` at the head of the calls that came up while this thread yielded; None when none did."""
-        os.sched_yield()  # lets go of the interpreter lock: the threads with a call ready run up to the model
+        """``item`` at the head of the calls that came up while this thread yielded; None when none did. Nothing
+        that can fail comes after the calls are taken from the queue: they are this thread's to serve."""
+        _yield_cpu()  # lets go of the interpreter lock: the threads with a call ready run up to the model
+        mine: _Waiting[T, R] = _Waiting(item)
+        batch, empty = [mine], []
         with self._lock:
-            arrived, self._arrived = self._arrived, []
+            arrived, self._arrived = self._arrived, empty
             if not arrived:
                 self._crowded = False
                 return None
-        mine: _Waiting[T, R] = _Waiting(item)
-        mine.batch = [mine, *arrived]
+            batch += arrived
+        mine.batch = batch
         return mine
 
     def _serve(self, batch: list[_Waiting[T, R]]) -> None:
@@ -104,15 +117,19 @@ class Coalescer(Generic[T, R]):
             if len(batch) == 1:
                 batch[0].result, batch[0].error = _alone(self._one, batch[0].item)
                 return
-            self._served_together(len(batch))
             try:
                 results = self._many([waiting.item for waiting in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"{len(results)} results for a batch of {len(batch)} calls")
-            except Exception:  # the batch as a whole failed: each call gets its own chance, alone
+            except Exception:  # the batch as a whole failed (a bug): each call gets its own chance, alone
                 log.exception("%d calls served together failed; serving each alone", len(batch))
                 results = [error if error is not None else result
                            for result, error in (_alone(self._one, waiting.item) for waiting in batch)]
+            else:
+                try:
+                    self._served_together(len(batch))
+                except Exception:  # a count that failed costs the count, not the calls
+                    log.exception("counting %d calls served together failed", len(batch))
             for waiting, result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
                     waiting.error = result
@@ -120,7 +137,7 @@ class Coalescer(Generic[T, R]):
                     waiting.result = result
         finally:
             for waiting in batch:
-                if waiting.result is None and waiting.error is None:  # serving stopped short (a BaseException)
+                if waiting.result is _NOT_SERVED and waiting.error is None:  # stopped short (a BaseException)
                     waiting.error = RuntimeError("this call's batch stopped before the call was served")
             for waiting in batch[1:]:
                 waiting.released.release()
@@ -137,8 +154,8 @@ class Coalescer(Generic[T, R]):
         first.released.release()
 
 
-def _alone(one: Callable[[T], R], item: T) -> tuple[R | None, BaseException | None]:
+def _alone(one: Callable[[T], R], item: T) -> tuple[R, BaseException | None]:
     try:
         return one(item), None
     except Exception as error:
-        return None, error
+        return _NOT_SERVED, error

@@ -76,7 +76,7 @@ class Loaded:
 
     repository: ModelRepository
     cascades: Mapping[str, Cascade]
-    coalescers: Mapping[int, Coalescer]  # id(model) -> how its concurrent calls are served together
+    coalescers: Mapping[int, Coalescer[_Item, PredictOutcome]]  # id(model) -> its calls served together
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +169,14 @@ class Guard:
         return final
 
     def _loaded_set(self, repository: ModelRepository, cascades: Mapping[str, Cascade]) -> Loaded:
-        """``repository`` and its tiers, with a coalescer for each model whose verifiers all run inline (a
-        batch must not wait for a plugin's pool thread: such a model's calls are each served alone)."""
-        coalescers = {id(model): Coalescer(lambda item, model=model: self._alone(model, item),
-                                           lambda items, model=model: self._all_together(model, items),
-                                           lambda calls, key=(model.spec.name, model.spec.version):
-                                           self._count_together(key, calls))
-                      for model in repository if all(bound.inline for bound in model.verifiers)}
+        """``repository`` and its tiers, with a coalescer for each model whose concurrent calls may be served as
+        one batch (``LoadedModel.batches_exactly``); the others' calls are each served alone."""
+        coalescers: dict[int, Coalescer[_Item, PredictOutcome]] = {
+            id(model): Coalescer(lambda item, model=model: self._alone(model, item),
+                                 lambda items, model=model: self._all_together(model, items),
+                                 lambda calls, key=(model.spec.name, model.spec.version):
+                                 self._count_together(key, calls))
+            for model in repository if model.batches_exactly}
         return Loaded(repository, dict(cascades), coalescers)
 
     def _alone(self, model: LoadedModel, item: _Item) -> PredictOutcome:
@@ -214,7 +215,7 @@ class Guard:
             results[i] = outcome
             span = items[i].span
             if span is not None:
-                self._spans_of(span, model, outcome, len(items), (run_started, run_ended, judged_at))
+                self._spans_of(span, model, outcome, len(served), (run_started, run_ended, judged_at))
         return results
 
     def _spans_of(self, span: trace.Span, model: LoadedModel, outcome: PredictOutcome, together: int,
@@ -242,8 +243,8 @@ class Guard:
 
     def _decide(self, call: PredictCall, model: LoadedModel, feeds: Mapping[str, np.ndarray], head: HeadResult,
                 span: trace.Span | None, trace_id: str = "") -> PredictOutcome:
-        """Verify, decide, watch for drift and annotate ``span``: everything after the model run. A batch's
-        items pass no span of their own but the batch's ``trace_id``."""
+        """Verify, decide, watch for drift and annotate ``span``: everything after the model run of a call served
+        alone. With no span (nothing exports this trace) the outcome carries ``trace_id``, the caller's."""
         prediction, confidence = head.prediction, head.confidence
         spec = model.spec
         if span is None:

@@ -31,6 +31,10 @@ class LoadedModel:
     verifiers: tuple[BoundVerifier, ...]
     distributions: Mapping[str, str]  # verifier name -> "dist==version"
     drift: DriftMonitor | None  # None: no reference profile, drift is not monitored
+    # Whether concurrent calls may be served as one batch: a classifier whose rows get the same floats in a
+    # batch as alone (checked at load), every verifier inline (a batch must not wait on a plugin's pool thread).
+    # An extractor's head runs the model once per text anyway: batching its calls would only queue them.
+    batches_exactly: bool = False
 
     @classmethod
     def ready(cls, bundle: LoadedBundle) -> LoadedModel:
@@ -48,7 +52,10 @@ class LoadedModel:
             head.predict(example)
         except Exception as exc:  # an adapter is the bundle's own code: any failure refuses the bundle
             raise BundleError(f"warm-up run failed: {type(exc).__name__}: {exc}", where) from None
-        return cls(spec, bundle.onnx, head, bundle.calibration, bundle.verifiers, bundle.distributions, bundle.drift)
+        exact = (isinstance(head, ClassifierHead) and all(bound.inline for bound in bundle.verifiers)
+                 and bundle.onnx.rows_stand_alone(spec.inputs))
+        return cls(spec, bundle.onnx, head, bundle.calibration, bundle.verifiers, bundle.distributions, bundle.drift,
+                   exact)
 
     @property
     def threshold(self) -> float:

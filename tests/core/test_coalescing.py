@@ -102,12 +102,31 @@ def test_a_batch_that_fails_as_a_whole_serves_each_call_alone(failure: str, capl
         if failure == "raises":
             raise RuntimeError("a bug in the batch path")
         return ["one answer for all"]
-    coalescer = Coalescer(model.one, many)
+    coalescer = Coalescer(model.one, many, model.together.append)
     outcomes = arrive_while_busy(model, coalescer, ["a", "bad", "b"])
     assert (outcomes["a"], outcomes["b"]) == ("answer a", "answer b")
     assert isinstance(outcomes["bad"], ValueError)
     assert sorted(model.alone[1:]) == ["a", "b", "bad"]
+    assert model.together == []  # not counted as served together
     assert "served together failed; serving each alone" in caplog.text
+
+
+def test_a_count_that_fails_costs_the_count_not_the_calls(caplog: pytest.LogCaptureFixture) -> None:
+    model = Model(hold="first")
+
+    def count(calls: int) -> None:
+        raise RuntimeError("the metric broke")
+    outcomes = arrive_while_busy(model, Coalescer(model.one, model.many, count), ["a", "b", "c"])
+    assert outcomes == {"first": "answer first", "a": "answer a", "b": "answer b", "c": "answer c"}
+    assert len(model.batches) == 1 and model.alone == ["first"]  # served once, together
+    assert "counting 3 calls served together failed" in caplog.text
+
+
+def test_a_result_of_none_is_a_result() -> None:
+    model = Model(hold="first")
+    coalescer = Coalescer(model.one, lambda items: [None] * len(items))
+    outcomes = arrive_while_busy(model, coalescer, ["a", "b", "c"])
+    assert outcomes == {"first": "answer first", "a": None, "b": None, "c": None}
 
 
 def test_a_batch_stopped_by_a_base_exception_releases_every_waiting_call() -> None:
