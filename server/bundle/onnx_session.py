@@ -94,23 +94,14 @@ class OnnxModel:
             return None
         return session
 
-    def rows_stand_alone(self, specs: Sequence[InputSpec]) -> bool:
-        """Whether every row of a batch gets the output it gets alone, bit for bit, in batches of every size
-        that concurrent calls make (probes over the inputs' declared range). Calls are served together only
-        for such a model: otherwise a caller's confidence could depend on who else was calling. False for a
-        text input (no probes) or a model that takes one row at a time."""
-        limit = min(_PROBE_ROWS, self.batch_limit or _PROBE_ROWS)
-        if limit < 2 or any(spec.kind == "text" for spec in specs):
-            return False
-        feeds = {spec.name: _probe(spec, limit) for spec in specs}
-        alone = [self.run({name: values[i:i + 1] for name, values in feeds.items()}) for i in range(limit)]
-        for rows in sorted({2, 3, 5, 8, 16, limit} & set(range(2, limit + 1))):
-            together = self.run({name: values[:rows] for name, values in feeds.items()})
-            if not all(same_numbers(together[i:i + 1], alone[i]) for i in range(rows)):
-                log.info("%s: a row's output in a batch of %d differs from its output alone; its concurrent calls "
-                         "are each served alone", self._path, rows)
-                return False
-        return True
+    def probes(self, specs: Sequence[InputSpec]) -> dict[str, np.ndarray] | None:
+        """Feeds of as many rows as one run may take (at most 64), their values spread over the inputs' declared
+        range: what a check of the model's batches runs on. None for a text input (no probes) or a model that
+        takes one row at a time."""
+        rows = min(_PROBE_ROWS, self.batch_limit or _PROBE_ROWS)
+        if rows < 2 or any(spec.kind == "text" for spec in specs):
+            return None
+        return {spec.name: _probe(spec, rows) for spec in specs}
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         """Run the model; return the declared output for the batch."""

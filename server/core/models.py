@@ -7,6 +7,7 @@ lazy set-up and an adapter that cannot run refuses the bundle at start-up, not o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from smallguard.server.core.extractor import ExtractorHead
 from smallguard.server.domain.bundle_spec import BundleSpec
 from smallguard.server.domain.errors import BundleError, ModelNotFoundError, echoed
 from smallguard.server.observability.drift import DriftMonitor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,7 @@ class LoadedModel:
         except Exception as exc:  # an adapter is the bundle's own code: any failure refuses the bundle
             raise BundleError(f"warm-up run failed: {type(exc).__name__}: {exc}", where) from None
         exact = (isinstance(head, ClassifierHead) and all(bound.inline for bound in bundle.verifiers)
-                 and bundle.onnx.rows_stand_alone(spec.inputs))
+                 and _rows_stand_alone(head, bundle.onnx.probes(spec.inputs), spec))
         return cls(spec, bundle.onnx, head, bundle.calibration, bundle.verifiers, bundle.distributions, bundle.drift,
                    exact)
 
@@ -62,6 +65,30 @@ class LoadedModel:
         if self.calibration is not None:
             return self.calibration.threshold
         return self.spec.policy.threshold or 0.0
+
+
+BATCH_SIZES = (2, 3, 5, 8, 16, 64)  # the batches a load checks: the sizes concurrent calls make, and more
+
+
+def _rows_stand_alone(head: ClassifierHead, probes: dict[str, np.ndarray] | None, spec: BundleSpec) -> bool:
+    """Whether every row of a batch gets from the head (the model run, calibration, top k) the very result it
+    gets alone, in batches of each of BATCH_SIZES rows that one run may take. Calls are served together only for
+    such a model: otherwise a caller's confidence could depend on who else was calling."""
+    if probes is None:
+        return False
+    rows = len(next(iter(probes.values())))
+    try:
+        alone = [head.predict({name: values[i:i + 1] for name, values in probes.items()}) for i in range(rows)]
+        for size in (size for size in BATCH_SIZES if size <= rows):
+            if head.predict_batch({name: values[:size] for name, values in probes.items()}) != alone[:size]:
+                log.info("%s: a row's result in a batch of %d differs from its result alone; its concurrent calls "
+                         "are each served alone", spec.name, size)
+                return False
+    except Exception as exc:  # the probes are not this model's kind of input: serve its calls one by one
+        log.info("%s: its batches could not be checked (%s: %s); its concurrent calls are each served alone",
+                 spec.name, type(exc).__name__, exc)
+        return False
+    return True
 
 
 class ModelRepository:

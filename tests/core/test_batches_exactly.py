@@ -63,10 +63,10 @@ def test_a_model_whose_rows_get_the_same_floats_in_a_batch_is_served_together(
 
 def test_a_model_whose_rows_depend_on_the_batch_is_served_call_by_call(
         tmp_path: Path, registry: VerifierRegistry, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="smallguard.server.bundle.onnx_session")
+    caplog.set_level(logging.INFO, logger="smallguard.server.core.models")
     model = LoadedModel.ready(load_bundle(bundle(tmp_path, "centred", True), registry, 1))
     assert not model.batches_exactly
-    assert "differs from its output alone; its concurrent calls are each served alone" in caplog.text
+    assert "centred: a row's result in a batch of 2 differs from its result alone" in caplog.text
 
 
 def test_an_extractor_is_served_call_by_call(registry: VerifierRegistry) -> None:
