@@ -237,9 +237,14 @@ class Guard:
             self._together[key] = self._together.get(key, 0) + calls
 
     def served_together(self) -> dict[tuple[str, str], int]:
-        """(model, version) -> how many Predict calls were served in a batch with others, since start."""
+        """(model, version) -> how many Predict calls were served in a batch with others, since start: 0 for a
+        loaded model that may batch and has not yet, so the series is there before the first batch."""
         with self._together_lock:
-            return dict(self._together)
+            counts = dict(self._together)
+        for model in self._loaded.repository:
+            if model.batches_exactly:
+                counts.setdefault((model.spec.name, model.spec.version), 0)
+        return counts
 
     def _decide(self, call: PredictCall, model: LoadedModel, feeds: Mapping[str, np.ndarray], head: HeadResult,
                 span: trace.Span | None, trace_id: str = "") -> PredictOutcome:
