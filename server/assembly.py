@@ -96,7 +96,6 @@ def build_guard(settings: Settings, *, registry: VerifierRegistry | None = None,
     guard = Guard(repository, runner, metrics, feedback, cascades, decisions, review)
     metrics.watch_drift(guard.drift_monitors)
     metrics.watch_circuits(guard.circuits)
-    metrics.watch_served_together(guard.served_together)
     return guard
 
 

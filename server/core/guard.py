@@ -111,15 +111,13 @@ class Guard:
     def __init__(self, repository: ModelRepository, runner: VerifierRunner, metrics: GuardMetrics,
                  feedback: Feedback | None, cascades: Mapping[str, Cascade] | None = None,
                  decisions: DecisionLog | None = None, review: ReviewQueue | None = None) -> None:
-        self._loaded = self._loaded_set(repository, cascades or {})
         self._runner = runner
         self._metrics = metrics
+        self._loaded = self._loaded_set(repository, cascades or {})
         self._feedback = feedback
         self._decisions = decisions
         self._review = review
         self._drift_listeners: list[Callable[[str, bool], None]] = []
-        self._together: dict[tuple[str, str], int] = {}  # (model, version) -> Predict calls served in batches
-        self._together_lock = threading.Lock()
         self._retired: list[threading.Timer] = []
         # The installed provider's tracer when there is one by now (as `smallguard serve` installs it), not
         # the API's proxy, which wraps each span in a context manager of its own (2-4 us a span).
@@ -171,12 +169,15 @@ class Guard:
     def _loaded_set(self, repository: ModelRepository, cascades: Mapping[str, Cascade]) -> Loaded:
         """``repository`` and its tiers, with a coalescer for each model whose concurrent calls may be served as
         one batch (``LoadedModel.batches_exactly``); the others' calls are each served alone."""
-        coalescers: dict[int, Coalescer[_Item, PredictOutcome]] = {
-            id(model): Coalescer(lambda item, model=model: self._alone(model, item),
-                                 lambda items, model=model: self._all_together(model, items),
-                                 lambda calls, key=(model.spec.name, model.spec.version):
-                                 self._count_together(key, calls))
-            for model in repository if model.batches_exactly}
+        record = self._metrics.record_served_together
+        coalescers: dict[int, Coalescer[_Item, PredictOutcome]] = {}
+        for model in repository:
+            if model.batches_exactly:
+                spec = model.spec
+                coalescers[id(model)] = Coalescer(lambda item, model=model: self._alone(model, item),
+                                                  lambda items, model=model: self._all_together(model, items),
+                                                  lambda calls, spec=spec: record(spec.name, spec.version, calls))
+                record(spec.name, spec.version, 0)  # the series is there before the first batch
         return Loaded(repository, dict(cascades), coalescers)
 
     def _alone(self, model: LoadedModel, item: _Item) -> PredictOutcome:
@@ -198,14 +199,8 @@ class Guard:
     def _all_together(self, model: LoadedModel, items: Sequence[_Item]) -> list[PredictOutcome | GuardError]:
         """``_alone`` for calls that arrived together: the batch path, each call with its own outcome or error,
         and, for a call whose span records, the spans ``_alone`` gives it, timed by the batch's steps."""
-        calls = [item.call for item in items]
-        results: list[PredictOutcome | GuardError] = [ItemFailedError("not served")] * len(calls)
-        served: list[tuple[int, PredictCall, dict[str, np.ndarray]]] = []
-        for i, (call, feeds) in enumerate(zip(calls, feeds_for_many(model.spec.inputs, calls), strict=True)):
-            if isinstance(feeds, InvalidInputError):
-                results[i] = feeds
-            else:
-                served.append((i, call, feeds))
+        results: list[PredictOutcome | GuardError] = [ItemFailedError("not served")] * len(items)
+        served = _fed(model.spec, [(i, item.call) for i, item in enumerate(items)], results)
         run_started = time.time_ns()
         heads = self._heads(model, [feeds for _, _, feeds in served])
         run_ended = time.time_ns()
@@ -231,20 +226,6 @@ class Guard:
         verify.end(end_time=times[2])
         _annotate(span, model, outcome.request_id, outcome.decision._name_, outcome.reasons, outcome.confidence,
                   outcome.raw_confidence, outcome.verifiers)
-
-    def _count_together(self, key: tuple[str, str], calls: int) -> None:
-        with self._together_lock:
-            self._together[key] = self._together.get(key, 0) + calls
-
-    def served_together(self) -> dict[tuple[str, str], int]:
-        """(model, version) -> how many Predict calls were served in a batch with others, since start: 0 for a
-        loaded model that may batch and has not yet, so the series is there before the first batch."""
-        with self._together_lock:
-            counts = dict(self._together)
-        for model in self._loaded.repository:
-            if model.batches_exactly:
-                counts.setdefault((model.spec.name, model.spec.version), 0)
-        return counts
 
     def _decide(self, call: PredictCall, model: LoadedModel, feeds: Mapping[str, np.ndarray], head: HeadResult,
                 span: trace.Span | None, trace_id: str = "") -> PredictOutcome:
@@ -292,12 +273,7 @@ class Guard:
                     f"{spec.version!r}; leave an item's model and version empty, or give the batch's", "model")
                 continue
             taken.append((i, call))
-        served: list[tuple[int, PredictCall, dict[str, np.ndarray]]] = []
-        for (i, call), feeds in zip(taken, feeds_for_many(spec.inputs, [call for _, call in taken]), strict=True):
-            if isinstance(feeds, InvalidInputError):
-                results[i] = feeds
-            else:
-                served.append((i, call, feeds))
+        served = _fed(spec, taken, results)
         if served:
             with self._metrics.in_flight(spec.name, spec.version, len(served)):
                 self._serve_batch(loaded, served, len(calls), results, current)
@@ -557,6 +533,19 @@ def _refuse_if_expired(deadline: float | None) -> None:
     if deadline is not None and time.monotonic() >= deadline:
         raise DeadlineExpiredError("the caller's deadline passed while the request waited for a thread; it was "
                                    "not served (the server is overloaded, or the deadline too short)")
+
+
+def _fed(spec: BundleSpec, taken: list[tuple[int, PredictCall]],
+         results: list[PredictOutcome | GuardError]) -> list[tuple[int, PredictCall, dict[str, np.ndarray]]]:
+    """The calls (with their positions) whose inputs fit, with their feeds; each other one's error goes into its
+    place in ``results``."""
+    served = []
+    for (i, call), feeds in zip(taken, feeds_for_many(spec.inputs, [call for _, call in taken]), strict=True):
+        if isinstance(feeds, InvalidInputError):
+            results[i] = feeds
+        else:
+            served.append((i, call, feeds))
+    return served
 
 
 def _trace_id(span: trace.Span) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
@@ -98,6 +98,7 @@ class GuardMetrics:
         self._refused = _Tally((AUTH_REASON, RPC_METHOD), lock)
         self._reviews = _Tally((MODEL, VERSION, CASE_OUTCOME), lock)
         self._agreement = _Tally((MODEL, VERSION, TIER, AGREED), lock)
+        self._served_together = _Tally((MODEL, VERSION), lock)
         for name, tally, unit, description in (
             ("smallguard.predictions", self._predictions, "{prediction}",
              "Predictions by model, decision and primary (first) reason code, NONE when there was none"),
@@ -121,6 +122,8 @@ class GuardMetrics:
              "Review cases closed, by outcome: resolved (with the truth) or dismissed"),
             ("smallguard.review.agreement", self._agreement, "{case}",
              "Resolved review cases by tier and whether the tier's answer was the reviewer's truth (true, false)"),
+            ("smallguard.predict.served_together", self._served_together, "{request}",
+             "Predict calls served in one batch with the others that were ready at the same moment"),
             ("smallguard.tier.cost", self._tier_cost, "{cost}",
              "Cost of the calls made to each escalation tier, in the operators' unit (calls x the tier's cost)"),
         ):
@@ -261,6 +264,11 @@ class GuardMetrics:
             self._add(self._agreement, (model, model_version, tier, "true" if agreed else "false"))
         self._review_duration.record(seconds, {MODEL: model, VERSION: model_version, CASE_OUTCOME: outcome})
 
+    def record_served_together(self, model: str, model_version: str, calls: int) -> None:
+        """``calls`` Predict calls served in one batch; 0 starts the series of a model that may batch."""
+        if self.recording:
+            self._add(self._served_together, (model, model_version), calls)
+
     def record_feedback(self, outcome: str, model: str = "", model_version: str = "") -> None:
         """One Feedback call; the model only when the request id matched a recorded prediction."""
         if self.recording:
@@ -285,18 +293,6 @@ class GuardMetrics:
         self._meter.create_observable_gauge(
             "smallguard.drift.limit", callbacks=[limits], unit="1",
             description="The bundle's limit for each drift signal; a score past it marks the model drifted")
-
-    def watch_served_together(self, counts: Callable[[], Mapping[tuple[str, str], int]]) -> None:
-        """Register the counter of Predict calls served in a batch with others, read from ``counts()``
-        ((model, version) -> calls) whenever metrics are collected. Called once, by whoever assembles the guard."""
-        def together(_options: CallbackOptions) -> list[Observation]:
-            return [Observation(calls, {MODEL: model, VERSION: version})
-                    for (model, version), calls in counts().items()]
-
-        self._meter.create_observable_counter(
-            "smallguard.predict.served_together", callbacks=[together], unit="{request}",
-            description="Predict calls that arrived while the model was busy and were served in one batch with "
-                        "the others ready then")
 
     def record_tier(self, model: str, model_version: str, tier: str, outcome: str, calls: int, cost: float,
                     duration_s: float | None) -> None:
