@@ -399,6 +399,21 @@ class LabelAllowed:
     def check(self, prediction: Prediction, context: Mapping[str, str]) -> CheckResult:
         return _checked(lambda: self._check(prediction, context))
 
+    def check_many(self, predictions: Sequence[Prediction], contexts: Sequence[Mapping[str, str]]
+                   ) -> list[CheckResult]:
+        """``check`` for each item of a batch. A result depends only on the item's value and its context's
+        ``context_key`` entry, so items that share both share one result, worked out once."""
+        key, field, check = self.context_key, self.field, self.check
+        seen: dict[tuple[str | None, str | None], CheckResult] = {}
+        results = []
+        for prediction, context in zip(predictions, contexts, strict=True):
+            pair = (None if key is None else context.get(key), prediction.value(field))
+            result = seen.get(pair)
+            if result is None:
+                result = seen[pair] = check(prediction, context)
+            results.append(result)
+        return results
+
     def _check(self, prediction: Prediction, context: Mapping[str, str]) -> CheckResult:
         value = _present(prediction, self.field).strip()
         allowed, source = self._allowed(context)

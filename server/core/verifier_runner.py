@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from operator import attrgetter
@@ -85,8 +85,44 @@ class VerifierRunner:
 
     def _inline_many(self, bound: BoundVerifier, predictions: Sequence[Prediction],
                      contexts: Sequence[Mapping[str, str]], budget_ms: float) -> list[VerifierOutcome]:
-        """One inline verifier over a batch. An item's CPU time is the time from the clock reading after the item
-        before it to the one after it (its check and a loop step), less the collections in it."""
+        """One inline verifier over a batch: by its ``check_many`` when it has one and the batch fits in one
+        item's budget, else item by item."""
+        many = getattr(bound.verifier, "check_many", None)
+        if many is not None:
+            together = self._together(bound, many, predictions, contexts, budget_ms)
+            if together is not None:
+                return together
+        return self._each(bound, predictions, contexts, budget_ms)
+
+    def _together(self, bound: BoundVerifier, many: Callable[..., Sequence[object]],
+                  predictions: Sequence[Prediction], contexts: Sequence[Mapping[str, str]],
+                  budget_ms: float) -> list[VerifierOutcome] | None:
+        """The batch in one ``check_many`` call, timed as a whole: each item is charged an equal share. When
+        the whole took longer than one item's budget, or the call raised or answered the wrong number of items,
+        None: the items are then checked one by one, each timed and judged alone (an inline verifier is pure,
+        so asking again is safe), and only an item that overran or raised is an ERROR."""
+        clock, paused = time.thread_time_ns, self._pauses.in_this_thread_ns
+        started, pauses = clock(), paused()
+        try:
+            answers = many(predictions, contexts)
+        except Exception as error:
+            log.warning("verifier %s: check_many raised %s: %s; checking the %d items one by one", bound.spec.name,
+                        type(error).__name__, error, len(predictions))
+            return None
+        spent_ms = max(0.0, (clock() - started - (paused() - pauses)) / 1e6)
+        if len(answers) != len(predictions):
+            log.warning("verifier %s: check_many answered %d items of %d; checking them one by one",
+                        bound.spec.name, len(answers), len(predictions))
+            return None
+        if spent_ms > budget_ms:
+            return None
+        share = spent_ms / max(len(predictions), 1)
+        return [_checked(bound, answer, share) for answer in answers]
+
+    def _each(self, bound: BoundVerifier, predictions: Sequence[Prediction],
+              contexts: Sequence[Mapping[str, str]], budget_ms: float) -> list[VerifierOutcome]:
+        """One inline verifier over a batch, item by item. An item's CPU time is the time from the clock reading
+        after the item before it to the one after it (its check and a loop step), less the collections in it."""
         check, clock, paused = bound.verifier.check, time.thread_time_ns, self._pauses.in_this_thread_ns
         answers: list[object] = []
         spent_ns: list[int] = []

@@ -166,3 +166,63 @@ def test_a_check_that_returns_an_exception_is_reported_as_returned_in_a_batch_as
     assert alone.status is batch.status is Status.ERROR
     assert alone.message == batch.message == ("returned ValueError('oops'); expected a CheckResult that passed, "
                                               "failed or skipped")
+
+
+class Together:
+    """An inline verifier with ``check_many``: counts how it was asked; ``spin_ms`` of CPU in each batch call;
+    ``answers``: how many answers a batch call gives (None: one per item); ``broken``: every batch call raises."""
+
+    inline = True
+
+    def __init__(self, spin_ms: float = 0.0, answers: int | None = None, broken: bool = False,
+                 slow: frozenset[str] = frozenset()) -> None:
+        self.spin, self.answers, self.broken, self.slow = Spin(spin_ms), answers, broken, slow
+        self.batches = self.singles = 0
+
+    def check(self, prediction: Prediction, context: Mapping[str, str]) -> CheckResult:
+        self.singles += 1
+        if prediction.label in self.slow:
+            Spin(80).check(prediction, context)
+        return CheckResult.passed(f"{prediction.label} {context.get('k', '')}")
+
+    def check_many(self, predictions: list[Prediction], contexts: list[Mapping[str, str]]) -> list[CheckResult]:
+        self.batches += 1
+        if self.broken:
+            raise RuntimeError("batch broke")
+        self.spin.check(predictions[0], contexts[0])
+        answers = [CheckResult.passed(f"{p.label} {c.get('k', '')}")
+                   for p, c in zip(predictions, contexts, strict=True)]
+        return answers if self.answers is None else answers[:self.answers]
+
+
+BATCH = [labelled(str(i)) for i in range(5)]
+BATCH_CONTEXTS = [{"k": f"c{i}"} for i in range(5)]
+
+
+def test_a_verifier_with_check_many_is_asked_once_per_batch_and_each_item_gets_an_equal_share(
+        runner: VerifierRunner) -> None:
+    verifier = Together(spin_ms=5)
+    many = runner.run_many([bound(verifier, inline=True)], BATCH, BATCH_CONTEXTS, budget_ms=50)
+    assert (verifier.batches, verifier.singles) == (1, 0)
+    assert [o.message for (o,) in many] == [f"{i} c{i}" for i in range(5)]
+    assert [o.status for (o,) in many] == [Status.PASSED] * 5
+    shares = {o.duration_ms for (o,) in many}
+    assert len(shares) == 1 and 4 / 5 <= shares.pop() < 50  # 5 ms of CPU or more, split five ways
+
+
+@pytest.mark.parametrize("verifier", [Together(broken=True), Together(answers=3)], ids=["raises", "answers too few"])
+def test_a_check_many_that_raises_or_miscounts_is_followed_by_each_item_alone(runner: VerifierRunner,
+                                                                              verifier: Together) -> None:
+    many = runner.run_many([bound(verifier, inline=True)], BATCH, BATCH_CONTEXTS, budget_ms=50)
+    assert (verifier.batches, verifier.singles) == (1, 5)
+    assert [(o.status, o.message) for (o,) in many] == [(Status.PASSED, f"{i} c{i}") for i in range(5)]
+
+
+def test_a_batch_over_one_items_budget_is_checked_again_item_by_item_and_only_the_slow_item_fails(
+        runner: VerifierRunner) -> None:
+    verifier = Together(spin_ms=60, slow=frozenset({"3"}))  # the batch call takes more than one item may
+    many = runner.run_many([bound(verifier, inline=True)], BATCH, BATCH_CONTEXTS, budget_ms=50)
+    assert (verifier.batches, verifier.singles) == (1, 5)
+    assert [o.status for (o,) in many] == [Status.PASSED] * 3 + [Status.ERROR, Status.PASSED]
+    assert many[3][0].message.startswith("ran for ") and all(o.duration_ms < 50 for i, (o,) in enumerate(many)
+                                                               if i != 3)

@@ -679,6 +679,23 @@ def test_label_allowed_skips_a_prediction_without_a_label(when_missing: str) -> 
     assert status_of(verifier, classified(None)) is SKIPPED
 
 
+@pytest.mark.parametrize("verifier", [
+    LabelAllowed(context_key="allowed_labels"),
+    LabelAllowed(context_key="customer", allowed=PER_CUSTOMER, when_missing="fail"),
+    LabelAllowed(allowed=["1", "3"]),
+    LabelAllowed(context_key="currencies", field="currency"),
+], ids=["context list", "per context value", "fixed list", "extracted field"])
+def test_label_allowed_over_a_batch_answers_each_item_as_alone(verifier: LabelAllowed) -> None:
+    predictions = [classified(label) for label in ("1", "3", " 3 ", "", None, "1", "9")] + [
+        extracted(currency="EUR"), extracted(currency="GBP"), extracted(currency=None)]
+    contexts: list[Mapping[str, str]] = [
+        {"allowed_labels": "1,2", "customer": "acme", "currencies": "EUR"}, {}, {"customer": "globex"},
+        {"allowed_labels": "3"}, {"customer": "acme"}, {"allowed_labels": "1,2", "customer": "acme"},
+        {"customer": "42", "allowed_labels": "9"}, {"currencies": "USD, EUR"}, {"currencies": "USD, EUR"}, {}]
+    assert verifier.check_many(predictions, contexts) == [verifier.check(p, c)
+                                                          for p, c in zip(predictions, contexts, strict=True)]
+
+
 # --- every verifier ------------------------------------------------------------------------
 
 INVOICE = extracted(net="10.00", tax="2.50", total="12.50", due="2024-01-31", currency="EUR", vendor="ACME")
