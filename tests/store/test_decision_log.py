@@ -26,7 +26,7 @@ from smallguard.server.domain.predictions import (
     VerifierOutcome,
 )
 from smallguard.server.store import DecisionLog, FeedbackRow, Store, open_store
-from smallguard.server.store.decision_log import WRITER_THREAD
+from smallguard.server.store.decision_log import WRITER_THREAD, decision_row
 from smallguard.server.store.schema import decisions
 from smallguard.verifiers import ExtractedField, ModelKind, Prediction, Status
 
@@ -76,7 +76,7 @@ def test_inputs_are_kept_as_the_bundle_says(tmp_path: Path) -> None:
     log.store.close()
     assert found[0] == ("hash", hashlib.sha256(b"Invoice INV-7 total 120.00").hexdigest())
     assert (found[1][0], json.loads(found[1][1])) == ("full", {"text": "Invoice INV-7 total 120.00"})
-    assert found[2][0] == "hash" and len(found[2][1]) == 64 and found[2][1] != found[0][1]
+    assert found[2] == ("hash", hashlib.sha256(b"pixels|float32|(1, 4)|" + pixels.tobytes()).hexdigest())
     assert json.loads(found[3][1]) == {"tensors": [{"name": "pixels", "dtype": "float32", "shape": [1, 4],
                                                     "values": [0.0, 1.0, 2.0, 3.0]}]}
 
@@ -223,3 +223,12 @@ def test_the_writer_thread_has_its_name_in_the_os(tmp_path: Path) -> None:
     finally:
         log.close()
         log.store.close()
+
+
+def test_a_tensors_hash_is_the_same_whether_or_not_its_values_are_contiguous() -> None:
+    values = np.arange(16, dtype=np.float32)
+    contiguous = PredictCall("m", tensors=(TensorInput("x", "float32", (8,), values[::2].copy()),))
+    strided = PredictCall("m", tensors=(TensorInput("x", "float32", (8,), values[::2]),))
+    expected = hashlib.sha256(b"x|float32|(8,)|" + values[::2].tobytes()).hexdigest()
+    assert decision_row(contiguous, outcome("a"), "hash", 0.0)[-2] == decision_row(strided, outcome("b"), "hash",
+                                                                                   0.0)[-2] == expected
