@@ -6,7 +6,9 @@ label + probability; beside it, the same server answering a fixed response witho
 alone"), the floor that gRPC's sync server sets under every row. Against the bare server, `smallguard serve` as a
 user runs it ("defaults"), with every span
 exported over OTLP and the metrics on the Prometheus endpoint ("traced+metrics"), with `--workers 2` (against
-two bare processes on one port), and serving PredictBatch (64 digits per call).
+two bare processes on one port), and serving PredictBatch (64 digits per call); beside the batch rows, grpc alone
+answering a stacked batch with a fixed response of smallguard's size ("batch, grpc alone"), the floor under a batch
+item.
 
 Why ratios: the machine is shared and noisy, absolute rates move 2-3x from day to day. So every
 figure is compared with the bare server measured in the same run, on the same cores, with the same
@@ -96,8 +98,9 @@ IN_FLIGHT = (1, 16, 64)
 ROUNDS_AT = (1, 64)  # the concurrencies of the targets: measured in --rounds rounds, each ratio their median
 BATCH_LABEL = f"batch ({BATCH_ITEMS}/call)"
 STACKED_LABEL = "batch stacked"  # the digits of a call as one [BATCH_ITEMS, 64] input
+STACKED_FLOOR = "batch, grpc alone"  # grpc alone answering a stacked batch with a fixed response of its size
 GRPC_ALONE = "grpc alone"  # the bare server answering one fixed response, not decoded: gRPC's sync server by itself
-BASELINES = ("bare", GRPC_ALONE, "bare x2 pinned", "bare x2")  # written in the benchmark: no smallguard in them
+BASELINES = ("bare", GRPC_ALONE, STACKED_FLOOR, "bare x2 pinned", "bare x2")  # written here: no smallguard in them
 BATCH_IN_FLIGHT = 4  # PredictBatch calls in flight, BATCH_ITEMS digits each
 SOAK_IN_FLIGHT = 16
 SERVER_CPU, LOAD_CPU = 0, 1
@@ -298,8 +301,9 @@ def pinned_group(run: Run) -> None:
         ]
         with started(run, servers) as by_name, load_generator(run, run.load_cpus) as load:
             served = batch_kinds(run, by_name["defaults"])
-            take_turns(run, by_name, load, "bare",
-                       after_round=lambda round_: batch(run, by_name["defaults"], load, served, round_))
+            take_turns(run, by_name, load, "bare", after_round=lambda round_: (
+                batch(run, by_name["defaults"], load, served, round_),
+                batch(run, by_name[GRPC_ALONE], load, [("stacked", STACKED_FLOOR)], round_)))
             run.extra["metrics_endpoint"] = _scrape(metrics_port)
         _count_spans(run, receiver)
     finally:
@@ -516,7 +520,8 @@ def cpu_description() -> str:
             f"{'numpy throughout' if ops is None else ops.name}")
 
 
-CONFIG_ORDER = ("bare", GRPC_ALONE, "defaults", "traced+metrics", BATCH_LABEL, STACKED_LABEL, "bare x2 pinned",
+CONFIG_ORDER = ("bare", GRPC_ALONE, "defaults", "traced+metrics", BATCH_LABEL, STACKED_LABEL, STACKED_FLOOR,
+                "bare x2 pinned",
                 "bare x2", "workers2")
 
 
@@ -597,11 +602,20 @@ def floor_note(points: list[Point]) -> list[str]:
     if floor is None or bare is None or not bare.server_cpu_us:
         return []
     line = 1.25 * bare.server_cpu_us  # 0.8x the bare server's requests/s on one core
-    return [f"grpc alone: gRPC's sync server answering a fixed response took {floor.server_cpu_us:.0f} us of CPU per "
-            f"request at {top} in flight, {floor.server_cpu_us / bare.server_cpu_us:.0%} of the bare server's "
-            f"{bare.server_cpu_us:.0f}; at 0.8x the bare server a request may take {line:.0f} us, which leaves "
-            f"{line - floor.server_cpu_us:.0f} us above gRPC's own for the model run and everything the guard does "
-            f"(the bare server's handler: {bare.server_cpu_us - floor.server_cpu_us:.0f} us)"]
+    lines = [f"grpc alone: gRPC's sync server answering a fixed response took {floor.server_cpu_us:.0f} us of CPU per "
+             f"request at {top} in flight, {floor.server_cpu_us / bare.server_cpu_us:.0%} of the bare server's "
+             f"{bare.server_cpu_us:.0f}; at 0.8x the bare server a request may take {line:.0f} us, which leaves "
+             f"{line - floor.server_cpu_us:.0f} us above gRPC's own for the model run and everything the guard does "
+             f"(the bare server's handler: {bare.server_cpu_us - floor.server_cpu_us:.0f} us)"]
+    batch_floor = next((p for p in points if p.config == STACKED_FLOOR), None)
+    if batch_floor is not None and batch_floor.server_cpu_us:
+        item = bare.server_cpu_us / 10  # 10x the bare server's requests/s on one core
+        lines.append(f"{STACKED_FLOOR}: answering a stacked batch of {BATCH_ITEMS} with a fixed response of "
+                     f"smallguard's size took gRPC {batch_floor.server_cpu_us:.1f} us of CPU per item; at 10x the "
+                     f"bare server an item may take {item:.1f} us, which leaves "
+                     f"{item - batch_floor.server_cpu_us:.1f} us above gRPC's own for the model run and everything "
+                     "the guard does")
+    return lines
 
 
 def client_check(points: list[Point]) -> list[str]:

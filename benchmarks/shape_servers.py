@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import grpc
+from shape_load import BATCH_ITEMS
 
 from smallguard.v1 import guard_pb2 as pb
 
@@ -275,8 +276,9 @@ def serve_bare(port: int, model: bool = True) -> None:
     """The baseline, or with ``model`` False gRPC alone (see the handlers), on a bare sync grpc.server with
     smallguard's pool size and options. Stops on SIGTERM."""
     server = grpc.server(ThreadPoolExecutor(max_workers=8), options=GRPC_OPTIONS, maximum_concurrent_rpcs=256)
-    handler = _model_handler() if model else _fixed_handler()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Predict": handler}),))
+    handlers = {"Predict": _model_handler()} if model else {"Predict": _fixed_handler(),
+                                                            "PredictBatch": _fixed_batch_handler()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
         raise SystemExit(f"bare server: cannot bind 127.0.0.1:{port}")
     stopping = threading.Event()
@@ -320,6 +322,27 @@ def _fixed_handler() -> grpc.RpcMethodHandler:
     def answer(_raw: bytes, _context: grpc.ServicerContext) -> bytes:
         return fixed
     return grpc.unary_unary_rpc_method_handler(answer)
+
+
+def _fixed_batch_handler() -> grpc.RpcMethodHandler:
+    """gRPC alone for PredictBatch: one encoded response of BATCH_ITEMS answers the size and shape of smallguard's
+    (its request id, decision, top 3, confidences and one verifier result each), its request received but not
+    decoded. The floor gRPC's sync server sets under a batch item."""
+    answer = pb.PredictResponse(
+        request_id="0" * 32, model="digits", model_version="1.0.0", decision=pb.ANSWER, answered_by="digits",
+        classification=pb.Classification(label="8", probability=0.9774173168329853, top_k=[
+            pb.LabelScore(label=label, probability=p) for label, p in (("8", 0.97741731), ("9", 0.02125134),
+                                                                       ("3", 0.00034292))]),
+        confidence=0.9774173168329853, raw_confidence=0.915153980255127, threshold=0.9711473249619829,
+        verifiers=[pb.VerifierResult(name="label-allowed", use="label-allowed", status=pb.VerifierResult.SKIPPED,
+                                     message="the request context has no 'allowed_labels'", on_fail=pb.ESCALATE,
+                                     duration_ms=0.024165)])
+    fixed = pb.PredictBatchResponse(results=[pb.PredictBatchResult(response=answer)] * BATCH_ITEMS)
+    encoded = fixed.SerializeToString()
+
+    def answer_batch(_raw: bytes, _context: grpc.ServicerContext) -> bytes:
+        return encoded
+    return grpc.unary_unary_rpc_method_handler(answer_batch)
 
 
 # ------------------------------------------------------------------------------------ GC pauses in a server
