@@ -108,9 +108,10 @@ class Verifier(Protocol):
     measured against the budget, but it cannot be cut short. Without it, ``check`` runs on a pool
     thread and the request stops waiting for it when the budget is spent.
 
-    An inline verifier may also define ``check_many(predictions, contexts)``, returning for each item of
-    a batch what ``check`` returns for it. A batch is then one call, timed as a whole, each item charged
-    an equal share; when the whole takes longer than one item's budget, or the call raises, the items are
+    An inline verifier may also define ``check_many(predictions, contexts)`` (two tuples), returning for
+    each item of a batch what ``check`` returns for it. When every verifier of the bundle is inline, a
+    batch is then one call, timed as a whole, each item charged an equal share; when the whole takes
+    longer than one item's budget, or the call raises or answers another number of items, the items are
     checked one by one with ``check``.
     """
 

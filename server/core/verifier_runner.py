@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from operator import attrgetter
@@ -40,6 +40,7 @@ class VerifierRunner:
         self._pauses = pauses
         self._pool: ThreadPoolExecutor | None = None  # made on first use: bundles of built-ins never need it
         self._pool_lock = threading.Lock()
+        self._broken_batches: set[str] = set()  # verifiers whose check_many failed once (warned about)
 
     def run(
         self,
@@ -72,14 +73,17 @@ class VerifierRunner:
         contexts: Sequence[Mapping[str, str]],
         budget_ms: float,
     ) -> list[tuple[VerifierOutcome, ...]]:
-        """``run`` for each of a batch's predictions. Inline verifiers go over the whole batch one verifier at a
-        time, with one clock reading between items; each item is still timed, and judged, on its own."""
+        """``run`` for each of a batch's predictions. When every verifier is inline, they go over the whole batch
+        one verifier at a time: in one ``check_many`` call, or item by item with one clock reading between items.
+        Otherwise each prediction is run alone. The sequences a verifier gets are tuples: one that reorders them
+        in place cannot move answers onto the wrong items."""
         if not verifiers:
             return [()] * len(predictions)
         if not all(map(_INLINE, verifiers)):
             return [self.run(verifiers, prediction, context, budget_ms)
                     for prediction, context in zip(predictions, contexts, strict=True)]
-        frozen = [MappingProxyType(context) for context in contexts]
+        predictions = tuple(predictions)
+        frozen = tuple([MappingProxyType(context) for context in contexts])
         columns = [self._inline_many(bound, predictions, frozen, budget_ms) for bound in verifiers]
         return list(zip(*columns, strict=True))
 
@@ -94,30 +98,39 @@ class VerifierRunner:
                 return together
         return self._each(bound, predictions, contexts, budget_ms)
 
-    def _together(self, bound: BoundVerifier, many: Callable[..., Sequence[object]],
+    def _together(self, bound: BoundVerifier, many: Callable[..., Iterable[object]],
                   predictions: Sequence[Prediction], contexts: Sequence[Mapping[str, str]],
                   budget_ms: float) -> list[VerifierOutcome] | None:
         """The batch in one ``check_many`` call, timed as a whole: each item is charged an equal share. When
         the whole took longer than one item's budget, or the call raised or answered the wrong number of items,
         None: the items are then checked one by one, each timed and judged alone (an inline verifier is pure,
-        so asking again is safe), and only an item that overran or raised is an ERROR."""
+        so asking again is safe), and only an item that overran or raised is an ERROR. That second pass costs
+        the batch's time again: a verifier slower than its budget per batch pays twice."""
         clock, paused = time.thread_time_ns, self._pauses.in_this_thread_ns
         started, pauses = clock(), paused()
         try:
-            answers = many(predictions, contexts)
+            answers = list(many(predictions, contexts))  # any iterable: counted and indexed below
         except Exception as error:
-            log.warning("verifier %s: check_many raised %s: %s; checking the %d items one by one", bound.spec.name,
-                        type(error).__name__, error, len(predictions))
+            self._falls_back(bound, f"check_many raised {type(error).__name__}: {error}")
             return None
         spent_ms = max(0.0, (clock() - started - (paused() - pauses)) / 1e6)
         if len(answers) != len(predictions):
-            log.warning("verifier %s: check_many answered %d items of %d; checking them one by one",
-                        bound.spec.name, len(answers), len(predictions))
+            self._falls_back(bound, f"check_many answered {len(answers)} items of {len(predictions)}")
             return None
         if spent_ms > budget_ms:
+            log.debug("verifier %s: check_many took %.1f ms for %d items, over one item's budget of %g ms; checking "
+                      "them one by one", bound.spec.name, spent_ms, len(predictions), budget_ms)
             return None
         share = spent_ms / max(len(predictions), 1)
         return [_checked(bound, answer, share) for answer in answers]
+
+    def _falls_back(self, bound: BoundVerifier, why: str) -> None:
+        """Say once per verifier that its batch call failed (then at debug level: it may fail on every batch)."""
+        name = bound.spec.name
+        first = name not in self._broken_batches
+        self._broken_batches.add(name)
+        log.log(logging.WARNING if first else logging.DEBUG, "verifier %s: %s; checking the items one by one%s",
+                name, why, " (said once: later batches at debug level)" if first else "")
 
     def _each(self, bound: BoundVerifier, predictions: Sequence[Prediction],
               contexts: Sequence[Mapping[str, str]], budget_ms: float) -> list[VerifierOutcome]:

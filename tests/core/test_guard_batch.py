@@ -141,3 +141,22 @@ def test_while_drifted_with_on_drift_escalate_a_batch_item_gets_the_drift_rule_o
         assert any(isinstance(r, PredictOutcome) and r.reasons[0].code is ReasonCode.DRIFT for r in batch)
     finally:
         guard.close()
+
+
+ALLOWED = ["0,1,2,3,4,5,6,7,8,9", "1,2", "", "7", " 3 , 8 "]  # each item's own allowed labels, or none
+
+
+def test_a_batch_whose_items_allow_different_labels_judges_each_as_its_own_predict() -> None:
+    guard, alone = build_guard(Settings(), keep_feedback=False), build_guard(Settings(), keep_feedback=False)
+    try:
+        rows = [row["pixels"] for row in digits_rows()[:40]]
+        calls = [replace(call(pixels, f"r{i}"), context={} if i % 6 == 5 else {"allowed_labels": ALLOWED[i % 5]})
+                 for i, pixels in enumerate(rows)]
+        results = guard.predict_batch("digits", "", calls)
+        singles = [alone.predict(replace(c, model="digits")) for c in calls]
+        assert [comparable(r) for r in results] == [comparable(s) for s in singles]
+        statuses = {v.status.value for r in results for v in r.verifiers}
+        assert statuses == {"passed", "failed", "skipped"}  # every kind of answer, each on its own item
+    finally:
+        guard.close()
+        alone.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pytest
 
@@ -175,8 +175,10 @@ class Together:
     inline = True
 
     def __init__(self, spin_ms: float = 0.0, answers: int | None = None, broken: bool = False,
-                 slow: frozenset[str] = frozenset()) -> None:
+                 slow: frozenset[str] = frozenset(), lazily: bool = False, nothing: bool = False,
+                 reorders: bool = False, collects: bool = False) -> None:
         self.spin, self.answers, self.broken, self.slow = Spin(spin_ms), answers, broken, slow
+        self.lazily, self.nothing, self.reorders, self.collects = lazily, nothing, reorders, collects
         self.batches = self.singles = 0
 
     def check(self, prediction: Prediction, context: Mapping[str, str]) -> CheckResult:
@@ -185,23 +187,39 @@ class Together:
             Spin(80).check(prediction, context)
         return CheckResult.passed(f"{prediction.label} {context.get('k', '')}")
 
-    def check_many(self, predictions: list[Prediction], contexts: list[Mapping[str, str]]) -> list[CheckResult]:
+    def check_many(self, predictions: list[Prediction], contexts: list[Mapping[str, str]]
+                   ) -> Iterable[CheckResult] | None:
         self.batches += 1
         if self.broken:
             raise RuntimeError("batch broke")
+        if self.nothing:
+            return None
+        if self.reorders:
+            predictions.sort(key=lambda p: p.label or "", reverse=True)  # a tuple refuses: nothing moves
+        if self.collects:
+            Collect().check(predictions[0], contexts[0])
+        if self.lazily:
+            return self._lazily(predictions, contexts)
         self.spin.check(predictions[0], contexts[0])
         answers = [CheckResult.passed(f"{p.label} {c.get('k', '')}")
                    for p, c in zip(predictions, contexts, strict=True)]
         return answers if self.answers is None else answers[:self.answers]
+
+    def _lazily(self, predictions: list[Prediction], contexts: list[Mapping[str, str]]) -> Iterator[CheckResult]:
+        """Works as it yields: each answer's CPU is spent when the runner asks for it."""
+        for p, c in zip(predictions, contexts, strict=True):
+            self.spin.check(p, c)
+            yield CheckResult.passed(f"{p.label} {c.get('k', '')}")
 
 
 BATCH = [labelled(str(i)) for i in range(5)]
 BATCH_CONTEXTS = [{"k": f"c{i}"} for i in range(5)]
 
 
+@pytest.mark.parametrize("lazily", [False, True], ids=["a list", "a generator that works as it yields"])
 def test_a_verifier_with_check_many_is_asked_once_per_batch_and_each_item_gets_an_equal_share(
-        runner: VerifierRunner) -> None:
-    verifier = Together(spin_ms=5)
+        runner: VerifierRunner, lazily: bool) -> None:
+    verifier = Together(spin_ms=5 if not lazily else 1, lazily=lazily)
     many = runner.run_many([bound(verifier, inline=True)], BATCH, BATCH_CONTEXTS, budget_ms=50)
     assert (verifier.batches, verifier.singles) == (1, 0)
     assert [o.message for (o,) in many] == [f"{i} c{i}" for i in range(5)]
@@ -210,9 +228,12 @@ def test_a_verifier_with_check_many_is_asked_once_per_batch_and_each_item_gets_a
     assert len(shares) == 1 and 4 / 5 <= shares.pop() < 50  # 5 ms of CPU or more, split five ways
 
 
-@pytest.mark.parametrize("verifier", [Together(broken=True), Together(answers=3)], ids=["raises", "answers too few"])
-def test_a_check_many_that_raises_or_miscounts_is_followed_by_each_item_alone(runner: VerifierRunner,
-                                                                              verifier: Together) -> None:
+@pytest.mark.parametrize("make", [lambda: Together(broken=True), lambda: Together(answers=3),
+                                  lambda: Together(nothing=True), lambda: Together(reorders=True)],
+                         ids=["raises", "answers too few", "answers nothing", "reorders the batch in place"])
+def test_a_check_many_that_fails_is_followed_by_each_item_alone(runner: VerifierRunner,
+                                                                make: Callable[[], Together]) -> None:
+    verifier = make()
     many = runner.run_many([bound(verifier, inline=True)], BATCH, BATCH_CONTEXTS, budget_ms=50)
     assert (verifier.batches, verifier.singles) == (1, 5)
     assert [(o.status, o.message) for (o,) in many] == [(Status.PASSED, f"{i} c{i}") for i in range(5)]
@@ -226,3 +247,36 @@ def test_a_batch_over_one_items_budget_is_checked_again_item_by_item_and_only_th
     assert [o.status for (o,) in many] == [Status.PASSED] * 3 + [Status.ERROR, Status.PASSED]
     assert many[3][0].message.startswith("ran for ") and all(o.duration_ms < 50 for i, (o,) in enumerate(many)
                                                                if i != 3)
+
+
+def test_a_garbage_collection_in_a_batch_call_is_not_charged_to_it(runner: VerifierRunner) -> None:
+    garbage = [[] for _ in range(300_000)]
+    for a, b in itertools.pairwise(garbage):
+        a.append(b)
+        b.append(a)
+    del garbage, a, b
+    verifier = Together(collects=True)
+    started = time.thread_time()
+    many = runner.run_many([bound(verifier, inline=True)], BATCH, BATCH_CONTEXTS, budget_ms=5)
+    assert time.thread_time() - started > 0.005  # the collection itself took longer than the budget
+    assert (verifier.batches, verifier.singles) == (1, 0)
+    assert [o.status for (o,) in many] == [Status.PASSED] * 5
+
+
+class Answers:
+    """A batch call whose answers are not all CheckResults."""
+
+    inline = True
+
+    def check(self, prediction: Prediction, context: Mapping[str, str]) -> CheckResult:
+        raise AssertionError("not asked one by one: the batch call answered every item")
+
+    def check_many(self, predictions: list[Prediction], contexts: list[Mapping[str, str]]) -> list[object]:
+        return [CheckResult.passed("fine"), "fine", None]
+
+
+def test_an_answer_of_a_batch_call_that_is_not_a_check_result_is_an_error_for_that_item_alone(
+        runner: VerifierRunner) -> None:
+    many = runner.run_many([bound(Answers(), inline=True)], BATCH[:3], BATCH_CONTEXTS[:3], budget_ms=50)
+    assert [o.status for (o,) in many] == [Status.PASSED, Status.ERROR, Status.ERROR]
+    assert many[1][0].message == "returned 'fine'; expected a CheckResult that passed, failed or skipped"

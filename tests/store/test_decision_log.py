@@ -225,10 +225,13 @@ def test_the_writer_thread_has_its_name_in_the_os(tmp_path: Path) -> None:
         log.store.close()
 
 
-def test_a_tensors_hash_is_the_same_whether_or_not_its_values_are_contiguous() -> None:
-    values = np.arange(16, dtype=np.float32)
-    contiguous = PredictCall("m", tensors=(TensorInput("x", "float32", (8,), values[::2].copy()),))
-    strided = PredictCall("m", tensors=(TensorInput("x", "float32", (8,), values[::2]),))
-    expected = hashlib.sha256(b"x|float32|(8,)|" + values[::2].tobytes()).hexdigest()
-    assert decision_row(contiguous, outcome("a"), "hash", 0.0)[-2] == decision_row(strided, outcome("b"), "hash",
-                                                                                   0.0)[-2] == expected
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64", "bool"])
+def test_a_tensors_hash_is_its_header_and_its_values_bytes_whatever_their_layout(dtype: str) -> None:
+    values = (np.arange(24) % 3).astype(dtype).reshape(4, 6)
+    layouts = [values, values[:, ::2], np.asfortranarray(values), values.T, values[1:3]]
+    for array in layouts:
+        call = PredictCall("m", tensors=(TensorInput("x", dtype, array.shape, array),
+                                         TensorInput("y", dtype, (2,), array.ravel()[:2])))
+        expected = hashlib.sha256(f"x|{dtype}|{array.shape}|".encode() + array.tobytes() +
+                                  f"y|{dtype}|(2,)|".encode() + array.ravel()[:2].tobytes()).hexdigest()
+        assert decision_row(call, outcome("a"), "hash", 0.0)[-2] == expected

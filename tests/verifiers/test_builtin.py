@@ -696,6 +696,19 @@ def test_label_allowed_over_a_batch_answers_each_item_as_alone(verifier: LabelAl
                                                           for p, c in zip(predictions, contexts, strict=True)]
 
 
+def test_label_allowed_over_a_batch_works_out_a_shared_answer_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = LabelAllowed(context_key="allowed_labels")
+    asked: list[tuple[str | None, Mapping[str, str]]] = []
+    check = verifier.check
+    monkeypatch.setattr(verifier, "check", lambda p, c: asked.append((p.label, c)) or check(p, c))
+    predictions = [classified(label) for label in ("1", "1", "2", "1", "1", "1")]
+    contexts: list[Mapping[str, str]] = [{"allowed_labels": "1"}, {"allowed_labels": "1", "other": "x"},
+                                         {"allowed_labels": "1"}, {"allowed_labels": ""}, {}, {}]
+    results = verifier.check_many(predictions, contexts)
+    assert [r.status for r in results] == [PASSED, PASSED, FAILED, FAILED, SKIPPED, SKIPPED]
+    assert [label for label, _ in asked] == ["1", "2", "1", "1"]  # an empty list and none at all are not the same
+
+
 # --- every verifier ------------------------------------------------------------------------
 
 INVOICE = extracted(net="10.00", tax="2.50", total="12.50", due="2024-01-31", currency="EUR", vendor="ACME")
