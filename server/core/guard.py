@@ -24,16 +24,17 @@ import numpy as np
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from smallguard.server.core import batch_steps
 from smallguard.server.core.cascade import Cascade
 from smallguard.server.core.coalescing import Coalescer
-from smallguard.server.core.inputs import feeds_for, feeds_for_many
+from smallguard.server.core.inputs import feeds_for
 from smallguard.server.core.models import LoadedModel, ModelRepository
-from smallguard.server.core.policy import decide, escalate_when_drifted
+from smallguard.server.core.policy import escalate_when_drifted
 from smallguard.server.core.request_ids import new_request_id
 from smallguard.server.core.review import QueueCounts, ReviewQueue
 from smallguard.server.core.verifier_runner import VerifierRunner
 from smallguard.server.domain.bundle_spec import BundleSpec
-from smallguard.server.domain.errors import DeadlineExpiredError, GuardError, InvalidInputError
+from smallguard.server.domain.errors import DeadlineExpiredError, GuardError, InvalidInputError, ItemFailedError
 from smallguard.server.domain.predictions import (
     Decision,
     HeadResult,
@@ -65,10 +66,6 @@ class ReviewOffError(GuardError):
     """This guard keeps no review queue (an offline replay has no store)."""
 
 
-class ItemFailedError(GuardError):
-    """One item of a batch could not be served for a reason of the server's (logged); the others were."""
-
-
 @dataclass(frozen=True, slots=True)
 class Loaded:
     """The models a guard serves and their escalation tiers: replaced whole by a reload, so a request that
@@ -95,10 +92,6 @@ class _Item(NamedTuple):
     call: PredictCall
     trace_id: str
     span: trace.Span | None
-
-
-# an item's verifier outcomes, decision and reasons (before the drift rule)
-_Verdict = tuple[tuple[VerifierOutcome, ...], Decision, tuple[Reason, ...]]
 
 
 class Guard:
@@ -200,11 +193,12 @@ class Guard:
         """``_alone`` for calls that arrived together: the batch path, each call with its own outcome or error,
         and, for a call whose span records, the spans ``_alone`` gives it, timed by the batch's steps."""
         results: list[PredictOutcome | GuardError] = [ItemFailedError("not served")] * len(items)
-        served = _fed(model.spec, [(i, item.call) for i, item in enumerate(items)], results)
+        served = batch_steps.fed(model.spec, [(i, item.call) for i, item in enumerate(items)], results)
         run_started = time.time_ns()
-        heads = self._heads(model, [feeds for _, _, feeds in served])
+        heads = batch_steps.heads(model, [feeds for _, _, feeds in served])
         run_ended = time.time_ns()
-        judged = self._judged(model, served, heads, [item.trace_id for item in items], results)
+        judged = batch_steps.judged(self._runner, model, served, heads, [item.trace_id for item in items],
+                                     results)
         judged_at = time.time_ns()
         for i, _, outcome in judged:
             results[i] = outcome
@@ -240,7 +234,7 @@ class Guard:
                 outcomes = self._runner.run(model.verifiers, prediction, call.context,
                                             spec.policy.verifier_timeout_ms)
                 verify_span.set_attributes(_verifier_attributes(outcomes))
-        decision, reasons = self._policy(model, head, outcomes)
+        decision, reasons = batch_steps.policy(model, head, outcomes)
         if model.drift is not None:  # observed before the drift rule: its own escalations are not drift
             model.drift.observe(feeds, confidence, decision)
             if model.drift.escalating:
@@ -273,7 +267,7 @@ class Guard:
                     f"{spec.version!r}; leave an item's model and version empty, or give the batch's", "model")
                 continue
             taken.append((i, call))
-        served = _fed(spec, taken, results)
+        served = batch_steps.fed(spec, taken, results)
         if served:
             with self._metrics.in_flight(spec.name, spec.version, len(served)):
                 self._serve_batch(loaded, served, len(calls), results, current)
@@ -296,118 +290,18 @@ class Guard:
                                  "smallguard.batch.size": size})
             with self._tracer.start_as_current_span("smallguard.model.run") as model_span:
                 model_span.set_attributes({"smallguard.model.name": spec.name, "smallguard.batch.size": len(served)})
-                heads = self._heads(loaded, [feeds for _, _, feeds in served])
+                heads = batch_steps.heads(loaded, [feeds for _, _, feeds in served])
         else:
-            heads = self._heads(loaded, [feeds for _, _, feeds in served])
-        for i, call, outcome in self._judged(loaded, served, heads, [_trace_id(span)] * size, results):
+            heads = batch_steps.heads(loaded, [feeds for _, _, feeds in served])
+        for i, call, outcome in batch_steps.judged(self._runner, loaded, served, heads, [_trace_id(span)] * size,
+                                                   results):
             try:
                 if outcome.decision is Decision.ESCALATE and spec.escalation:  # item by item, within the deadline
                     outcome = self._escalate(call, loaded, outcome, current)
                 results[i] = outcome
             except Exception:
                 log.exception("batch item %d of model %s failed", i, spec.name)
-                results[i] = ItemFailedError("internal error while serving this item; the server log has the details")
-
-    def _judged(self, model: LoadedModel, served: list[tuple[int, PredictCall, dict[str, np.ndarray]]],
-                heads: list[HeadResult | GuardError], trace_ids: Sequence[str],
-                results: list[PredictOutcome | GuardError]) -> list[tuple[int, PredictCall, PredictOutcome]]:
-        """The served items' outcomes from their heads (before escalation), with their positions; an item whose
-        head or judging failed gets its error in ``results`` instead. ``trace_ids``: by position."""
-        ready = []
-        for (i, call, feeds), head in zip(served, heads, strict=True):
-            if isinstance(head, GuardError):
-                results[i] = head
-            else:
-                ready.append((i, call, feeds, head))
-        judged = []
-        for item, verdict in zip(ready, self._judge_many(model, ready), strict=True):
-            if verdict is None:
-                results[item[0]] = ItemFailedError("internal error while serving this item; the server log has the "
-                                                   "details")
-            else:
-                judged.append((item, verdict))
-        return [(i, call, outcome) for ((i, call, _, _), _), outcome
-                in zip(judged, self._outcomes(model, judged, trace_ids), strict=True)]
-
-    def _judge_many(self, model: LoadedModel, items: list[tuple[int, PredictCall, dict[str, np.ndarray], HeadResult]]
-                    ) -> list[_Verdict | None]:
-        """Each item's verifier outcomes and policy decision, a step at a time over all of them. Nothing here
-        leaves a trace, so when the batch fails it is judged again item by item, and only the item that fails
-        (None, logged) is lost."""
-        spec = model.spec
-        try:
-            verdicts = self._runner.run_many(model.verifiers, [head.prediction for _, _, _, head in items],
-                                             [call.context for _, call, _, _ in items],
-                                             spec.policy.verifier_timeout_ms)
-            return [(outcomes, *self._policy(model, head, outcomes))
-                    for (_, _, _, head), outcomes in zip(items, verdicts, strict=True)]
-        except Exception:
-            log.exception("batch of model %s: judging the items together failed; judging them one by one", spec.name)
-        judged: list[_Verdict | None] = []
-        for i, call, _, head in items:
-            try:
-                outcomes = self._runner.run(model.verifiers, head.prediction, call.context,
-                                            spec.policy.verifier_timeout_ms)
-                judged.append((outcomes, *self._policy(model, head, outcomes)))
-            except Exception:
-                log.exception("batch item %d of model %s failed", i, spec.name)
-                judged.append(None)
-        return judged
-
-    @staticmethod
-    def _policy(model: LoadedModel, head: HeadResult,
-                outcomes: tuple[VerifierOutcome, ...]) -> tuple[Decision, tuple[Reason, ...]]:
-        return decide(head.confidence, model.threshold, model.spec.policy.on_low_confidence, outcomes,
-                      model.calibration is not None, head.low_fields)
-
-    def _outcomes(self, model: LoadedModel,
-                  judged: list[tuple[tuple[int, PredictCall, dict[str, np.ndarray], HeadResult], _Verdict]],
-                  trace_ids: Sequence[str]) -> list[PredictOutcome]:
-        """The judged items into the drift window, once, then their outcomes. The drift state is read after the
-        batch is observed: every item of a batch gets the same drift rule."""
-        spec = model.spec
-        if model.drift is not None and judged:  # observed before the drift rule: its own escalations are not drift
-            model.drift.observe_many([feeds for (_, _, feeds, _), _ in judged],
-                                     [head.confidence for (_, _, _, head), _ in judged],
-                                     [decision for _, (_, decision, _) in judged])
-            if model.drift.escalating:
-                message = model.drift.message
-                judged = [(item, (outcomes, *escalate_when_drifted(decision, reasons, message)))
-                          for item, (outcomes, decision, reasons) in judged]
-        return [PredictOutcome(call.request_id or new_request_id(), spec.name, spec.version, decision, head.prediction,
-                               head.confidence, head.raw_confidence, model.threshold, reasons, outcomes,
-                               trace_ids[i])
-                for (i, call, _, head), (outcomes, decision, reasons) in judged]
-
-    def _heads(self, loaded: LoadedModel, items: list[dict[str, np.ndarray]]) -> list[HeadResult | GuardError]:
-        """The head's result for each item: one model run per group of items whose inputs have the same
-        shapes (at most the model's fixed batch size, when it has one). A run that fails is retried item by
-        item, so that one item's failure stays its own."""
-        names = [item.name for item in loaded.spec.inputs]
-        groups: dict[tuple, list[int]] = {}
-        for position, feeds in enumerate(items):
-            groups.setdefault(tuple(feeds[name].shape for name in names), []).append(position)
-        limit = loaded.onnx.batch_limit or len(items)
-        heads: list[HeadResult | GuardError] = [ItemFailedError("not run")] * len(items)
-        for positions in groups.values():
-            for start in range(0, len(positions), limit):
-                chunk = positions[start:start + limit]
-                try:
-                    batch = {name: np.concatenate([items[p][name] for p in chunk]) for name in names}
-                    for position, head in zip(chunk, loaded.head.predict_batch(batch), strict=True):
-                        heads[position] = head
-                except Exception:
-                    for position in chunk:
-                        heads[position] = self._one_head(loaded, items[position])
-        return heads
-
-    def _one_head(self, loaded: LoadedModel, feeds: dict[str, np.ndarray]) -> HeadResult | GuardError:
-        try:
-            return loaded.head.predict(feeds)
-        except Exception:
-            log.exception("model %s failed on one item of a batch", loaded.spec.name)
-            return ItemFailedError("internal error while running the model on this item; the server log has the "
-                                   "details")
+                results[i] = ItemFailedError(batch_steps.FAILED_ITEM)
 
     def record_refused_call(self, reason: str, rpc: str) -> None:
         """Count a call the transport refused before it reached the service (``reason``: unauthenticated or
@@ -533,19 +427,6 @@ def _refuse_if_expired(deadline: float | None) -> None:
     if deadline is not None and time.monotonic() >= deadline:
         raise DeadlineExpiredError("the caller's deadline passed while the request waited for a thread; it was "
                                    "not served (the server is overloaded, or the deadline too short)")
-
-
-def _fed(spec: BundleSpec, taken: list[tuple[int, PredictCall]],
-         results: list[PredictOutcome | GuardError]) -> list[tuple[int, PredictCall, dict[str, np.ndarray]]]:
-    """The calls (with their positions) whose inputs fit, with their feeds; each other one's error goes into its
-    place in ``results``."""
-    served = []
-    for (i, call), feeds in zip(taken, feeds_for_many(spec.inputs, [call for _, call in taken]), strict=True):
-        if isinstance(feeds, InvalidInputError):
-            results[i] = feeds
-        else:
-            served.append((i, call, feeds))
-    return served
 
 
 def _trace_id(span: trace.Span) -> str:

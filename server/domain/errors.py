@@ -42,6 +42,10 @@ class InvalidInputError(GuardError):
         self.field = field
 
 
+class ItemFailedError(GuardError):
+    """One item of a batch could not be served for a reason of the server's (logged); the others were."""
+
+
 class ModelNotFoundError(GuardError):
     """No loaded model answers to that name and version (maps to NOT_FOUND)."""
 

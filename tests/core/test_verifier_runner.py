@@ -49,6 +49,14 @@ class Sleep:
         return CheckResult.passed("woke up")
 
 
+def leave_cyclic_garbage() -> None:
+    """Lists in cycles only the collector can free: the next collection takes a while."""
+    garbage: list[list[object]] = [[] for _ in range(300_000)]
+    for a, b in itertools.pairwise(garbage):
+        a.append(b)
+        b.append(a)
+
+
 def bound(verifier: object, inline: bool) -> BoundVerifier:
     name = type(verifier).__name__.lower()
     return BoundVerifier(VerifierSpec(name, name, {}, Decision.ESCALATE), verifier, inline)  # type: ignore[arg-type]
@@ -72,11 +80,7 @@ def test_an_inline_check_over_its_budget_is_an_error_after_it_returns(runner: Ve
 
 
 def test_a_garbage_collection_during_an_inline_check_is_not_charged_to_it(runner: VerifierRunner) -> None:
-    garbage = [[] for _ in range(300_000)]
-    for a, b in itertools.pairwise(garbage):  # cycles only the collector can free
-        a.append(b)
-        b.append(a)
-    del garbage, a, b
+    leave_cyclic_garbage()
     started = time.thread_time()
     (outcome,) = runner.run([bound(Collect(), inline=True)], PREDICTION, {}, budget_ms=5)
     assert time.thread_time() - started > 0.005  # the collection itself took longer than the budget
@@ -133,11 +137,7 @@ def test_a_batch_judges_each_item_on_its_own_time_and_answer(runner: VerifierRun
 
 
 def test_a_garbage_collection_in_a_batch_is_not_charged_to_the_item_it_stopped(runner: VerifierRunner) -> None:
-    garbage = [[] for _ in range(300_000)]
-    for a, b in itertools.pairwise(garbage):
-        a.append(b)
-        b.append(a)
-    del garbage, a, b
+    leave_cyclic_garbage()
     many = runner.run_many([bound(Collect(), inline=True)], [PREDICTION] * 3, [{}] * 3, budget_ms=5)
     assert [outcomes[0].status for outcomes in many] == [Status.PASSED] * 3
 
@@ -250,11 +250,7 @@ def test_a_batch_over_one_items_budget_is_checked_again_item_by_item_and_only_th
 
 
 def test_a_garbage_collection_in_a_batch_call_is_not_charged_to_it(runner: VerifierRunner) -> None:
-    garbage = [[] for _ in range(300_000)]
-    for a, b in itertools.pairwise(garbage):
-        a.append(b)
-        b.append(a)
-    del garbage, a, b
+    leave_cyclic_garbage()
     verifier = Together(collects=True)
     started = time.thread_time()
     many = runner.run_many([bound(verifier, inline=True)], BATCH, BATCH_CONTEXTS, budget_ms=5)
