@@ -216,10 +216,11 @@ class Guard:
         run.set_attributes({"smallguard.model.name": model.spec.name, "smallguard.batch.size": together})
         run.end(end_time=times[1])
         verify = self._tracer.start_span("smallguard.verifiers.run", context=parent, start_time=times[1])
-        verify.set_attributes(_verifier_attributes(outcome.verifiers))
+        verified = _verifier_attributes(outcome.verifiers)
+        verify.set_attributes(verified)
         verify.end(end_time=times[2])
         _annotate(span, model, outcome.request_id, outcome.decision._name_, outcome.reasons, outcome.confidence,
-                  outcome.raw_confidence, outcome.verifiers)
+                  outcome.raw_confidence, verified)
 
     def _decide(self, call: PredictCall, model: LoadedModel, feeds: Mapping[str, np.ndarray], head: HeadResult,
                 span: trace.Span | None, trace_id: str = "") -> PredictOutcome:
@@ -233,7 +234,8 @@ class Guard:
             with self._tracer.start_as_current_span("smallguard.verifiers.run") as verify_span:
                 outcomes = self._runner.run(model.verifiers, prediction, call.context,
                                             spec.policy.verifier_timeout_ms)
-                verify_span.set_attributes(_verifier_attributes(outcomes))
+                verified = _verifier_attributes(outcomes)
+                verify_span.set_attributes(verified)
         decision, reasons = batch_steps.policy(model, head, outcomes)
         if model.drift is not None:  # observed before the drift rule: its own escalations are not drift
             model.drift.observe(feeds, confidence, decision)
@@ -241,7 +243,7 @@ class Guard:
                 decision, reasons = escalate_when_drifted(decision, reasons, model.drift.message)
         request_id = call.request_id or new_request_id()
         if span is not None:
-            _annotate(span, model, request_id, decision._name_, reasons, confidence, head.raw_confidence, outcomes)
+            _annotate(span, model, request_id, decision._name_, reasons, confidence, head.raw_confidence, verified)
             trace_id = _trace_id(span)
         return PredictOutcome(request_id, spec.name, spec.version, decision, prediction, confidence,
                               head.raw_confidence, model.threshold, reasons, outcomes, trace_id)
@@ -444,7 +446,9 @@ def _verifier_attributes(outcomes: tuple[VerifierOutcome, ...]) -> dict[str, int
 
 
 def _annotate(span: trace.Span, model: LoadedModel, request_id: str, decision: str, reasons: tuple[Reason, ...],
-              confidence: float, raw_confidence: float, outcomes: tuple[VerifierOutcome, ...]) -> None:
+              confidence: float, raw_confidence: float, verified: dict[str, int | list[str]]) -> None:
+    """The call's attributes on its server span; ``verified``: its verifier span's (the same failed and errored
+    lists, made once)."""
     span.set_attributes({
         "smallguard.model.name": model.spec.name,
         "smallguard.model.version": model.spec.version,
@@ -454,6 +458,6 @@ def _annotate(span: trace.Span, model: LoadedModel, request_id: str, decision: s
         "smallguard.confidence": confidence,
         "smallguard.confidence.raw": raw_confidence,
         "smallguard.threshold": model.threshold,
-        "smallguard.verifiers.failed": [o.name for o in outcomes if o.status is Status.FAILED],
-        "smallguard.verifiers.errored": [o.name for o in outcomes if o.status is Status.ERROR],
+        "smallguard.verifiers.failed": verified["smallguard.verifiers.failed"],
+        "smallguard.verifiers.errored": verified["smallguard.verifiers.errored"],
     })
