@@ -1,8 +1,13 @@
 """The decision log: every Predict outcome written to the store off the request path.
 
-A request only appends to a bounded in-memory buffer (a deque append, under a microsecond); a writer
-thread turns what piled up into rows and writes them in one transaction every ``flush_interval_s``.
-So a slow or absent database never slows Predict. What that costs, stated in the README:
+A request turns its decision into a row (a tuple of strings and numbers, 2 us) and appends it to a
+bounded in-memory buffer; a writer thread writes what piled up in one transaction every
+``flush_interval_s``. So a slow or absent database never slows Predict. The row is built on the
+request path, not by the writer, because what the buffer holds lives for a flush interval or longer:
+a call and an outcome held that long are a few dozen objects that every young-generation collection
+walks and the cache loses, and a row is one tuple the collector stops tracking. At the server that
+saved 7 of the 21 us an item the log cost a batch (``bench-ab --kind stacked``, 2026-12-04). What the
+buffer costs, stated in the README:
 
 - while the store is down the buffer fills (``capacity`` decisions) and then new decisions are dropped
   and counted (``dropped``); the writer keeps retrying and writes the buffer when the store is back;
@@ -54,7 +59,7 @@ class DecisionLog:
         self.capacity, self.flush_interval_s, self.batch_rows = capacity, flush_interval_s, batch_rows
         self.retention_s = retention_days * 86_400.0
         self._listeners: list[Callable[[bool, str], None]] = []
-        self._pending: deque[tuple[int, PredictCall | None, PredictOutcome, str, float]] = deque()
+        self._pending: deque[tuple[int, tuple[Any, ...]]] = deque()  # (sequence number, row)
         self._seq = itertools.count(1)
         self._appending = threading.Lock()
         self._written = 0  # the highest sequence number written (entries are written in order)
@@ -74,23 +79,19 @@ class DecisionLog:
 
     def append(self, call: PredictCall | None, outcome: PredictOutcome, inputs: str) -> None:
         """Queue one decision; ``inputs`` (none, hash or full) says how much of the call's input is kept."""
-        with self._appending:  # numbered and queued in one step: the buffer stays in order (flush relies on it)
-            if len(self._pending) >= self.capacity:
-                self.dropped += 1
-                return
-            self._pending.append((next(self._seq), call, outcome, inputs, time.time()))
+        self.append_many(((call, outcome),), inputs)
 
     def append_many(self, decisions: Sequence[tuple[PredictCall | None, PredictOutcome]], inputs: str) -> None:
-        """``append`` for each of a batch's decisions, in order, at one time; those past the buffer's capacity are
-        dropped and counted."""
+        """Queue each of a batch's decisions, in order, at one time; those past the buffer's capacity are dropped
+        and counted."""
         at = time.time()
-        with self._appending:
+        rows = [_row(call, outcome, inputs, at) for call, outcome in decisions]
+        with self._appending:  # numbered and queued in one step: the buffer stays in order (flush relies on it)
             room = max(self.capacity - len(self._pending), 0)
-            if room < len(decisions):
-                self.dropped += len(decisions) - room
-                decisions = decisions[:room]
+            kept = [row for row in rows if row is not None][:room]
+            self.dropped += len(rows) - len(kept)
             seq = self._seq
-            self._pending.extend([(next(seq), call, outcome, inputs, at) for call, outcome in decisions])
+            self._pending.extend([(next(seq), row) for row in kept])
 
     # ------------------------------------------------------------------------------ control
 
@@ -101,7 +102,7 @@ class DecisionLog:
     def holds(self, request_id: str) -> bool:
         """Whether a decision for ``request_id`` is buffered here, not yet written (a scan: only feedback that
         found nothing asks)."""
-        return any(entry[2].request_id == request_id for entry in list(self._pending))
+        return any(entry[1][0] == request_id for entry in list(self._pending))
 
     @property
     def pending(self) -> int:
@@ -143,13 +144,13 @@ class DecisionLog:
             while self._pending:
                 batch = [self._pending[i] for i in range(min(self.batch_rows, len(self._pending)))]
                 try:
-                    self.store.write_decisions([decision_row(*entry[1:]) for entry in batch])
+                    self.store.write_decisions([row for _, row in batch])
                 except StoreError as error:
                     self.failed_writes += 1
                     self._health(False, str(error))
                     backoff = min(max(backoff * 2, 0.1), 2.0)
                     break
-                except Exception:  # a row that cannot be built must not stop the log: drop it, say so
+                except Exception:  # rows the store refuses (not an outage) must not stop the log: drop them, say so
                     log.exception("decision log: a batch of %d decisions could not be written", len(batch))
                     self.dropped += len(batch)
                 for _ in batch:
@@ -202,9 +203,8 @@ _PR_SET_NAME = 15
 
 
 def decision_row(call: PredictCall | None, outcome: PredictOutcome, inputs: str, at: float) -> tuple[Any, ...]:
-    """One decisions row, in ``records.DECISION_COLUMNS`` order (built in the writer thread, not on the request
-    path; everything that is not looked up is one JSON text, encoded once, by orjson: 0.6 against 6.7 us with
-    the json module)."""
+    """One decisions row, in ``records.DECISION_COLUMNS`` order: everything that is not looked up is one JSON
+    text, encoded once, by orjson (0.6 against 6.7 us with the json module)."""
     prediction = outcome.prediction
     answered_by = outcome.answered_by if outcome.tiers and outcome.answered_by != outcome.model else ""
     logged, value = _logged_input(call, inputs)
@@ -228,6 +228,17 @@ def decision_row(call: PredictCall | None, outcome: PredictOutcome, inputs: str,
             prediction.label, orjson.dumps(details, option=orjson.OPT_SERIALIZE_NUMPY, default=float).decode(),
             float(outcome.cost),
             outcome.trace_id, logged, value, at)
+
+
+def _row(call: PredictCall | None, outcome: PredictOutcome, inputs: str, at: float) -> tuple[Any, ...] | None:
+    """The decision's row; None (logged) for one that cannot be built: the log must not fail the request it
+    records."""
+    try:
+        return decision_row(call, outcome, inputs, at)
+    except Exception:
+        log.exception("decision log: the decision for request %r could not be made a row; it is dropped",
+                      outcome.request_id)
+        return None
 
 
 def _logged_input(call: PredictCall | None, policy: str) -> tuple[str, str | None]:

@@ -3,6 +3,7 @@ back, a full buffer, the write at stop, and retention."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -146,6 +147,22 @@ def test_a_batch_fills_the_buffer_in_order_and_what_does_not_fit_is_dropped(tmp_
     assert [r.request_id for r in written] == [f"r{i}" for i in range(5)]
     assert [r.input_logged for r in written] == ["none", "hash", "hash", "hash", "hash"]
     assert written[1].input == hashlib.sha256(b"Invoice 1").hexdigest()
+    log.close()
+    log.store.close()
+
+
+def test_a_decision_that_cannot_be_made_a_row_is_dropped_and_the_rest_of_its_batch_written(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Rows are built when a decision is appended, on the request path: one that fails must not fail the
+    request, nor keep its batch's other decisions from the store."""
+    log = DecisionLog(open_store(f"sqlite:///{tmp_path / 's.sqlite3'}"), flush_interval_s=0.01)
+    broken = dataclasses.replace(outcome("broken"), confidence="not a number")  # float() of it raises
+    log.append_many([(None, outcome("r1")), (None, broken), (None, outcome("r2"))], "none")
+    log.append(None, broken, "none")
+    assert log.flush(5)
+    assert [r.request_id for r in rows(log.store)] == ["r1", "r2"]
+    assert log.dropped == 2
+    assert "the decision for request 'broken' could not be made a row" in caplog.text
     log.close()
     log.store.close()
 
