@@ -1,13 +1,16 @@
 """The decision log: every Predict outcome written to the store off the request path.
 
-A request turns its decision into a row (a tuple of strings and numbers, 2 us) and appends it to a
-bounded in-memory buffer; a writer thread writes what piled up in one transaction every
-``flush_interval_s``. So a slow or absent database never slows Predict. The row is built on the
-request path, not by the writer, because what the buffer holds lives for a flush interval or longer:
-a call and an outcome held that long are a few dozen objects that every young-generation collection
-walks and the cache loses, and a row is one tuple the collector stops tracking. At the server that
-saved 7 of the 21 us an item the log cost a batch (``bench-ab --kind stacked``, 2026-12-04). What the
-buffer costs, stated in the README:
+A request appends its decision to a bounded in-memory buffer; a writer thread writes what piled up in
+one transaction every ``flush_interval_s``. So a slow or absent database never slows Predict.
+
+A batch's decisions are turned into rows (tuples of strings and numbers) as they are appended, and a
+single Predict's are turned into rows by the writer. What the buffer holds lives for a flush interval
+or longer: a batch's calls and outcomes held that long are thousands of objects that every
+young-generation collection walks, where its rows are tuples the collector stops tracking; building
+the rows on the batch's path saved 8 of the 53 us an item costs (``bench-ab --kind stacked``,
+2026-12-04). For single Predicts the same move cost 7% more CPU per request at 64 in flight (a
+row is 2.5 us, built alone instead of in the writer's loop), so they keep the call and the outcome.
+What the buffer costs, stated in the README:
 
 - while the store is down the buffer fills (``capacity`` decisions) and then new decisions are dropped
   and counted (``dropped``); the writer keeps retrying and writes the buffer when the store is back;
@@ -29,7 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -59,7 +62,8 @@ class DecisionLog:
         self.capacity, self.flush_interval_s, self.batch_rows = capacity, flush_interval_s, batch_rows
         self.retention_s = retention_days * 86_400.0
         self._listeners: list[Callable[[bool, str], None]] = []
-        self._pending: deque[tuple[int, tuple[Any, ...]]] = deque()  # (sequence number, row)
+        # (sequence number, its row, or what the writer builds it from)
+        self._pending: deque[tuple[int, tuple[Any, ...] | _Unbuilt]] = deque()
         self._seq = itertools.count(1)
         self._appending = threading.Lock()
         self._written = 0  # the highest sequence number written (entries are written in order)
@@ -79,14 +83,18 @@ class DecisionLog:
 
     def append(self, call: PredictCall | None, outcome: PredictOutcome, inputs: str) -> None:
         """Queue one decision; ``inputs`` (none, hash or full) says how much of the call's input is kept."""
-        self.append_many(((call, outcome),), inputs)
+        with self._appending:  # numbered and queued in one step: the buffer stays in order (flush relies on it)
+            if len(self._pending) >= self.capacity:
+                self.dropped += 1
+                return
+            self._pending.append((next(self._seq), _Unbuilt(call, outcome, inputs, time.time())))
 
     def append_many(self, decisions: Sequence[tuple[PredictCall | None, PredictOutcome]], inputs: str) -> None:
-        """Queue each of a batch's decisions, in order, at one time; those past the buffer's capacity are dropped
-        and counted."""
+        """Queue each of a batch's decisions as rows, in order, at one time; those past the buffer's capacity are
+        dropped and counted."""
         at = time.time()
         rows = [_row(call, outcome, inputs, at) for call, outcome in decisions]
-        with self._appending:  # numbered and queued in one step: the buffer stays in order (flush relies on it)
+        with self._appending:
             room = max(self.capacity - len(self._pending), 0)
             kept = [row for row in rows if row is not None][:room]
             self.dropped += len(rows) - len(kept)
@@ -102,7 +110,8 @@ class DecisionLog:
     def holds(self, request_id: str) -> bool:
         """Whether a decision for ``request_id`` is buffered here, not yet written (a scan: only feedback that
         found nothing asks)."""
-        return any(entry[1][0] == request_id for entry in list(self._pending))
+        return any((entry.outcome.request_id if type(entry) is _Unbuilt else entry[0]) == request_id
+                   for _, entry in list(self._pending))
 
     @property
     def pending(self) -> int:
@@ -143,8 +152,11 @@ class DecisionLog:
             self._wake.clear()
             while self._pending:
                 batch = [self._pending[i] for i in range(min(self.batch_rows, len(self._pending)))]
+                built = [entry if type(entry) is tuple else _row(*entry) for _, entry in batch]
+                rows = [row for row in built if row is not None]
                 try:
-                    self.store.write_decisions([row for _, row in batch])
+                    if rows:
+                        self.store.write_decisions(rows)
                 except StoreError as error:
                     self.failed_writes += 1
                     self._health(False, str(error))
@@ -153,9 +165,11 @@ class DecisionLog:
                 except Exception:  # rows the store refuses (not an outage) must not stop the log: drop them, say so
                     log.exception("decision log: a batch of %d decisions could not be written", len(batch))
                     self.dropped += len(batch)
+                else:
+                    self.dropped += len(built) - len(rows)
+                    self.written_rows += len(rows)
                 for _ in batch:
                     self._pending.popleft()
-                self.written_rows += len(batch)
                 backoff = self.flush_interval_s
                 self._health(True, "")
                 with self._done:
@@ -228,6 +242,15 @@ def decision_row(call: PredictCall | None, outcome: PredictOutcome, inputs: str,
             prediction.label, orjson.dumps(details, option=orjson.OPT_SERIALIZE_NUMPY, default=float).decode(),
             float(outcome.cost),
             outcome.trace_id, logged, value, at)
+
+
+class _Unbuilt(NamedTuple):
+    """A single Predict's decision as the buffer holds it, until the writer makes it a row."""
+
+    call: PredictCall | None
+    outcome: PredictOutcome
+    inputs: str
+    at: float
 
 
 def _row(call: PredictCall | None, outcome: PredictOutcome, inputs: str, at: float) -> tuple[Any, ...] | None:
