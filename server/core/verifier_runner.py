@@ -122,7 +122,11 @@ class VerifierRunner:
                       "them one by one", bound.spec.name, spent_ms, len(predictions), budget_ms)
             return None
         share = spent_ms / max(len(predictions), 1)
-        return [_checked(bound, answer, share) for answer in answers]
+        # items given the same answer object (a verifier that works an answer out once for all items alike) share
+        # one outcome: it is made once, and the response and the decision log encode it once per batch
+        outcomes: dict[int, VerifierOutcome] = {}
+        return [outcomes.get(id(answer)) or outcomes.setdefault(id(answer), _checked(bound, answer, share))
+                for answer in answers]
 
     def _falls_back(self, bound: BoundVerifier, why: str) -> None:
         """Say once per verifier that its batch call failed (then at debug level: it may fail on every batch)."""

@@ -228,6 +228,22 @@ def test_a_verifier_with_check_many_is_asked_once_per_batch_and_each_item_gets_a
     assert len(shares) == 1 and 4 / 5 <= shares.pop() < 50  # 5 ms of CPU or more, split five ways
 
 
+def test_items_a_batch_call_gives_the_same_answer_share_one_outcome_and_the_others_keep_their_own(
+        runner: VerifierRunner) -> None:
+    """An answer worked out once for items alike (as label-allowed's) is made an outcome once: equal to what
+    each item would get, since an item's share of the time is the same for all."""
+    alike, other = CheckResult.passed("alike"), CheckResult.passed("alike")  # equal, but not the same object
+
+    class Shares(Together):
+        def check_many(self, predictions: list[Prediction], contexts: list[Mapping[str, str]]) -> list[CheckResult]:
+            return [alike, alike, other, alike, CheckResult.failed("no")]
+
+    many = [o for (o,) in runner.run_many([bound(Shares(), inline=True)], BATCH, BATCH_CONTEXTS, budget_ms=50)]
+    assert many[0] is many[1] is many[3] and many[2] is not many[0] and many[2] == many[0]
+    assert [(o.status, o.message) for o in many] == [(Status.PASSED, "alike")] * 4 + [(Status.FAILED, "no")]
+    assert len({o.duration_ms for o in many}) == 1
+
+
 @pytest.mark.parametrize("make", [lambda: Together(broken=True), lambda: Together(answers=3),
                                   lambda: Together(nothing=True), lambda: Together(reorders=True)],
                          ids=["raises", "answers too few", "answers nothing", "reorders the batch in place"])
