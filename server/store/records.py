@@ -8,6 +8,7 @@ the reason instead of INTERNAL.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from smallguard.server.store.schema import decisions, feedback
 DECISION_COLUMNS = ("request_id", "model", "version", "kind", "decision", "answered_by", "confidence",
                     "raw_confidence", "threshold", "label", "details", "cost", "trace_id", "input_logged", "input",
                     "at")
+
+_ROWS_A_STATEMENT = 50  # 800 parameters: within SQLite's oldest limit (999) and PostgreSQL's (65,535)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,15 +78,25 @@ class Store:
         postgres = engine.url.get_backend_name() == "postgresql"
         self._insert = postgresql.insert if postgres else sqlite.insert
         # one prepared statement, rows as tuples: the driver binds them in C, with no per-row work in Python
-        marks = ", ".join(["%s" if postgres else "?"] * len(DECISION_COLUMNS))
-        self._insert_decisions = f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) VALUES ({marks})"
+        marks = "(" + ", ".join(["%s" if postgres else "?"] * len(DECISION_COLUMNS)) + ")"
+        self._insert_decisions = f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) VALUES {marks}"
+        self._insert_many = f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) VALUES " + ", ".join(
+            [marks] * _ROWS_A_STATEMENT)
 
     # ------------------------------------------------------------------------------ decisions
 
     def write_decisions(self, rows: Sequence[tuple]) -> None:
-        """Append ``rows`` (tuples in DECISION_COLUMNS order) in one transaction."""
+        """Append ``rows`` (tuples in DECISION_COLUMNS order) in one transaction: by statements of
+        ``_ROWS_A_STATEMENT`` rows, then the rest a row a statement. On PostgreSQL that halves the writer's CPU
+        a row (psycopg, 9 against 18 us; 2026-12-04), on SQLite it saves 4% (4.4 against 4.6 us)."""
+        whole = len(rows) - len(rows) % _ROWS_A_STATEMENT
         with self.writing(durable=False) as connection:  # acknowledged to nobody: survives a kill, not a power cut
-            connection.exec_driver_sql(self._insert_decisions, list(rows))
+            if whole:
+                connection.exec_driver_sql(self._insert_many, [
+                    tuple(itertools.chain.from_iterable(rows[start:start + _ROWS_A_STATEMENT]))
+                    for start in range(0, whole, _ROWS_A_STATEMENT)])
+            if whole < len(rows):
+                connection.exec_driver_sql(self._insert_decisions, list(rows[whole:]))
 
     def first_decision(self, request_id: str) -> StoredDecision | None:
         """The first decision logged for ``request_id``, or None. The first owns the id: a later Predict that

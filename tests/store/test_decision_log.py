@@ -131,6 +131,21 @@ def test_while_the_store_fails_decisions_wait_in_the_buffer_up_to_its_capacity(t
     log.store.close()
 
 
+def test_a_write_of_many_rows_keeps_each_row_and_their_order(store_url: str) -> None:
+    """Rows go in by statements of 50 (a multi-row INSERT: half the CPU a row of one statement a row on
+    PostgreSQL), the rest one by one: 123 rows are two whole statements and 23 alone."""
+    store = open_store(store_url)
+    written = [decision_row(PredictCall("m", text=f"input {i}"), dataclasses.replace(
+        outcome(f"r{i}"), confidence=i / 1000, trace_id=f"{i:032x}"), "hash", 1_000.0 + i) for i in range(123)]
+    store.write_decisions(written)
+    back = rows(store)
+    store.close()
+    assert [r.request_id for r in back] == [f"r{i}" for i in range(123)]
+    assert [(r.confidence, r.trace_id, r.at) for r in back] == [(i / 1000, f"{i:032x}", 1_000.0 + i)
+                                                                for i in range(123)]
+    assert [r.input for r in back] == [hashlib.sha256(f"input {i}".encode()).hexdigest() for i in range(123)]
+
+
 def test_a_batch_fills_the_buffer_in_order_and_what_does_not_fit_is_dropped(tmp_path: Path) -> None:
     store = Failing(open_store(f"sqlite:///{tmp_path / 's.sqlite3'}").engine)
     log = DecisionLog(store, capacity=5, flush_interval_s=0.01)
