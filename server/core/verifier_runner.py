@@ -123,7 +123,7 @@ class VerifierRunner:
             return None
         share = spent_ms / max(len(predictions), 1)
         # items given the same answer object (a verifier that works an answer out once for all items alike) share
-        # one outcome: it is made once, and the response and the decision log encode it once per batch
+        # one outcome, made once
         outcomes: dict[int, VerifierOutcome] = {}
         return [outcomes.get(id(answer)) or outcomes.setdefault(id(answer), _checked(bound, answer, share))
                 for answer in answers]
