@@ -1,0 +1,98 @@
+"""The columnar-lane experiment (benchmarks/columnar_lane) measures the server's work only if it does the same
+work: its decisions and decision-log rows must be the server's for the same stacked batches."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+from typing import Any
+
+import sqlalchemy as sa
+
+from smallguard.server.store.schema import decisions
+from smallguard.v1 import guard_pb2 as pb
+from tests.conftest import MODELS, ROOT, digits_rows, start_server
+
+ITEMS = 64
+
+
+def lane() -> Any:
+    spec = importlib.util.spec_from_file_location("columnar_lane", ROOT / "benchmarks/columnar_lane/sitecustomize.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # SG_COLUMNAR unset: nothing is patched
+    return module
+
+
+class Context:
+    def time_remaining(self) -> float:
+        return 30.0
+
+    def is_active(self) -> bool:
+        return True
+
+    def abort(self, code: object, message: str) -> None:
+        raise AssertionError(f"{code}: {message}")
+
+    def invocation_metadata(self) -> tuple:
+        return ()
+
+
+def stacked(rows: list[list[float]]) -> bytes:
+    return pb.PredictBatchRequest(model="digits", inputs=[pb.Tensor(
+        name="pixels", dtype=pb.FLOAT32, shape=[len(rows), 64],
+        raw_contents=struct.pack(f"<{len(rows) * 64}f", *[v for row in rows for v in row]))]).SerializeToString()
+
+
+def logged(service: Any) -> list[tuple]:
+    log = service._guard._decisions
+    assert log.flush(10)
+    with log.store.engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(sa.select(decisions).order_by(decisions.c.id))]
+
+
+def test_the_lane_decides_and_logs_each_item_as_the_server_does() -> None:
+    columnar = lane()
+    running = start_server(MODELS)
+    try:
+        service = running.server._service
+        rows = [row["pixels"] for row in digits_rows()]
+        columns = [c.name for c in decisions.columns]
+        seen: set[str] = set()
+        for start in range(0, 4 * ITEMS, ITEMS):
+            raw = stacked(rows[start:start + ITEMS])
+            before = len(logged(service))
+            served = service.PredictBatch(raw, Context())
+            theirs = logged(service)[before:]
+            response = columnar.columnar_batch(service, raw)
+            ours = logged(service)[before + ITEMS:]
+            assert response is not None and len(response.results) == len(served.results) == ITEMS
+            assert len(theirs) == len(ours) == ITEMS
+            for server_row, lane_row, result in zip(theirs, ours, served.results, strict=True):
+                server_, lane_ = dict(zip(columns, server_row, strict=True)), dict(zip(columns, lane_row, strict=True))
+                assert server_["request_id"] == result.response.request_id
+                assert json.loads(lane_.pop("details")) == json.loads(server_.pop("details"))
+                for varying in ("id", "request_id", "at"):
+                    del server_[varying], lane_[varying]
+                assert lane_ == server_
+                seen.add(server_["decision"])
+        assert seen == {"ANSWER", "ABSTAIN"}  # both ways through the decision were compared
+    finally:
+        running.stop()
+
+
+def test_the_lane_leaves_other_batches_to_the_server() -> None:
+    columnar = lane()
+    running = start_server(MODELS)
+    try:
+        service = running.server._service
+        rows = [row["pixels"] for row in digits_rows()[:2]]
+        with_items = pb.PredictBatchRequest(model="digits", items=[
+            pb.PredictRequest(inputs=[pb.Tensor(name="pixels", dtype=pb.FLOAT32, shape=[64],
+                                                contents=pb.TensorContents(float_contents=row))]) for row in rows])
+        assert columnar.columnar_batch(service, with_items.SerializeToString()) is None
+        out_of_range = stacked([[99.0] * 64])
+        assert columnar.columnar_batch(service, out_of_range) is None
+    finally:
+        running.stop()
