@@ -9,18 +9,20 @@ server's own path. Compare it with the server as it is, in alternating rounds:
     make bench-ab ARGS="--kind stacked --in-flight 4 --rounds 4 \\
         --b-env SG_COLUMNAR=1 --b-env PYTHONPATH=benchmarks/columnar_lane"
 
-(add ``--b-env SG_COLUMNAR_NOLOG=1`` to leave the decision log out). It does the work the server does for such a
-batch, over arrays: the request decoded, the input's range checked with two reductions, one model run,
-calibration and top k for every row at once, `label-allowed` (every item SKIPPED: the requests carry no
-context), the decision by one comparison, each low-confidence item's reason, drift fed the batch as one entry,
-a request id per item, the metrics' tallies per batch and their two histograms per item, a decision-log row
-per item (its JSON details and input hash, as the server writes them) and a response in columns: packed
-numbers and repeated strings, which protobuf fills in C (carried as unknown fields of `PredictBatchResponse`,
-with an empty result per item so that the load generator counts the items).
+(add ``--b-env SG_COLUMNAR_NOLOG=1`` to leave the decision log out, ``--b-env SG_COLUMNAR_RESPONSE=items`` for
+the response as the server builds it today, an entry per item filled field by field). It does the work the
+server does for such a batch, over arrays: the request decoded, the input's range checked with two
+reductions, one model run, calibration and top k for every row at once, `label-allowed` (every item SKIPPED:
+the requests carry no context), the decision by one comparison, each low-confidence item's reason, drift fed
+the batch as one entry, a request id per item, the metrics' tallies per batch and their two histograms per
+item, a decision-log row per item (its JSON details and input hash, as the server writes them) and a response
+in columns: packed numbers and repeated strings, which protobuf fills in C (carried as unknown fields of
+`PredictBatchResponse`, with an empty result per item so that the load generator counts the items).
 
 What it leaves out, which the real thing would need: any other model, verifier or context, tiers, traces, and
-the items' own request ids and contexts. ``tests/core/test_columnar_lane.py`` checks that its decisions and
-decision-log rows are the server's for the same batches, so that what it measures is the same work.
+the items' own request ids and contexts. ``tests/benchmarks/test_columnar_lane.py`` checks that its decisions,
+decision-log rows and per-item responses are the server's for the same batches, so that what it measures is
+the same work.
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ _MODEL, _VERSION = "digits", "1.0.0"
 _SKIPPED = "the request context has no 'allowed_labels'"
 _VERIFIERS = orjson.dumps([{"name": "label-allowed", "status": "skipped", "message": _SKIPPED}]).decode()
 _HEADER = b"pixels|float32|(64,)|"  # the input hash's header (decision_log._tensor_header)
+_LABELS = tuple(str(digit) for digit in range(10))
 
 
-def columnar_batch(service: Any, raw: bytes, log_decisions: bool = True) -> Any | None:
-    """The response to an encoded stacked digits batch, or None when the batch is not one this lane serves."""
+def columnar_batch(service: Any, raw: bytes, log_decisions: bool = True, columns: bool = True) -> Any | None:
+    """The response to an encoded stacked digits batch, or None when the batch is not one this lane serves.
+    ``columns`` False: the response as the server builds it today, an entry per item."""
     from smallguard.server.calibration import logits_from_probabilities
     from smallguard.server.core.request_ids import new_request_id
     from smallguard.server.domain.predictions import Decision
@@ -76,6 +80,8 @@ def columnar_batch(service: Any, raw: bytes, log_decisions: bool = True) -> Any 
     _record_metrics(guard._metrics, decisions, reasons, confidences, (time.perf_counter() - started) / count)
     if log_decisions and guard._decisions is not None:
         _log(guard._decisions, ids, decisions, confidences, raws, threshold, labels, reasons, pixels)
+    if not columns:
+        return _items(pb, ids, decisions, confidences, raws, threshold, labels, reasons, calibrated, top)
     response = pb.PredictBatchResponse()
     add = response.results.add
     for _ in range(count):
@@ -91,6 +97,30 @@ def columnar_batch(service: Any, raw: bytes, log_decisions: bool = True) -> Any 
     strings.labels.extend(labels)
     strings.fields.extend([r for r in reasons if r is not None])
     response.MergeFromString(_field(90, numbers.SerializeToString()) + _field(91, strings.SerializeToString()))
+    return response
+
+
+def _items(pb: Any, ids: list[str], decisions: list[Any], confidences: list[float], raws: list[float],
+           threshold: float, labels: list[str], reasons: list[str | None], calibrated: np.ndarray,
+           top: np.ndarray) -> Any:
+    """The response as the server builds it today, an entry per item filled field by field, from the columns."""
+    response = pb.PredictBatchResponse()
+    add = response.results.add
+    for i, request_id in enumerate(ids):
+        item = add().response
+        item.request_id, item.model, item.model_version = request_id, _MODEL, _VERSION
+        item.decision = decisions[i]._value_
+        item.confidence, item.raw_confidence, item.threshold = confidences[i], raws[i], threshold
+        item.answered_by = _MODEL
+        answer = item.classification
+        answer.label, answer.probability = labels[i], confidences[i]
+        scores = answer.top_k.add
+        for j, probability in zip(top[i].tolist(), calibrated[i, top[i]].tolist(), strict=True):
+            scores(label=_LABELS[j], probability=probability)
+        if reasons[i] is not None:
+            item.reasons.add(code=pb.Reason.LOW_CONFIDENCE, verifier="", message=reasons[i])
+        item.verifiers.add(name="label-allowed", use="label-allowed", status=pb.VerifierResult.SKIPPED,
+                           message=_SKIPPED, on_fail=pb.ESCALATE, duration_ms=0.001)
     return response
 
 
@@ -147,9 +177,10 @@ def _install() -> None:
 
     served = servicer.GuardService.PredictBatch
     log_decisions = os.environ.get("SG_COLUMNAR_NOLOG") != "1"
+    columns = os.environ.get("SG_COLUMNAR_RESPONSE") != "items"
 
     def predict_batch(self: Any, raw: bytes, context: Any) -> Any:
-        response = columnar_batch(self, raw, log_decisions)
+        response = columnar_batch(self, raw, log_decisions, columns)
         return response if response is not None else served(self, raw, context)
 
     servicer.GuardService.PredictBatch = predict_batch

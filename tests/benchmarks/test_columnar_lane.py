@@ -52,7 +52,7 @@ def logged(service: Any) -> list[tuple]:
         return [tuple(row) for row in connection.execute(sa.select(decisions).order_by(decisions.c.id))]
 
 
-def test_the_lane_decides_and_logs_each_item_as_the_server_does() -> None:
+def test_the_lane_decides_logs_and_answers_each_item_as_the_server_does() -> None:
     columnar = lane()
     running = start_server(MODELS)
     try:
@@ -77,6 +77,13 @@ def test_the_lane_decides_and_logs_each_item_as_the_server_does() -> None:
                     del server_[varying], lane_[varying]
                 assert lane_ == server_
                 seen.add(server_["decision"])
+            answered = columnar.columnar_batch(service, raw, log_decisions=False, columns=False)
+            for mine, theirs_ in zip(answered.results, served.results, strict=True):
+                for response in (mine.response, theirs_.response):
+                    response.request_id = ""
+                    for verifier in response.verifiers:
+                        verifier.duration_ms = 0.0
+                assert mine == theirs_
         assert seen == {"ANSWER", "ABSTAIN"}  # both ways through the decision were compared
     finally:
         running.stop()
