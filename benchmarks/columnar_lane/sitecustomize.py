@@ -10,7 +10,8 @@ server's own path. Compare it with the server as it is, in alternating rounds:
         --b-env SG_COLUMNAR=1 --b-env PYTHONPATH=benchmarks/columnar_lane"
 
 (add ``--b-env SG_COLUMNAR_NOLOG=1`` to leave the decision log out, ``--b-env SG_COLUMNAR_RESPONSE=items`` for
-the response as the server builds it today, an entry per item filled field by field). It does the work the
+the response as the server builds it today, an entry per item filled field by field, ``--b-env
+SG_COLUMNAR_VERIFY=sdk`` for the verifiers run over the SDK's `Prediction` objects). It does the work the
 server does for such a batch, over arrays: the request decoded, the input's range checked with two
 reductions, one model run, calibration and top k for every row at once, `label-allowed` (every item SKIPPED:
 the requests carry no context), the decision by one comparison, each low-confidence item's reason, drift fed
@@ -43,9 +44,12 @@ _HEADER = b"pixels|float32|(64,)|"  # the input hash's header (decision_log._ten
 _LABELS = tuple(str(digit) for digit in range(10))
 
 
-def columnar_batch(service: Any, raw: bytes, log_decisions: bool = True, columns: bool = True) -> Any | None:
+def columnar_batch(service: Any, raw: bytes, log_decisions: bool = True, columns: bool = True,
+                   sdk_verifiers: bool = False) -> Any | None:
     """The response to an encoded stacked digits batch, or None when the batch is not one this lane serves.
-    ``columns`` False: the response as the server builds it today, an entry per item."""
+    ``columns`` False: the response as the server builds it today, an entry per item. ``sdk_verifiers``: the
+    bundle's verifiers run as the server runs them, over the SDK's `Prediction` objects (one per item, with its
+    top k), instead of the lane's one answer for a batch without context."""
     from smallguard.server.calibration import logits_from_probabilities
     from smallguard.server.core.request_ids import new_request_id
     from smallguard.server.domain.predictions import Decision
@@ -71,6 +75,8 @@ def columnar_batch(service: Any, raw: bytes, log_decisions: bool = True, columns
     threshold = model.threshold
     answered = (calibrated[rows, top[:, 0]] >= threshold).tolist()
     labels = [head._labels[i] for i in top[:, 0].tolist()]
+    if sdk_verifiers and not _verified_by_the_sdk(guard, model, calibrated, top, labels):
+        return None
     reasons = [None if ok else f"confidence {c:.4f} is below the threshold {threshold:.4f}"
                for c, ok in zip(confidences, answered, strict=True)]
     decisions = [Decision.ANSWER if ok else Decision.ABSTAIN for ok in answered]
@@ -98,6 +104,19 @@ def columnar_batch(service: Any, raw: bytes, log_decisions: bool = True, columns
     strings.fields.extend([r for r in reasons if r is not None])
     response.MergeFromString(_field(90, numbers.SerializeToString()) + _field(91, strings.SerializeToString()))
     return response
+
+
+def _verified_by_the_sdk(guard: Any, model: Any, calibrated: np.ndarray, top: np.ndarray, labels: list[str]) -> bool:
+    """Whether every item's verifiers, run on its own `Prediction` as the server runs them, were SKIPPED (what the
+    lane answers); the work is what such a lane would do without a verifier API over columns."""
+    from smallguard.verifiers import LabelScore, ModelKind, Prediction
+
+    kind, names = ModelKind.CLASSIFIER, model.head._labels
+    predictions = [Prediction(kind, label, row[order[0]], tuple([LabelScore(names[i], row[i]) for i in order]))
+                   for label, row, order in zip(labels, calibrated.tolist(), top.tolist(), strict=True)]
+    outcomes = guard._runner.run_many(model.verifiers, predictions, [{}] * len(predictions),
+                                      model.spec.policy.verifier_timeout_ms)
+    return all(o.status._value_ == "skipped" and o.message == _SKIPPED for item in outcomes for o in item)
 
 
 def _items(pb: Any, ids: list[str], decisions: list[Any], confidences: list[float], raws: list[float],
@@ -178,9 +197,10 @@ def _install() -> None:
     served = servicer.GuardService.PredictBatch
     log_decisions = os.environ.get("SG_COLUMNAR_NOLOG") != "1"
     columns = os.environ.get("SG_COLUMNAR_RESPONSE") != "items"
+    sdk_verifiers = os.environ.get("SG_COLUMNAR_VERIFY") == "sdk"
 
     def predict_batch(self: Any, raw: bytes, context: Any) -> Any:
-        response = columnar_batch(self, raw, log_decisions, columns)
+        response = columnar_batch(self, raw, log_decisions, columns, sdk_verifiers)
         return response if response is not None else served(self, raw, context)
 
     servicer.GuardService.PredictBatch = predict_batch

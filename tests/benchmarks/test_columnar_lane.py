@@ -77,7 +77,7 @@ def test_the_lane_decides_logs_and_answers_each_item_as_the_server_does() -> Non
                     del server_[varying], lane_[varying]
                 assert lane_ == server_
                 seen.add(server_["decision"])
-            answered = columnar.columnar_batch(service, raw, log_decisions=False, columns=False)
+            answered = columnar.columnar_batch(service, raw, log_decisions=False, columns=False, sdk_verifiers=True)
             for mine, theirs_ in zip(answered.results, served.results, strict=True):
                 for response in (mine.response, theirs_.response):
                     response.request_id = ""
