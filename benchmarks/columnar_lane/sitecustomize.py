@@ -20,7 +20,9 @@ item, a decision-log row per item (its JSON details and input hash, as the serve
 in columns: packed numbers and repeated strings, which protobuf fills in C (carried as unknown fields of
 `PredictBatchResponse`, with an empty result per item so that the load generator counts the items).
 
-What it leaves out, which the real thing would need: any other model, verifier or context, tiers, traces, and
+It is named ``sitecustomize`` to be loaded at start-up: on ``PYTHONPATH`` it hides any other ``sitecustomize``
+(a distribution's, a coverage hook), so it belongs there only for a measure. What it leaves out, which the real
+thing would need: any other model, verifier or context, tiers, traces, and
 the items' own request ids and contexts. ``tests/benchmarks/test_columnar_lane.py`` checks that its decisions,
 decision-log rows and per-item responses are the server's for the same batches, so that what it measures is
 the same work.
@@ -62,7 +64,10 @@ def columnar_batch(service: Any, raw: bytes, log_decisions: bool = True, columns
     guard = service._guard
     model = guard._loaded.repository.get(_MODEL, "")
     tensor = request.inputs[0]
-    count = tensor.shape[0]
+    count = tensor.shape[0] if len(tensor.shape) == 2 else 0
+    if (tensor.name, tensor.dtype, list(tensor.shape), len(tensor.raw_contents)) != (
+            "pixels", pb.FLOAT32, [count, 64], count * 64 * 4) or count < 1:
+        return None  # anything else, and every error, the server's own path answers
     pixels = np.frombuffer(tensor.raw_contents, dtype="<f4").reshape(count, 64)
     if not (pixels.min() >= 0.0 and pixels.max() <= 16.0):  # a bad row: the server's path names it
         return None
@@ -172,9 +177,11 @@ def _log(log: Any, ids: list[str], decisions: list[Any], confidences: list[float
         built.append((request_id, _MODEL, _VERSION, "classifier", decisions[i]._name_, "", confidences[i], raws[i],
                       threshold, labels[i], '{"fields":{},"reasons":' + listed + ',"verifiers":' + _VERIFIERS + "}",
                       0.0, "", "hash", hashlib.sha256(_HEADER + pixels[i].tobytes()).hexdigest(), at))
-    with log._appending:
+    with log._appending:  # as DecisionLog.append_many: what has no room is dropped and counted
+        room = max(log.capacity - len(log._pending), 0)
+        log.dropped += max(len(built) - room, 0)
         sequence = log._seq
-        log._pending.extend([(next(sequence), row) for row in built])
+        log._pending.extend([(next(sequence), row) for row in built[:room]])
 
 
 def _field(number: int, payload: bytes) -> bytes:

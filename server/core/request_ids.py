@@ -18,8 +18,11 @@ slices them. The randomness is the kernel's, not a seeded generator's.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
+
+from smallguard.server.domain.errors import InvalidInputError
 
 _IDS_PER_DRAW = 256
 _RANDOM_BYTES = 10
@@ -46,3 +49,20 @@ def new_request_id() -> str:
     start = draw.offset
     draw.offset = start + _RANDOM_BYTES
     return draw.prefix + draw.pool[start:start + _RANDOM_BYTES].hex()
+
+
+MAX_REQUEST_ID = 256  # characters
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def checked_request_id(value: str, field: str = "request_id") -> str:
+    """A request id a caller gave, or InvalidInputError. The id is stored with every decision and looked up by
+    Feedback and the review queue: a control character (PostgreSQL refuses a NUL in any text) or an id of any
+    length would make a row the store refuses, and one refused row would hold up the decision log's writes."""
+    if len(value) > MAX_REQUEST_ID:
+        raise InvalidInputError(f"{len(value)} characters; expected at most {MAX_REQUEST_ID}", field)
+    bad = _CONTROL.search(value)
+    if bad is not None:
+        raise InvalidInputError(f"holds the control character {bad.group()!r} at {bad.start()}; expected printable "
+                                "text", field)
+    return value

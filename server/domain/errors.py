@@ -74,7 +74,12 @@ class CaseStateError(GuardError):
 
 class StoreError(GuardError):
     """The store cannot be opened, reached or used (maps to UNAVAILABLE: the call may be sent again). The message
-    names the store, never its password."""
+    names the store, never its password. ``refused``: the store is up but refused what it was given (a value a
+    column cannot hold, a constraint): sending the same again fails again."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class BundleError(GuardError):

@@ -215,9 +215,10 @@ class GuardMetrics:
         for name, read, description in (
             ("smallguard.store.decisions.written", lambda: log.written_rows, "Decisions written to the store"),
             ("smallguard.store.decisions.dropped", lambda: log.dropped,
-             "Decisions not logged because the buffer was full while the store was slow or down"),
+             "Decisions not logged: the buffer was full while the store was slow or down, or the store refused "
+             "the decision's row"),
             ("smallguard.store.write_errors", lambda: log.failed_writes,
-             "Decision-log writes the store refused or did not answer (each is retried)"),
+             "Decision-log writes the store did not answer (each is retried)"),
         ):
             self._meter.create_observable_counter(name, callbacks=[_constant(read)], unit="{decision}"
                                                   if "decisions" in name else "{write}", description=description)

@@ -63,14 +63,16 @@ class DecisionLog:
         self.retention_s = retention_days * 86_400.0
         self._listeners: list[Callable[[bool, str], None]] = []
         # (sequence number, its row, or what the writer builds it from)
-        self._pending: deque[tuple[int, tuple[Any, ...] | _Unbuilt]] = deque()
+        self._pending: deque[tuple[int, tuple[Any, ...] | _Unbuilt | None]] = deque()  # None: no row could be made
         self._seq = itertools.count(1)
         self._appending = threading.Lock()
         self._written = 0  # the highest sequence number written (entries are written in order)
         self._done = threading.Condition()
         self._wake = threading.Event()
         self._stopping = False
-        self.dropped = 0  # decisions refused because the buffer was full (the store slow or down)
+        # decisions not written: the buffer was full (the store slow or down), no row could be made of them, or
+        # the store refused their row
+        self.dropped = 0
         self.written_rows = 0
         self.failed_writes = 0
         self.up = True
@@ -93,11 +95,12 @@ class DecisionLog:
         """Queue each of a batch's decisions as rows, in order, at one time; those past the buffer's capacity are
         dropped and counted."""
         at = time.time()
-        rows = [_row(call, outcome, inputs, at) for call, outcome in decisions]
+        room = self.capacity - len(self._pending)  # no rows built for decisions with no room (checked again below)
+        rows = [_row(call, outcome, inputs, at) for call, outcome in decisions[:max(room, 0)]]
         with self._appending:
             room = max(self.capacity - len(self._pending), 0)
             kept = [row for row in rows if row is not None][:room]
-            self.dropped += len(rows) - len(kept)
+            self.dropped += len(decisions) - len(kept)
             seq = self._seq
             self._pending.extend([(next(seq), row) for row in kept])
 
@@ -110,8 +113,8 @@ class DecisionLog:
     def holds(self, request_id: str) -> bool:
         """Whether a decision for ``request_id`` is buffered here, not yet written (a scan: only feedback that
         found nothing asks)."""
-        return any((entry.outcome.request_id if type(entry) is _Unbuilt else entry[0]) == request_id
-                   for _, entry in list(self._pending))
+        return any(entry is not None and (entry.outcome.request_id if type(entry) is _Unbuilt else entry[0])
+                   == request_id for _, entry in list(self._pending))
 
     @property
     def pending(self) -> int:
@@ -151,31 +154,61 @@ class DecisionLog:
             self._wake.wait(backoff if not self.up else self.flush_interval_s)
             self._wake.clear()
             while self._pending:
-                batch = [self._pending[i] for i in range(min(self.batch_rows, len(self._pending)))]
-                built = [entry if type(entry) is tuple else _row(*entry) for _, entry in batch]
-                rows = [row for row in built if row is not None]
+                batch = list(itertools.islice(self._pending, self.batch_rows))
+                rows = self._rows_of(batch)
                 try:
-                    if rows:
-                        self.store.write_decisions(rows)
-                except StoreError as error:
+                    written = self._write(rows)
+                except StoreError as error:  # an outage: the same rows are sent again when the store is back
                     self.failed_writes += 1
                     self._health(False, str(error))
                     backoff = min(max(backoff * 2, 0.1), 2.0)
                     break
-                except Exception:  # rows the store refuses (not an outage) must not stop the log: drop them, say so
+                except Exception:  # a fault of the log's own must not stop it: drop the batch, say so
                     log.exception("decision log: a batch of %d decisions could not be written", len(batch))
-                    self.dropped += len(batch)
-                else:
-                    self.dropped += len(built) - len(rows)
-                    self.written_rows += len(rows)
+                    written = 0
                 for _ in batch:
                     self._pending.popleft()
+                with self._appending:  # request threads count their drops under it too
+                    self.dropped += len(batch) - written
+                self.written_rows += written
                 backoff = self.flush_interval_s
-                self._health(True, "")
+                if written:
+                    self._health(True, "")
                 with self._done:
                     self._written = batch[-1][0]
                     self._done.notify_all()
             self._purge()
+
+    def _rows_of(self, batch: list[tuple[int, tuple[Any, ...] | _Unbuilt | None]]) -> list[tuple[Any, ...]]:
+        """The batch's rows. A single Predict's decision is made a row here, once: the row replaces it in the
+        buffer, so a write that fails and is sent again sends the same rows (and a decision that cannot be made
+        a row is logged once, and stays in the buffer as None until its batch leaves it)."""
+        rows = []
+        for position, (sequence, entry) in enumerate(batch):
+            if type(entry) is _Unbuilt:
+                entry = _row(*entry)
+                self._pending[position] = (sequence, entry)  # only this thread takes from the left of the buffer
+            if entry is not None:
+                rows.append(entry)
+        return rows
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> int:
+        """Write ``rows``; how many were written. When the store refuses the batch (a value a column cannot hold:
+        not an outage, so sending it again would fail again), each row is written alone and those it refuses
+        are dropped and logged. StoreError: an outage, nothing written."""
+        if not rows:
+            return 0
+        try:
+            self.store.write_decisions(rows)
+            return len(rows)
+        except StoreError as error:
+            if not error.refused:
+                raise
+        refused = self.store.write_each_decision(rows)
+        for position in refused:
+            log.error("decision log: the store refused the decision of request %r; it is dropped",
+                      rows[position][0])
+        return len(rows) - len(refused)
 
     def _health(self, up: bool, reason: str) -> None:
         if up != self.up:

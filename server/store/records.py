@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from smallguard.server.domain.errors import StoreError
 from smallguard.server.store.engine import describe, first_line, migrate, open_engine
@@ -98,6 +98,20 @@ class Store:
             if whole < len(rows):
                 connection.exec_driver_sql(self._insert_decisions, list(rows[whole:]))
 
+    def write_each_decision(self, rows: Sequence[tuple]) -> list[int]:
+        """Append ``rows`` in one transaction, each in a savepoint of its own; the positions of those the store
+        refused (a value a column cannot hold), which are left out. An outage raises StoreError and writes none,
+        so the rows can be sent again whole."""
+        refused = []
+        with self.writing(durable=False) as connection:
+            for position, row in enumerate(rows):
+                try:
+                    with connection.begin_nested():
+                        connection.exec_driver_sql(self._insert_decisions, row)
+                except (DataError, IntegrityError):
+                    refused.append(position)
+        return refused
+
     def first_decision(self, request_id: str) -> StoredDecision | None:
         """The first decision logged for ``request_id``, or None. The first owns the id: a later Predict that
         reuses it (another caller's retry, or a caller who guessed it) is logged, but cannot change what the
@@ -176,7 +190,8 @@ class Store:
                     connection.begin():
                 yield connection
         except SQLAlchemyError as error:
-            raise StoreError(f"the store {self.where} failed: {first_line(error)}") from None
+            raise StoreError(f"the store {self.where} failed: {first_line(error)}",
+                             refused=isinstance(error, DataError | IntegrityError)) from None
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2
 
 from smallguard.server.core.guard import FeedbackOffError, ModelReport, ReloadOffError, ReviewOffError
 from smallguard.server.core.models import LoadedModel
+from smallguard.server.core.request_ids import checked_request_id
 from smallguard.server.domain.bundle_spec import BundleSpec
 from smallguard.server.domain.errors import (
     BundleError,
@@ -90,8 +91,9 @@ def status_of(error: GuardError) -> grpc.StatusCode:
 def predict_call(request: pb.PredictRequest, deadline: float | None = None) -> PredictCall:
     """The core's call; ``deadline`` (time.monotonic) is when the caller stops waiting, if it said."""
     context = request.context
+    request_id = request.request_id
     return PredictCall(
-        request.model, request.version, request.request_id,
+        request.model, request.version, checked_request_id(request_id) if request_id else "",
         tuple([_tensor(t, i) for i, t in enumerate(request.inputs)]),
         request.text,
         dict(context) if context else {},

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from smallguard.server.core.request_ids import checked_request_id
 from smallguard.server.observability.feedback.collector import FeedbackCall, FeedbackResult, FeedbackSummary
 from smallguard.server.observability.feedback.stats import AccuracyCheck
 from smallguard.v1 import guard_pb2 as pb
 
 
 def feedback_call(request: pb.FeedbackRequest) -> FeedbackCall:
-    return FeedbackCall(request_id=request.request_id, model=request.model, label=request.label,
+    return FeedbackCall(request_id=checked_request_id(request.request_id), model=request.model, label=request.label,
                         fields=dict(request.fields) or None)
 
 

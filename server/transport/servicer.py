@@ -17,6 +17,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from smallguard.server.core.guard import Guard, ReloadOffError
+from smallguard.server.core.request_ids import checked_request_id
 from smallguard.server.domain.errors import GuardError
 from smallguard.server.transport import converters
 from smallguard.server.transport.auth import caller
@@ -149,8 +150,8 @@ class GuardService:
     def WaitForReview(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[pb.ReviewCase]:
         self._admit(context)
         request = self._decode(raw, pb.WaitForReviewRequest, context, predict=False)
-        cases = _answer(context, lambda: self._guard.review.wait(request.request_id, _deadline(context),
-                                                                  context.is_active))
+        cases = _answer(context, lambda: self._guard.review.wait(checked_request_id(request.request_id),
+                                                                  _deadline(context), context.is_active))
         first = _answer(context, lambda: next(cases))  # NOT_FOUND before the stream starts
         yield review_case(first)
         for case in cases:

@@ -8,20 +8,28 @@ import json
 import struct
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from smallguard.server.store.schema import decisions
+from smallguard.server.transport.servicer import GuardService
 from smallguard.v1 import guard_pb2 as pb
 from tests.conftest import MODELS, ROOT, digits_rows, start_server
 
 ITEMS = 64
 
 
-def lane() -> Any:
+@pytest.fixture
+def columnar(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The experiment's module, loaded without patching the servicer: the server's own path stays what the lane
+    is compared with."""
+    monkeypatch.delenv("SG_COLUMNAR", raising=False)
+    served = GuardService.PredictBatch
     spec = importlib.util.spec_from_file_location("columnar_lane", ROOT / "benchmarks/columnar_lane/sitecustomize.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # SG_COLUMNAR unset: nothing is patched
+    spec.loader.exec_module(module)
+    assert GuardService.PredictBatch is served
     return module
 
 
@@ -45,6 +53,27 @@ def stacked(rows: list[list[float]]) -> bytes:
         raw_contents=struct.pack(f"<{len(rows) * 64}f", *[v for row in rows for v in row]))]).SerializeToString()
 
 
+def in_columns(response: pb.PredictBatchResponse) -> tuple[pb.TensorContents, pb.ModelInfo]:
+    """The columns the lane carries as the response's fields 90 (numbers) and 91 (strings)."""
+    data, at, found = response.SerializeToString(), 0, {}
+    while at < len(data):
+        key, at = _varint(data, at)
+        size, at = _varint(data, at)
+        found[key >> 3] = data[at:at + size]
+        at += size
+    return pb.TensorContents.FromString(found[90]), pb.ModelInfo.FromString(found[91])
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if byte < 0x80:
+            return value, at
+
+
 def logged(service: Any) -> list[tuple]:
     log = service._guard._decisions
     assert log.flush(10)
@@ -52,8 +81,7 @@ def logged(service: Any) -> list[tuple]:
         return [tuple(row) for row in connection.execute(sa.select(decisions).order_by(decisions.c.id))]
 
 
-def test_the_lane_decides_logs_and_answers_each_item_as_the_server_does() -> None:
-    columnar = lane()
+def test_the_lane_decides_logs_and_answers_each_item_as_the_server_does(columnar: Any) -> None:
     running = start_server(MODELS)
     try:
         service = running.server._service
@@ -69,6 +97,12 @@ def test_the_lane_decides_logs_and_answers_each_item_as_the_server_does() -> Non
             ours = logged(service)[before + ITEMS:]
             assert response is not None and len(response.results) == len(served.results) == ITEMS
             assert len(theirs) == len(ours) == ITEMS
+            numbers, strings = in_columns(response)
+            assert list(strings.labels) == [r[1] for r in ours] + [r[10] for r in ours]  # request ids, labels
+            assert list(numbers.double_contents[:2 * ITEMS]) == [r[7] for r in ours] + [r[8] for r in ours]
+            assert list(numbers.int32_contents[:ITEMS]) == [pb.Decision.Value(r[5]) for r in ours]
+            assert list(strings.fields) == [json.loads(r[11])["reasons"][0]["message"] for r in ours
+                                            if json.loads(r[11])["reasons"]]
             for server_row, lane_row, result in zip(theirs, ours, served.results, strict=True):
                 server_, lane_ = dict(zip(columns, server_row, strict=True)), dict(zip(columns, lane_row, strict=True))
                 assert server_["request_id"] == result.response.request_id
@@ -89,8 +123,7 @@ def test_the_lane_decides_logs_and_answers_each_item_as_the_server_does() -> Non
         running.stop()
 
 
-def test_the_lane_leaves_other_batches_to_the_server() -> None:
-    columnar = lane()
+def test_the_lane_leaves_other_batches_to_the_server(columnar: Any) -> None:
     running = start_server(MODELS)
     try:
         service = running.server._service
@@ -101,5 +134,8 @@ def test_the_lane_leaves_other_batches_to_the_server() -> None:
         assert columnar.columnar_batch(service, with_items.SerializeToString()) is None
         out_of_range = stacked([[99.0] * 64])
         assert columnar.columnar_batch(service, out_of_range) is None
+        as_int32 = pb.PredictBatchRequest.FromString(stacked(rows))
+        as_int32.inputs[0].dtype = pb.INT32  # the same bytes, read as another type: the server's path answers
+        assert columnar.columnar_batch(service, as_int32.SerializeToString()) is None
     finally:
         running.stop()

@@ -182,6 +182,56 @@ def test_a_decision_that_cannot_be_made_a_row_is_dropped_and_the_rest_of_its_bat
     log.store.close()
 
 
+def test_a_row_the_store_refuses_is_dropped_alone_and_the_log_stays_up(store_url: str,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Not an outage: sending the same batch again would fail again, and every decision after it would wait
+    behind it until the buffer filled. The rest of its batch is written, in order; the refused one is counted."""
+    log = DecisionLog(open_store(store_url), flush_interval_s=0.01)
+    heard: list[tuple[bool, str]] = []
+    log.subscribe(lambda up, reason: heard.append((up, reason)))
+    refused = dataclasses.replace(outcome("refused"), model=None)  # a NOT NULL column: both stores refuse it
+    log.append_many([(None, outcome("r1")), (None, refused), (None, outcome("r2"))], "none")
+    log.append(None, refused, "none")
+    log.append(None, outcome("r3"), "none")
+    assert log.flush(10)
+    assert [r.request_id for r in rows(log.store)] == ["r1", "r2", "r3"]
+    assert (log.dropped, log.written_rows, log.failed_writes, log.up, heard) == (2, 3, 0, True, [])
+    assert caplog.text.count("the store refused the decision of request 'refused'") == 2
+    log.close()
+    log.store.close()
+
+
+def test_a_decision_that_cannot_be_made_a_row_is_said_once_however_often_its_batch_is_sent_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = Failing(open_store(f"sqlite:///{tmp_path / 's.sqlite3'}").engine)
+    log = DecisionLog(store, flush_interval_s=0.01)
+    store.down = True
+    log.append(None, dataclasses.replace(outcome("broken"), confidence="not a number"), "none")
+    log.append(None, outcome("r1"), "none")
+    assert not log.flush(0.5)  # the writer tried, and tried again
+    assert log.failed_writes >= 2 and log.holds("r1") and not log.holds("broken")
+    store.down = False
+    assert log.flush(10)
+    assert [r.request_id for r in rows(store)] == ["r1"] and log.dropped == 1
+    assert caplog.text.count("the decision for request 'broken' could not be made a row") == 1
+    log.close()
+    log.store.close()
+
+
+def test_a_batchs_decisions_wait_in_the_buffer_as_rows_that_feedback_can_find(tmp_path: Path) -> None:
+    store = Failing(open_store(f"sqlite:///{tmp_path / 's.sqlite3'}").engine)
+    store.down = True
+    log = DecisionLog(store, flush_interval_s=0.01)
+    log.append_many([(None, outcome("batched"))], "none")
+    log.append(None, outcome("single"), "none")
+    assert log.holds("batched") and log.holds("single") and not log.holds("neither")
+    store.down = False
+    assert log.flush(10)
+    assert not log.holds("batched")
+    log.close()
+    log.store.close()
+
+
 def test_decisions_appended_from_many_threads_are_numbered_in_buffer_order(tmp_path: Path) -> None:
     store = Failing(open_store(f"sqlite:///{tmp_path / 's.sqlite3'}").engine)
     store.down = True  # nothing is written meanwhile: the whole buffer can be read back

@@ -51,14 +51,51 @@ def test_garbage_on_a_stream_gets_invalid_argument(shipped: Running, method: str
 
 @pytest.mark.parametrize("request_", [
     pb.GetModelRequest(name="x" * 17_000),
-    pb.FeedbackRequest(request_id="r" * 17_000, label="3"),
+    pb.FeedbackRequest(request_id="r" * 256, label="3"),  # the longest request id there is
 ])
 def test_a_huge_caller_string_is_cut_in_the_error_that_repeats_it(shipped: Running, request_: object) -> None:
     call = shipped.stub.GetModel if isinstance(request_, pb.GetModelRequest) else shipped.stub.Feedback
     with pytest.raises(grpc.RpcError) as caught:
         call(request_, timeout=10)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # not RESOURCE_EXHAUSTED: the status fits
-    assert "(17000 characters)" in caught.value.details() and len(caught.value.details()) < 1000
+    size = 17_000 if isinstance(request_, pb.GetModelRequest) else 256
+    assert f"({size} characters)" in caught.value.details() and len(caught.value.details()) < 1000
+
+
+BAD_IDS = [("r" * 257, "request_id: 257 characters; expected at most 256"),
+           ("a\x00b", "request_id: holds the control character '\\x00' at 1; expected printable text"),
+           ("line\nbreak", "request_id: holds the control character '\\n' at 4; expected printable text")]
+
+
+@pytest.mark.parametrize(("request_id", "message"), BAD_IDS, ids=["too long", "a NUL", "a newline"])
+def test_a_request_id_the_store_could_not_keep_is_refused_wherever_it_comes_in(shipped: Running, request_id: str,
+                                                                               message: str) -> None:
+    """A request id is stored with every decision: PostgreSQL refuses a NUL in text, and a refused row once held up
+    the decision log's writes. Each way an id comes in names it and what is expected, and the server serves on."""
+    pixels = [1.0] * 64
+    single = pb.PredictRequest(model="digits", request_id=request_id, inputs=[pb.Tensor(
+        name="pixels", dtype=pb.FLOAT32, shape=[64], contents=pb.TensorContents(float_contents=pixels))])
+    with pytest.raises(grpc.RpcError) as caught:
+        shipped.stub.Predict(single, timeout=10)
+    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
+    good = pb.PredictRequest(model="digits", inputs=single.inputs)
+    batch = shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits", items=[
+        pb.PredictRequest(request_id=request_id, inputs=single.inputs), pb.PredictRequest(inputs=single.inputs)]),
+        timeout=10)
+    assert [r.WhichOneof("result") for r in batch.results] == ["error", "response"]
+    assert batch.results[0].error.message == f"items[0].{message}"
+    stacked = shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits", inputs=[pb.Tensor(
+        name="pixels", dtype=pb.FLOAT32, shape=[2, 64], contents=pb.TensorContents(float_contents=pixels * 2))],
+        items=[pb.PredictRequest(request_id=request_id), pb.PredictRequest(request_id="fine")]), timeout=10)
+    assert [r.WhichOneof("result") for r in stacked.results] == ["error", "response"]
+    assert stacked.results[1].response.request_id == "fine"
+    for call, request in ((shipped.stub.Feedback, pb.FeedbackRequest(request_id=request_id, label="3")),
+                          (lambda r, timeout: next(iter(shipped.stub.WaitForReview(r, timeout=timeout))),
+                           pb.WaitForReviewRequest(request_id=request_id))):
+        with pytest.raises(grpc.RpcError) as caught:
+            call(request, timeout=10)
+        assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
+    assert shipped.stub.Predict(good, timeout=10).request_id  # and the server goes on serving
 
 
 def test_a_huge_input_name_is_cut_too(shipped: Running) -> None:
