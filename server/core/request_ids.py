@@ -18,11 +18,10 @@ slices them. The randomness is the kernel's, not a seeded generator's.
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 
-from smallguard.server.domain.errors import InvalidInputError
+from smallguard.server.domain.errors import InvalidInputError, printable
 
 _IDS_PER_DRAW = 256
 _RANDOM_BYTES = 10
@@ -52,7 +51,6 @@ def new_request_id() -> str:
 
 
 MAX_REQUEST_ID = 256  # characters
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def checked_request_id(value: str, field: str = "request_id") -> str:
@@ -61,8 +59,4 @@ def checked_request_id(value: str, field: str = "request_id") -> str:
     length would make a row the store refuses, and one refused row would hold up the decision log's writes."""
     if len(value) > MAX_REQUEST_ID:
         raise InvalidInputError(f"{len(value)} characters; expected at most {MAX_REQUEST_ID}", field)
-    bad = _CONTROL.search(value)
-    if bad is not None:
-        raise InvalidInputError(f"holds the control character {bad.group()!r} at {bad.start()}; expected printable "
-                                "text", field)
-    return value
+    return printable(value, field)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smallguard.server.domain.bundle_spec import BundleSpec
-from smallguard.server.domain.errors import CaseNotFoundError, CaseStateError, InvalidInputError, echoed
+from smallguard.server.domain.errors import CaseNotFoundError, CaseStateError, InvalidInputError, echoed, printable
 from smallguard.server.domain.judge import judge
 from smallguard.server.domain.predictions import (
     Decision,
@@ -37,6 +37,7 @@ from smallguard.verifiers import Prediction
 
 POLL_S = 0.25  # how often a waiting caller's case is read again
 MAX_LIST = 1000
+_LINE_BREAKS = "\n\r\t"  # a note may have lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,7 @@ class ReviewQueue:
         """Close a case ``reviewer`` holds with the truth, recorded as Feedback on its request first (a truth
         that does not fit the model is refused before anything changes)."""
         _require_reviewer(reviewer)
+        printable(note, "note", _LINE_BREAKS)
         case = self.get(case_id)
         if case.state != CLAIMED or case.claimed_by != reviewer:
             raise self._why_not(case, reviewer)
@@ -137,6 +139,7 @@ class ReviewQueue:
 
     def dismiss(self, case_id: int, reviewer: str, note: str = "") -> CaseRow:
         _require_reviewer(reviewer)
+        printable(note, "note", _LINE_BREAKS)
         if not self._cases.close(case_id, reviewer, DISMISSED, self._clock(), note=note):
             raise self._why_not(self.get(case_id), reviewer)
         closed = self.get(case_id)
@@ -240,6 +243,7 @@ def truth_of(case: CaseRow) -> tuple[str, dict[str, str]]:
 def _require_reviewer(reviewer: str) -> None:
     if not reviewer.strip():
         raise InvalidInputError("required: who reviews (a name, or the token's with tokens on)", "reviewer")
+    printable(reviewer, "reviewer")
 
 
 def _prediction(prediction: Prediction, confidence: float) -> dict[str, Any]:

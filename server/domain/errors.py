@@ -7,9 +7,11 @@ applies). The message is ``"where: problem"``. The transport maps each class to 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 ECHO_LIMIT = 80  # characters of a caller's string repeated in an error message
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def echoed(value: str, quoted: bool = True) -> str:
@@ -88,3 +90,14 @@ class BundleError(GuardError):
     def __init__(self, problem: str, path: Path | str) -> None:
         super().__init__(problem, path)
         self.path = str(path)
+
+
+def printable(value: str, where: str, allowed: str = "") -> str:
+    """``value``, when it holds no control character but those ``allowed``; InvalidInputError naming the first
+    otherwise. For what a caller gives that the store keeps as text: PostgreSQL refuses a NUL, and the call
+    must then fail as the caller's mistake, not as the store's."""
+    for bad in _CONTROL.finditer(value):
+        if bad.group() not in allowed:
+            raise InvalidInputError(f"holds the control character {bad.group()!r} at {bad.start()}; expected "
+                                    "printable text", where)
+    return value

@@ -155,6 +155,28 @@ def test_an_expired_lease_returns_the_case_to_the_queue(running: Running) -> Non
     assert (dismissed.state, dismissed.note) == ("DISMISSED", "not a digit")
 
 
+def test_a_reviewer_or_note_the_store_could_not_keep_is_refused_as_the_callers_mistake(running: Running) -> None:
+    """Names and notes are stored as text, and PostgreSQL refuses a NUL: that must be INVALID_ARGUMENT naming the
+    field, not UNAVAILABLE as if the store were down. A note may have lines."""
+    stub = running.stub
+    case_id = escalated(stub, rows_not_zero()[3]).review_case
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ClaimCase(pb.ClaimCaseRequest(id=case_id, reviewer="al\x00ice"), timeout=10)
+    assert (caught.value.code(), caught.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "reviewer: holds the control character '\\x00' at 2; expected printable text")
+    stub.ClaimCase(pb.ClaimCaseRequest(id=case_id, reviewer="alice"), timeout=10)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.DismissCase(pb.DismissCaseRequest(id=case_id, reviewer="alice", note="no\x00pe"), timeout=10)
+    assert (caught.value.code(), caught.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "note: holds the control character '\\x00' at 2; expected printable text")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ResolveCase(pb.ResolveCaseRequest(id=case_id, reviewer="alice", label="3", note="\x07"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    dismissed = stub.DismissCase(pb.DismissCaseRequest(id=case_id, reviewer="alice", note="not a digit:\n\ta smudge"),
+                                 timeout=10)
+    assert (dismissed.state, dismissed.note) == ("DISMISSED", "not a digit:\n\ta smudge")
+
+
 def test_waiting_for_a_request_that_went_to_no_review_is_not_found(running: Running) -> None:
     answered = running.stub.Predict(digits_request(digits_rows()[0]["pixels"]), timeout=10)
     with pytest.raises(grpc.RpcError) as caught:
