@@ -95,6 +95,8 @@ class ReviewQueue:
                                     f"{', '.join(s.upper() for s in STATES)}", "state")
         if not 0 <= limit <= MAX_LIST:
             raise InvalidInputError(f"{limit}: expected 1 to {MAX_LIST} (0: the default, 50)", "limit")
+        printable(model, "model")  # compared with stored text: a NUL is the caller's mistake, not the store's
+        printable(reason, "reason")
         return self._cases.queue(self._clock(), state=state, model=model, reason=reason.upper(),
                                  limit=limit or 50, after_id=after_id)
 

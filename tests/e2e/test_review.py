@@ -156,8 +156,8 @@ def test_an_expired_lease_returns_the_case_to_the_queue(running: Running) -> Non
 
 
 def test_a_reviewer_or_note_the_store_could_not_keep_is_refused_as_the_callers_mistake(running: Running) -> None:
-    """Names and notes are stored as text, and PostgreSQL refuses a NUL: that must be INVALID_ARGUMENT naming the
-    field, not UNAVAILABLE as if the store were down. A note may have lines."""
+    """Names and notes are stored as text, and filters compared with it, and PostgreSQL refuses a NUL: that must be
+    INVALID_ARGUMENT naming the field, not UNAVAILABLE as if the store were down. A note may have lines."""
     stub = running.stub
     case_id = escalated(stub, rows_not_zero()[3]).review_case
     with pytest.raises(grpc.RpcError) as caught:
@@ -172,6 +172,10 @@ def test_a_reviewer_or_note_the_store_could_not_keep_is_refused_as_the_callers_m
     with pytest.raises(grpc.RpcError) as caught:
         stub.ResolveCase(pb.ResolveCaseRequest(id=case_id, reviewer="alice", label="3", note="\x07"), timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for listing in (pb.ListCasesRequest(model="dig\x00its"), pb.ListCasesRequest(reason="\x00")):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ListCases(listing, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "control character" in caught.value.details()
     dismissed = stub.DismissCase(pb.DismissCaseRequest(id=case_id, reviewer="alice", note="not a digit:\n\ta smudge"),
                                  timeout=10)
     assert (dismissed.state, dismissed.note) == ("DISMISSED", "not a digit:\n\ta smudge")
