@@ -139,3 +139,30 @@ def test_the_lane_leaves_other_batches_to_the_server(columnar: Any) -> None:
         assert columnar.columnar_batch(service, as_int32.SerializeToString()) is None
     finally:
         running.stop()
+
+
+def test_the_batch_record_keeps_a_batch_as_one_row_and_each_request_id_pointing_at_it(columnar: Any,
+                                                                                    tmp_path: Any) -> None:
+    import time
+
+    import numpy as np
+
+    from smallguard.server.domain.predictions import Decision
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'lane.sqlite3'}")
+    record = columnar.BatchRecord(engine)
+    pixels = np.zeros((3, 64), dtype=np.float32)
+    record.add(["a", "b", "c"], [Decision.ANSWER, Decision.ABSTAIN, Decision.ANSWER], [0.99, 0.5, 0.98],
+               [0.9, 0.4, 0.9], 0.97, ["1", "2", "3"], [None, "low", None], pixels)
+    deadline = time.monotonic() + 10
+    ids: list = []
+    while not ids and time.monotonic() < deadline:
+        time.sleep(0.05)
+        with engine.connect() as connection:
+            ids = list(connection.exec_driver_sql("SELECT request_id, batch, position FROM lane_request_ids "
+                                                  "ORDER BY position"))
+    with engine.connect() as connection:
+        [(batch, items)] = list(connection.exec_driver_sql("SELECT id, items FROM lane_batches"))
+    assert [tuple(row) for row in ids] == [("a", batch, 0), ("b", batch, 1), ("c", batch, 2)]
+    stored = json.loads(items)
+    assert stored["decisions"] == ["ANSWER", "ABSTAIN", "ANSWER"] and stored["reasons"] == [None, "low", None]
+    assert len(stored["inputs"]) == 3 and stored["inputs"][0] == stored["inputs"][1]  # the same zeros, hashed
