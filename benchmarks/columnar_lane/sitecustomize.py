@@ -11,14 +11,13 @@ server's own path. Compare it with the server as it is, in alternating rounds:
 
 (add ``--b-env SG_COLUMNAR_NOLOG=1`` to leave the decision log out, ``--b-env SG_COLUMNAR_RESPONSE=items`` for
 the response as the server builds it today, an entry per item filled field by field, ``--b-env
-SG_COLUMNAR_VERIFY=sdk`` for the verifiers run over the SDK's `Prediction` objects, ``--b-env
-SG_COLUMNAR_LOG=batch`` for a batch's decisions recorded as one row and an index of request ids, ``BatchRecord``,
-instead of the decision log's row per item). It does the work the
+SG_COLUMNAR_VERIFY=sdk`` for the verifiers run over the SDK's `Prediction` objects). It does the work the
 server does for such a batch, over arrays: the request decoded, the input's range checked with two
 reductions, one model run, calibration and top k for every row at once, `label-allowed` (every item SKIPPED:
 the requests carry no context), the decision by one comparison, each low-confidence item's reason, drift fed
 the batch as one entry, a request id per item, the metrics' tallies per batch and their two histograms per
-item, a decision-log row per item (its JSON details and input hash, as the server writes them) and a response
+item, the batch's decision-log entry (each item's JSON details and input hash, as the server writes them) and a
+response
 in columns: packed numbers and repeated strings, which protobuf fills in C (carried as unknown fields of
 `PredictBatchResponse`, with an empty result per item so that the load generator counts the items).
 
@@ -91,9 +90,7 @@ def columnar_batch(service: Any, raw: bytes, log_decisions: bool = True, columns
         model.drift._queue((pixels,), confidences, [d - 1 for d in decisions])
     ids = [new_request_id() for _ in range(count)]
     _record_metrics(guard._metrics, decisions, reasons, confidences, (time.perf_counter() - started) / count)
-    if log_decisions and _BATCH_RECORD is not None:
-        _BATCH_RECORD.add(ids, decisions, confidences, raws, threshold, labels, reasons, pixels)
-    elif log_decisions and guard._decisions is not None:
+    if log_decisions and guard._decisions is not None:
         _log(guard._decisions, ids, decisions, confidences, raws, threshold, labels, reasons, pixels)
     if not columns:
         return _items(pb, ids, decisions, confidences, raws, threshold, labels, reasons, calibrated, top)
@@ -172,69 +169,25 @@ def _record_metrics(metrics: Any, decisions: list[Any], reasons: list[str | None
 
 def _log(log: Any, ids: list[str], decisions: list[Any], confidences: list[float], raws: list[float],
          threshold: float, labels: list[str], reasons: list[str | None], pixels: np.ndarray) -> None:
+    """The batch's decisions as the server's decision log keeps them (``store.batch_records``): one entry."""
+    from smallguard.server.store.batch_records import DecisionBatch, items_document
+
     at = time.time()
-    built = []
+    verifiers = orjson.loads(_VERIFIERS)
+    items = []
     for i, request_id in enumerate(ids):
         reason = reasons[i]
-        listed = "[]" if reason is None else orjson.dumps(
-            [{"code": "LOW_CONFIDENCE", "verifier": "", "message": reason}]).decode()
-        built.append((request_id, _MODEL, _VERSION, "classifier", decisions[i]._name_, "", confidences[i], raws[i],
-                      threshold, labels[i], '{"fields":{},"reasons":' + listed + ',"verifiers":' + _VERIFIERS + "}",
-                      0.0, "", "hash", hashlib.sha256(_HEADER + pixels[i].tobytes()).hexdigest(), at))
-    with log._appending:  # as DecisionLog.append_many: what has no room is dropped and counted
-        room = max(log.capacity - len(log._pending), 0)
-        log.dropped += max(len(built) - room, 0)
-        sequence = log._seq
-        log._pending.extend([(next(sequence), row) for row in built[:room]])
-
-
-class BatchRecord:
-    """A record of a batch's decisions as one row (its columns as JSON), with each request id in a narrow table
-    of its own that points at the batch and the item's place in it: what the decision log could keep for a
-    batch instead of a wide row per item. Written by a thread of its own every 50 ms, as the decision log is."""
-
-    def __init__(self, engine: Any) -> None:
-        import collections
-        import threading
-
-        self._engine = engine
-        with engine.begin() as connection:
-            connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS lane_batches (id INTEGER PRIMARY KEY, "
-                                       "model TEXT NOT NULL, version TEXT NOT NULL, at REAL NOT NULL, "
-                                       "items TEXT NOT NULL)")
-            connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS lane_request_ids (request_id TEXT NOT NULL, "
-                                       "batch INTEGER NOT NULL, position INTEGER NOT NULL)")
-            connection.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_lane_request_ids "
-                                       "ON lane_request_ids (request_id, batch)")
-        self._pending: collections.deque[tuple[list[str], str, float]] = collections.deque()
-        self._thread = threading.Thread(target=self._run, name="lane-batch-record", daemon=True)
-        self._thread.start()
-
-    def add(self, ids: list[str], decisions: list[Any], confidences: list[float], raws: list[float],
-            threshold: float, labels: list[str], reasons: list[str | None], pixels: np.ndarray) -> None:
-        items = orjson.dumps({
-            "decisions": [d._name_ for d in decisions], "confidences": confidences, "raw_confidences": raws,
-            "threshold": threshold, "labels": labels, "reasons": reasons, "verifiers": _VERIFIERS,
-            "inputs": [hashlib.sha256(_HEADER + row.tobytes()).hexdigest() for row in pixels]}).decode()
-        self._pending.append((ids, items, time.time()))
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(0.05)
-            taken = [self._pending.popleft() for _ in range(len(self._pending))]
-            if not taken:
-                continue
-            with self._engine.begin() as connection:
-                cursor = connection.connection.driver_connection.cursor()
-                for ids, items, at in taken:
-                    cursor.execute("INSERT INTO lane_batches (model, version, at, items) VALUES (?, ?, ?, ?)",
-                                   (_MODEL, _VERSION, at, items))
-                    batch = cursor.lastrowid
-                    cursor.executemany("INSERT INTO lane_request_ids (request_id, batch, position) VALUES (?, ?, ?)",
-                                       [(request_id, batch, i) for i, request_id in enumerate(ids)])
-
-
-_BATCH_RECORD: BatchRecord | None = None
+        listed = [] if reason is None else [{"code": "LOW_CONFIDENCE", "verifier": "", "message": reason}]
+        items.append([request_id, decisions[i]._name_, "", confidences[i], raws[i], threshold, labels[i],
+                      {"fields": {}, "reasons": listed, "verifiers": verifiers}, 0.0, "", "hash",
+                      hashlib.sha256(_HEADER + pixels[i].tobytes()).hexdigest()])
+    batch = DecisionBatch(_MODEL, _VERSION, "classifier", tuple(ids), items_document(items), at)
+    with log._appending:  # as DecisionLog.append_many: a batch with no room is dropped and counted
+        if len(ids) > log.capacity - log._held:
+            log.dropped += len(ids)
+            return
+        log._held += len(ids)
+        log._pending.append((next(log._seq), batch))
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -258,12 +211,8 @@ def _install() -> None:
     log_decisions = os.environ.get("SG_COLUMNAR_NOLOG") != "1"
     columns = os.environ.get("SG_COLUMNAR_RESPONSE") != "items"
     sdk_verifiers = os.environ.get("SG_COLUMNAR_VERIFY") == "sdk"
-    batch_record = os.environ.get("SG_COLUMNAR_LOG") == "batch"
 
     def predict_batch(self: Any, raw: bytes, context: Any) -> Any:
-        global _BATCH_RECORD
-        if batch_record and _BATCH_RECORD is None and self._guard._decisions is not None:
-            _BATCH_RECORD = BatchRecord(self._guard._decisions.store.engine)  # the server's own SQLite store
         response = columnar_batch(self, raw, log_decisions, columns, sdk_verifiers)
         return response if response is not None else served(self, raw, context)
 

@@ -3,13 +3,12 @@
 A request appends its decision to a bounded in-memory buffer; a writer thread writes what piled up in
 one transaction every ``flush_interval_s``. So a slow or absent database never slows Predict.
 
-A batch's decisions are turned into rows (tuples of strings and numbers) as they are appended, and a
-single Predict's are turned into rows by the writer. What the buffer holds lives for a flush interval
-or longer: a batch's calls and outcomes held that long are thousands of objects that every
-young-generation collection walks, where its rows are tuples the collector stops tracking; building
-the rows on the batch's path saved 8 of the 53 us an item costs (``bench-ab --kind stacked``,
-2026-12-04). For single Predicts the same move cost 7% more CPU per request at 64 in flight (a
-row is 2.5 us, built alone instead of in the writer's loop), so they keep the call and the outcome.
+A batch's decisions become one entry as they are appended: each item's values (strings and numbers), its
+details still objects, encoded as one JSON document by one orjson call, which the store keeps as one row
+and an index entry per item (``batch_records``). What the buffer holds lives for a flush interval or
+longer, and a batch's calls and outcomes held that long are thousands of objects that every
+young-generation collection walks; its entry is a few strings. A single Predict's decision is made a row
+by the writer: building it on the request path cost 7% more CPU per request at 64 in flight (2026-12-04).
 What the buffer costs, stated in the README:
 
 - while the store is down the buffer fills (``capacity`` decisions) and then new decisions are dropped
@@ -38,6 +37,7 @@ import orjson
 
 from smallguard.server.domain.errors import StoreError
 from smallguard.server.domain.predictions import PredictCall, PredictOutcome
+from smallguard.server.store.batch_records import DecisionBatch, items_document
 from smallguard.server.store.records import Store
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,9 @@ class DecisionLog:
         self.capacity, self.flush_interval_s, self.batch_rows = capacity, flush_interval_s, batch_rows
         self.retention_s = retention_days * 86_400.0
         self._listeners: list[Callable[[bool, str], None]] = []
-        # (sequence number, its row, or what the writer builds it from)
-        self._pending: deque[tuple[int, tuple[Any, ...] | _Unbuilt | None]] = deque()  # None: no row could be made
+        # (sequence number, its row, what the writer builds it from, or a batch's decisions)
+        self._pending: deque[tuple[int, _Entry]] = deque()  # None: no row could be made
+        self._held = 0  # decisions in the buffer (a batch entry holds many)
         self._seq = itertools.count(1)
         self._appending = threading.Lock()
         self._written = 0  # the highest sequence number written (entries are written in order)
@@ -86,23 +87,32 @@ class DecisionLog:
     def append(self, call: PredictCall | None, outcome: PredictOutcome, inputs: str) -> None:
         """Queue one decision; ``inputs`` (none, hash or full) says how much of the call's input is kept."""
         with self._appending:  # numbered and queued in one step: the buffer stays in order (flush relies on it)
-            if len(self._pending) >= self.capacity:
+            if self._held >= self.capacity:
                 self.dropped += 1
                 return
+            self._held += 1
             self._pending.append((next(self._seq), _Unbuilt(call, outcome, inputs, time.time())))
 
     def append_many(self, decisions: Sequence[tuple[PredictCall | None, PredictOutcome]], inputs: str) -> None:
-        """Queue each of a batch's decisions as rows, in order, at one time; those past the buffer's capacity are
-        dropped and counted."""
+        """Queue a batch's decisions (all of one model), in order, at one time, as one entry that the store
+        keeps as one row (``batch_records``); those past the buffer's capacity are dropped and counted, as is
+        one that cannot be made the batch's row (logged)."""
         at = time.time()
-        room = self.capacity - len(self._pending)  # no rows built for decisions with no room (checked again below)
-        rows = [_row(call, outcome, inputs, at) for call, outcome in decisions[:max(room, 0)]]
+        room = self.capacity - self._held  # nothing built for decisions with no room (checked again below)
+        shared: dict[int, list[dict[str, str]]] = {}
+        kept = [(outcome, item) for call, outcome in decisions[:max(room, 0)]
+                if (item := _item(call, outcome, inputs, shared)) is not None]
+        batch = _batch(kept, at) if kept else None
         with self._appending:
-            room = max(self.capacity - len(self._pending), 0)
-            kept = [row for row in rows if row is not None][:room]
-            self.dropped += len(decisions) - len(kept)
-            seq = self._seq
-            self._pending.extend([(next(seq), row) for row in kept])
+            room = max(self.capacity - self._held, 0)
+            if batch is not None and len(batch.request_ids) > room:
+                kept = kept[:room]
+                batch = _batch(kept, at) if kept else None
+            held = 0 if batch is None else len(batch.request_ids)
+            self.dropped += len(decisions) - held
+            if batch is not None:
+                self._held += held
+                self._pending.append((next(self._seq), batch))
 
     # ------------------------------------------------------------------------------ control
 
@@ -113,12 +123,17 @@ class DecisionLog:
     def holds(self, request_id: str) -> bool:
         """Whether a decision for ``request_id`` is buffered here, not yet written (a scan: only feedback that
         found nothing asks)."""
-        return any(entry is not None and (entry.outcome.request_id if type(entry) is _Unbuilt else entry[0])
-                   == request_id for _, entry in list(self._pending))
+        for _, entry in list(self._pending):
+            kind = type(entry)
+            if (entry is not None and (request_id in entry.request_ids if kind is DecisionBatch else
+                                       (entry.outcome.request_id if kind is _Unbuilt else entry[0]) == request_id)):
+                return True
+        return False
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """The decisions in the buffer, not yet written."""
+        return self._held
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every decision appended before this call is written; False if that took longer."""
@@ -143,7 +158,7 @@ class DecisionLog:
         self._thread.join(timeout_s)
         if self._pending:
             log.warning("decision log: %d decisions were not written before the stop (the store %s: %s)",
-                        len(self._pending), self.store.where, self.reason or "too slow")
+                        self._held, self.store.where, self.reason or "too slow")
 
     # ------------------------------------------------------------------------------ the writer
 
@@ -158,23 +173,25 @@ class DecisionLog:
             # or two had added, at twice the CPU a row of full ones
             due = len(self._pending)
             while due > 0:
-                batch = list(itertools.islice(self._pending, min(due, self.batch_rows)))
+                batch = self._taken(due)
                 due -= len(batch)
-                rows = self._rows_of(batch)
+                entries = self._rows_of(batch)
+                held = sum(len(entry.request_ids) if type(entry) is DecisionBatch else 1 for _, entry in batch)
                 try:
-                    written = self._write(rows)
+                    written = self._write(entries)
                 except StoreError as error:  # an outage: the same rows are sent again when the store is back
                     self.failed_writes += 1
                     self._health(False, str(error))
                     backoff = min(max(backoff * 2, 0.1), 2.0)
                     break
                 except Exception:  # a fault of the log's own must not stop it: drop the batch, say so
-                    log.exception("decision log: a batch of %d decisions could not be written", len(batch))
+                    log.exception("decision log: a batch of %d decisions could not be written", held)
                     written = 0
                 for _ in batch:
                     self._pending.popleft()
                 with self._appending:  # request threads count their drops under it too
-                    self.dropped += len(batch) - written
+                    self.dropped += held - written
+                    self._held -= held
                 self.written_rows += written
                 backoff = self.flush_interval_s
                 if written:
@@ -184,7 +201,18 @@ class DecisionLog:
                     self._done.notify_all()
             self._purge()
 
-    def _rows_of(self, batch: list[tuple[int, tuple[Any, ...] | _Unbuilt | None]]) -> list[tuple[Any, ...]]:
+    def _taken(self, most: int) -> list[tuple[int, _Entry]]:
+        """The buffer's first entries, at most ``most`` of them, up to ``batch_rows`` decisions (at least one)."""
+        taken, decisions = [], 0
+        for entry in itertools.islice(self._pending, most):
+            size = len(entry[1].request_ids) if type(entry[1]) is DecisionBatch else 1
+            if taken and decisions + size > self.batch_rows:
+                break
+            taken.append(entry)
+            decisions += size
+        return taken
+
+    def _rows_of(self, batch: list[tuple[int, _Entry]]) -> list[tuple[Any, ...] | DecisionBatch]:
         """The batch's rows. A single Predict's decision is made a row here, once: the row replaces it in the
         buffer, so a write that fails and is sent again sends the same rows (and a decision that cannot be made
         a row is logged once, and stays in the buffer as None until its batch leaves it)."""
@@ -197,23 +225,23 @@ class DecisionLog:
                 rows.append(entry)
         return rows
 
-    def _write(self, rows: list[tuple[Any, ...]]) -> int:
-        """Write ``rows``; how many were written. When the store refuses the batch (a value a column cannot hold:
-        not an outage, so sending it again would fail again), each row is written alone and those it refuses
-        are dropped and logged. StoreError: an outage, nothing written."""
-        if not rows:
+    def _write(self, entries: list[tuple[Any, ...] | DecisionBatch]) -> int:
+        """Write ``entries``; how many decisions were written. When the store refuses them (a value a column
+        cannot hold: not an outage, so sending them again would fail again), each entry is written alone and
+        those it refuses are dropped and logged. StoreError: an outage, nothing written."""
+        if not entries:
             return 0
+        total = sum(len(entry.request_ids) if type(entry) is DecisionBatch else 1 for entry in entries)
         try:
-            self.store.write_decisions(rows)
-            return len(rows)
+            self.store.write_decisions(entries)
+            return total
         except StoreError as error:
             if not error.refused:
                 raise
-        refused = self.store.write_each_decision(rows)
-        for position in refused:
-            log.error("decision log: the store refused the decision of request %r; it is dropped",
-                      rows[position][0])
-        return len(rows) - len(refused)
+        refused = self.store.write_each_decision(entries)
+        for request_id in refused:
+            log.error("decision log: the store refused the decision of request %r; it is dropped", request_id)
+        return total - len(refused)
 
     def _health(self, up: bool, reason: str) -> None:
         if up != self.up:
@@ -258,12 +286,53 @@ def decision_row(call: PredictCall | None, outcome: PredictOutcome, inputs: str,
     """One decisions row, in ``records.DECISION_COLUMNS`` order: everything that is not looked up is one JSON
     text, encoded once, by orjson (0.6 against 6.7 us with the json module)."""
     prediction = outcome.prediction
-    answered_by = outcome.answered_by if outcome.tiers and outcome.answered_by != outcome.model else ""
     logged, value = _logged_input(call, inputs)
+    # _value_ and _name_: the enum's own attributes (.value and .name go through a Python-level descriptor)
+    return (outcome.request_id, outcome.model, outcome.model_version, prediction.kind._value_, outcome.decision._name_,
+            _answered_by(outcome), float(outcome.confidence), float(outcome.raw_confidence), float(outcome.threshold),
+            prediction.label,
+            orjson.dumps(_details(call, outcome, {}), option=orjson.OPT_SERIALIZE_NUMPY, default=float).decode(),
+            float(outcome.cost), outcome.trace_id, logged, value, at)
+
+
+def _item(call: PredictCall | None, outcome: PredictOutcome, inputs: str,
+          shared: dict[int, list[dict[str, str]]]) -> list[Any] | None:
+    """A batch item's row (``batch_records.ITEM_COLUMNS``), the values ``decision_row`` gives, its details still
+    an object (the batch encodes them all at once); None (logged) for one that cannot be built."""
+    try:
+        logged, value = _logged_input(call, inputs)
+        return [outcome.request_id, outcome.decision._name_, _answered_by(outcome), float(outcome.confidence),
+                float(outcome.raw_confidence), float(outcome.threshold), outcome.prediction.label,
+                _details(call, outcome, shared), float(outcome.cost), outcome.trace_id, logged, value]
+    except Exception:
+        log.exception("decision log: the decision for request %r could not be made a row; it is dropped",
+                      outcome.request_id)
+        return None
+
+
+def _batch(items: list[tuple[PredictOutcome, list[Any]]], at: float) -> DecisionBatch:
+    first = items[0][0]
+    return DecisionBatch(first.model, first.model_version, first.prediction.kind._value_,
+                         tuple([row[0] for _, row in items]), items_document([row for _, row in items]), at)
+
+
+def _answered_by(outcome: PredictOutcome) -> str:
+    return outcome.answered_by if outcome.tiers and outcome.answered_by != outcome.model else ""
+
+
+def _details(call: PredictCall | None, outcome: PredictOutcome,
+             shared: dict[int, list[dict[str, str]]]) -> dict[str, Any]:
+    """What a decision row keeps as JSON. ``shared``: the verifier lists made so far, by the id of the outcomes
+    they were made from; a batch's items that share their verifier outcomes share the list."""
+    prediction = outcome.prediction
+    verifiers = shared.get(id(outcome.verifiers))
+    if verifiers is None:
+        verifiers = [{"name": v.name, "status": v.status._value_, "message": v.message} for v in outcome.verifiers]
+        shared[id(outcome.verifiers)] = verifiers
     details: dict[str, Any] = {
         "fields": {name: [f.value, f.confidence] for name, f in prediction.fields.items()},
         "reasons": [{"code": r.code._value_, "verifier": r.verifier, "message": r.message} for r in outcome.reasons],
-        "verifiers": [{"name": v.name, "status": v.status._value_, "message": v.message} for v in outcome.verifiers],
+        "verifiers": verifiers,
     }
     if call is not None and call.caller:
         details["caller"] = call.caller
@@ -274,12 +343,7 @@ def decision_row(call: PredictCall | None, outcome: PredictOutcome, inputs: str,
                              "fields": {} if t.prediction is None else {n: f.value
                                                                         for n, f in t.prediction.fields.items()}}
                             for t in outcome.tiers]
-    # _value_ and _name_: the enum's own attributes (.value and .name go through a Python-level descriptor)
-    return (outcome.request_id, outcome.model, outcome.model_version, prediction.kind._value_, outcome.decision._name_,
-            answered_by, float(outcome.confidence), float(outcome.raw_confidence), float(outcome.threshold),
-            prediction.label, orjson.dumps(details, option=orjson.OPT_SERIALIZE_NUMPY, default=float).decode(),
-            float(outcome.cost),
-            outcome.trace_id, logged, value, at)
+    return details
 
 
 class _Unbuilt(NamedTuple):
@@ -289,6 +353,9 @@ class _Unbuilt(NamedTuple):
     outcome: PredictOutcome
     inputs: str
     at: float
+
+
+_Entry = tuple[Any, ...] | _Unbuilt | DecisionBatch | None  # what the buffer holds for one append
 
 
 def _row(call: PredictCall | None, outcome: PredictOutcome, inputs: str, at: float) -> tuple[Any, ...] | None:

@@ -32,7 +32,7 @@ logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines (plugin
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest migration (tests/store checks it is Alembic's head): a store already there is opened without
 # importing Alembic at all, which a serving process then does not carry.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 _PG_MIGRATION_LOCK = 0x736D_616C_6C67  # pg_advisory_lock key: "smallg"
 CONNECT_TIMEOUT_S = 5
 

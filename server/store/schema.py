@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias that autoincrements) on SQLite
@@ -54,6 +55,46 @@ decisions = Table(
     Column("at", Float, nullable=False),  # seconds since the epoch
     Index("ix_decisions_request_id", "request_id", "id"),
     Index("ix_decisions_at", "at"),
+)
+
+# A PredictBatch's decisions as one row and an index entry per item, where ``decisions`` takes a row and two index
+# entries per decision: a batch item's part of the decision log cost about a third as much (README, "The store").
+# ``items``: JSON {"columns": [...], "rows": [[...], ...]}, one row per item, in the batch's order, with the
+# values of a decisions row for the columns named (``details`` as a JSON object, not a text).
+decision_batches = Table(
+    "decision_batches", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("version", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("items", Text, nullable=False),
+    Column("at", Float, nullable=False),  # seconds since the epoch
+    Index("ix_decision_batches_at", "at"),
+)
+
+# Each batch item's request id, for Feedback to find it. ``decision_id``: the item's decision once a feedback
+# made it a row of ``decisions`` (what a feedback row points at); null until then.
+batch_items = Table(
+    "batch_items", metadata,
+    Column("batch_id", Id, ForeignKey("decision_batches.id", ondelete="CASCADE"), primary_key=True,
+           autoincrement=False),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("request_id", Text, nullable=False),
+    Column("decision_id", Id),
+    Index("ix_batch_items_request_id", "request_id", "batch_id"),
+    # the few items feedback made rows of (an item without one adds nothing to it)
+    Index("ix_batch_items_decision_id", "decision_id", sqlite_where=text("decision_id IS NOT NULL"),
+          postgresql_where=text("decision_id IS NOT NULL")),
+    sqlite_with_rowid=False,  # one B-tree for the rows, keyed by (batch, position), not a rowid's and a key's
+)
+
+# The view ``decision_log`` (migration 0003), for reading every decision as a decisions row, alone or a batch's
+# item: the decisions columns, with ``id`` null for a batch item feedback has not made a row, and the item's batch
+# and place in it.
+decision_log = Table(
+    "decision_log", MetaData(),  # not in ``metadata``: a view, which the migrations create and nothing writes
+    Column("id", Id), Column("batch_id", Id), Column("position", Integer),
+    *[Column(c.name, c.type) for c in decisions.columns if c.name != "id"],
 )
 
 feedback = Table(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from smallguard.server.store.schema import decisions
+from smallguard.server.store.schema import decision_log
 from smallguard.server.transport.servicer import GuardService
 from smallguard.v1 import guard_pb2 as pb
 from tests.conftest import MODELS, ROOT, digits_rows, start_server
@@ -74,11 +74,14 @@ def _varint(data: bytes, at: int) -> tuple[int, int]:
             return value, at
 
 
-def logged(service: Any) -> list[tuple]:
+def logged(service: Any) -> list[dict[str, Any]]:
+    """Every decision the server's log wrote, as decisions rows, in order."""
     log = service._guard._decisions
     assert log.flush(10)
+    view = decision_log
     with log.store.engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(sa.select(decisions).order_by(decisions.c.id))]
+        return [row._asdict() for row in connection.execute(
+            sa.select(view).order_by(view.c.at, view.c.batch_id, view.c.position, view.c.id))]
 
 
 def test_the_lane_decides_logs_and_answers_each_item_as_the_server_does(columnar: Any) -> None:
@@ -86,7 +89,6 @@ def test_the_lane_decides_logs_and_answers_each_item_as_the_server_does(columnar
     try:
         service = running.server._service
         rows = [row["pixels"] for row in digits_rows()]
-        columns = [c.name for c in decisions.columns]
         seen: set[str] = set()
         for start in range(0, 4 * ITEMS, ITEMS):
             raw = stacked(rows[start:start + ITEMS])
@@ -98,16 +100,16 @@ def test_the_lane_decides_logs_and_answers_each_item_as_the_server_does(columnar
             assert response is not None and len(response.results) == len(served.results) == ITEMS
             assert len(theirs) == len(ours) == ITEMS
             numbers, strings = in_columns(response)
-            assert list(strings.labels) == [r[1] for r in ours] + [r[10] for r in ours]  # request ids, labels
-            assert list(numbers.double_contents[:2 * ITEMS]) == [r[7] for r in ours] + [r[8] for r in ours]
-            assert list(numbers.int32_contents[:ITEMS]) == [pb.Decision.Value(r[5]) for r in ours]
-            assert list(strings.fields) == [json.loads(r[11])["reasons"][0]["message"] for r in ours
-                                            if json.loads(r[11])["reasons"]]
-            for server_row, lane_row, result in zip(theirs, ours, served.results, strict=True):
-                server_, lane_ = dict(zip(columns, server_row, strict=True)), dict(zip(columns, lane_row, strict=True))
+            assert list(strings.labels) == [r["request_id"] for r in ours] + [r["label"] for r in ours]
+            assert list(numbers.double_contents[:2 * ITEMS]) == ([r["confidence"] for r in ours]
+                                                                 + [r["raw_confidence"] for r in ours])
+            assert list(numbers.int32_contents[:ITEMS]) == [pb.Decision.Value(r["decision"]) for r in ours]
+            assert list(strings.fields) == [json.loads(r["details"])["reasons"][0]["message"] for r in ours
+                                            if json.loads(r["details"])["reasons"]]
+            for server_, lane_, result in zip(theirs, ours, served.results, strict=True):
                 assert server_["request_id"] == result.response.request_id
-                assert json.loads(lane_.pop("details")) == json.loads(server_.pop("details"))
-                for varying in ("id", "request_id", "at"):
+                assert lane_.pop("details") == server_.pop("details")
+                for varying in ("batch_id", "request_id", "at"):
                     del server_[varying], lane_[varying]
                 assert lane_ == server_
                 seen.add(server_["decision"])
@@ -139,30 +141,3 @@ def test_the_lane_leaves_other_batches_to_the_server(columnar: Any) -> None:
         assert columnar.columnar_batch(service, as_int32.SerializeToString()) is None
     finally:
         running.stop()
-
-
-def test_the_batch_record_keeps_a_batch_as_one_row_and_each_request_id_pointing_at_it(columnar: Any,
-                                                                                    tmp_path: Any) -> None:
-    import time
-
-    import numpy as np
-
-    from smallguard.server.domain.predictions import Decision
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'lane.sqlite3'}")
-    record = columnar.BatchRecord(engine)
-    pixels = np.zeros((3, 64), dtype=np.float32)
-    record.add(["a", "b", "c"], [Decision.ANSWER, Decision.ABSTAIN, Decision.ANSWER], [0.99, 0.5, 0.98],
-               [0.9, 0.4, 0.9], 0.97, ["1", "2", "3"], [None, "low", None], pixels)
-    deadline = time.monotonic() + 10
-    ids: list = []
-    while not ids and time.monotonic() < deadline:
-        time.sleep(0.05)
-        with engine.connect() as connection:
-            ids = list(connection.exec_driver_sql("SELECT request_id, batch, position FROM lane_request_ids "
-                                                  "ORDER BY position"))
-    with engine.connect() as connection:
-        [(batch, items)] = list(connection.exec_driver_sql("SELECT id, items FROM lane_batches"))
-    assert [tuple(row) for row in ids] == [("a", batch, 0), ("b", batch, 1), ("c", batch, 2)]
-    stored = json.loads(items)
-    assert stored["decisions"] == ["ANSWER", "ABSTAIN", "ANSWER"] and stored["reasons"] == [None, "low", None]
-    assert len(stored["inputs"]) == 3 and stored["inputs"][0] == stored["inputs"][1]  # the same zeros, hashed

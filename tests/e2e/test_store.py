@@ -212,3 +212,40 @@ def test_a_worker_killed_mid_burst_of_resolutions_loses_none_it_acknowledged(tmp
             "SELECT c.id FROM review_cases c JOIN decisions d ON d.request_id = c.request_id "
             "JOIN feedback f ON f.decision_id = d.id WHERE f.source = 'review'")}
     assert set(acknowledged) <= resolved and set(acknowledged) <= judged
+
+
+def test_each_item_of_a_batch_is_judged_by_feedback_on_any_worker_and_read_back_in_the_decision_log_view(
+        tmp_path: Path) -> None:
+    """A batch's decisions are one row in the store; each item is still found by its request id, on either
+    worker, once, and the ``decision_log`` view shows it as the row it would have been alone."""
+    port = free_port()
+    path = tmp_path / "store.sqlite3"
+    rows = digits_rows()[:96]
+    given = [f"caller-{i}" for i in range(32)]  # the second batch's items bring their own ids
+    with serving("--workers", "2", "--store", f"sqlite:///{path}", port=port), \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = guard_pb2_grpc.GuardStub(channel)
+        batches = [pb.PredictBatchRequest(model="digits", items=[digits_request(row["pixels"]) for row in rows[:64]]),
+                   pb.PredictBatchRequest(model="digits", items=[
+                       digits_request(row["pixels"], request_id=request_id)
+                       for row, request_id in zip(rows[64:], given, strict=True)])]
+        answers = [result.response for batch in batches for result in stub.PredictBatch(batch, timeout=30).results]
+        ids = [answer.request_id for answer in answers]
+        assert ids[64:] == given
+        with ThreadPoolExecutor(8) as pool:
+            judged = list(pool.map(lambda i: feedback_on_a_new_channel(port, ids[i], rows[i]["label"]), range(96)))
+            again = list(pool.map(lambda i: feedback_on_a_new_channel(port, ids[i], rows[i]["label"]), range(96)))
+        with pytest.raises(grpc.RpcError) as conflict:
+            feedback_on_a_new_channel(port, ids[0], "9" if rows[0]["label"] != "9" else "8")
+    assert [(r.request_id, r.duplicate) for r in judged] == [(i, False) for i in ids]
+    assert [(r.request_id, r.duplicate) for r in again] == [(i, True) for i in ids]
+    assert [r.decision for r in judged] == [a.decision for a in answers]
+    assert conflict.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    with sqlite3.connect(path) as connection:
+        logged = connection.execute("SELECT request_id, decision, label, confidence, id IS NOT NULL FROM decision_log "
+                                    "ORDER BY at, batch_id, position").fetchall()
+        counts = [connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                  for table in ("decision_batches", "batch_items", "decisions", "feedback")]
+    assert logged == [(a.request_id, pb.Decision.Name(a.decision), a.classification.label, a.confidence, 1)
+                      for a in answers]
+    assert counts == [2, 96, 96, 96]  # each judged item made a decisions row, once

@@ -28,7 +28,7 @@ from smallguard.server.domain.predictions import (
 )
 from smallguard.server.store import DecisionLog, FeedbackRow, Store, open_store
 from smallguard.server.store.decision_log import WRITER_THREAD, decision_row
-from smallguard.server.store.schema import decisions
+from smallguard.server.store.schema import decision_log, decisions
 from smallguard.verifiers import ExtractedField, ModelKind, Prediction, Status
 
 
@@ -42,8 +42,11 @@ def outcome(request_id: str, decision: Decision = Decision.ANSWER) -> PredictOut
 
 
 def rows(store: Store) -> list[sa.Row]:
+    """Every decision logged, alone or in a batch, in the order they were made."""
+    view = decision_log
     with store.engine.connect() as connection:
-        return list(connection.execute(sa.select(decisions).order_by(decisions.c.id)))
+        return list(connection.execute(sa.select(view).order_by(view.c.at, view.c.batch_id, view.c.position,
+                                                                view.c.id)))
 
 
 def test_a_decision_row_holds_what_was_decided_and_why(store_url: str) -> None:
@@ -185,18 +188,22 @@ def test_a_decision_that_cannot_be_made_a_row_is_dropped_and_the_rest_of_its_bat
 def test_a_row_the_store_refuses_is_dropped_alone_and_the_log_stays_up(store_url: str,
                                                                          caplog: pytest.LogCaptureFixture) -> None:
     """Not an outage: sending the same batch again would fail again, and every decision after it would wait
-    behind it until the buffer filled. The rest of its batch is written, in order; the refused one is counted."""
+    behind it until the buffer filled. The rest of its batch is written, in order; the refused one is counted.
+    A batch the store refuses is written a decision at a time, so that it loses only the one refused."""
     log = DecisionLog(open_store(store_url), flush_interval_s=0.01)
     heard: list[tuple[bool, str]] = []
     log.subscribe(lambda up, reason: heard.append((up, reason)))
     refused = dataclasses.replace(outcome("refused"), model=None)  # a NOT NULL column: both stores refuse it
-    log.append_many([(None, outcome("r1")), (None, refused), (None, outcome("r2"))], "none")
+    no_id = dataclasses.replace(outcome("no id"), request_id=None)  # NOT NULL too, in the batch's index
+    log.append_many([(None, outcome("r1")), (None, no_id), (None, outcome("r2"))], "none")
     log.append(None, refused, "none")
     log.append(None, outcome("r3"), "none")
     assert log.flush(10)
     assert [r.request_id for r in rows(log.store)] == ["r1", "r2", "r3"]
     assert (log.dropped, log.written_rows, log.failed_writes, log.up, heard) == (2, 3, 0, True, [])
-    assert caplog.text.count("the store refused the decision of request 'refused'") == 2
+    assert caplog.text.count("the store refused the decision of request 'refused'") == 1
+    assert caplog.text.count("the store refused the decision of request None") == 1
+    assert log.store.first_decision("r2").decision == "ANSWER"  # the batch's others were written alone
     log.close()
     log.store.close()
 
@@ -252,7 +259,8 @@ def test_decisions_appended_from_many_threads_are_numbered_in_buffer_order(tmp_p
     finally:
         sys.setswitchinterval(old)
     numbers = [entry[0] for entry in list(log._pending)]
-    assert len(numbers) == 4 * 200 * 4 and numbers == sorted(numbers)
+    assert len(numbers) == 4 * 200 * 2 and numbers == sorted(numbers)  # a batch is one entry
+    assert log.pending == 4 * 200 * 4
     store.down = False
     log.close()
     log.store.close()

@@ -58,13 +58,14 @@ def test_migrations_build_exactly_the_declared_schema_on_both_engines(store_url:
     with store.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), metadata)
         revision = MigrationContext.configure(connection).get_current_revision()
-        indexes = {i["name"] for t in ("decisions", "feedback", "review_cases")
+        indexes = {i["name"] for t in ("decisions", "decision_batches", "batch_items", "feedback", "review_cases")
                    for i in sa.inspect(connection).get_indexes(t)}
     store.close()
     assert differences == []
-    assert revision == "0002"
-    assert {"ix_decisions_request_id", "ix_decisions_at", "ix_feedback_tally", "ix_review_cases_queue",
-            "ix_review_cases_model", "ix_review_cases_request_id"} <= indexes
+    assert revision == "0003"
+    assert {"ix_decisions_request_id", "ix_decisions_at", "ix_decision_batches_at", "ix_batch_items_request_id",
+            "ix_feedback_tally", "ix_review_cases_queue", "ix_review_cases_model",
+            "ix_review_cases_request_id"} <= indexes
 
 
 def test_the_revision_the_server_expects_is_alembics_head() -> None:
@@ -95,7 +96,7 @@ def test_migrating_again_changes_nothing_and_processes_take_turns(store_url: str
         engine.dispose()
     assert errors == []
     engine = open_engine(store_url)
-    assert migrate(engine) == "0002"
+    assert migrate(engine) == "0003"
     engine.dispose()
 
 
