@@ -15,6 +15,7 @@ equal scores as sorted() does.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,6 +24,14 @@ from smallguard.server.calibration import Calibration, logits_from_probabilities
 from smallguard.server.calibration.rows import row_calibration
 from smallguard.server.domain.predictions import HeadResult
 from smallguard.verifiers import LabelScore, ModelKind, Prediction
+
+
+class Classified(NamedTuple):
+    """A batch's predictions as columns: each row's prediction, calibrated confidence and raw confidence."""
+
+    predictions: list[Prediction]
+    confidences: list[float]
+    raw_confidences: list[float]
 
 
 class ClassifierHead:
@@ -45,23 +54,40 @@ class ClassifierHead:
 
     def predict_batch(self, feeds: Mapping[str, np.ndarray]) -> list[HeadResult]:
         """The prediction for every row of the feeds, with one model run."""
+        calibrated, raw = self._scores(feeds)
+        if np.isnan(calibrated).any():  # sorted() and argsort place a NaN differently: keep the one-row order
+            return [self._result(row, raw_row) for row, raw_row in zip(calibrated.tolist(), raw.tolist(), strict=True)]
+        columns = self._columns(calibrated, raw)
+        return [HeadResult(prediction, confidence, raw_confidence) for prediction, confidence, raw_confidence
+                in zip(columns.predictions, columns.confidences, columns.raw_confidences, strict=True)]
+
+    def predict_columns(self, feeds: Mapping[str, np.ndarray]) -> Classified | None:
+        """``predict_batch`` as columns, without a HeadResult per row; None when a row's scores hold a NaN (which
+        ``predict_batch`` ranks row by row)."""
+        calibrated, raw = self._scores(feeds)
+        return None if np.isnan(calibrated).any() else self._columns(calibrated, raw)
+
+    def _scores(self, feeds: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Every row's calibrated and raw probabilities, with one model run."""
         rows = len(next(iter(feeds.values())))
         scores = np.asarray(self._onnx.run(feeds), dtype=np.float64).reshape(rows, -1)
         if self._probabilities:
             raw, logits = scores, logits_from_probabilities(scores)
         else:
             raw, logits = softmax(scores), scores
-        calibrated = raw if self._calibrator is None else self._calibrator.probabilities(logits)
-        if np.isnan(calibrated).any():  # sorted() and argsort place a NaN differently: keep the one-row order
-            return [self._result(row, raw_row) for row, raw_row in zip(calibrated.tolist(), raw.tolist(), strict=True)]
+        return (raw if self._calibrator is None else self._calibrator.probabilities(logits)), raw
+
+    def _columns(self, calibrated: np.ndarray, raw: np.ndarray) -> Classified:
         # every row's top k at once: a stable sort of the negated scores keeps equal scores in label order, as
         # sorted(reverse=True) does for one row
-        tops = np.argsort(-calibrated, axis=1, kind="stable")[:, :self._top_k].tolist()
+        tops = np.argsort(-calibrated, axis=1, kind="stable")[:, :self._top_k]
+        rows = np.arange(len(calibrated))
+        best = tops[:, 0]
         labels, kind = self._labels, ModelKind.CLASSIFIER
-        return [HeadResult(Prediction(kind, labels[top[0]], row[top[0]], tuple([LabelScore(labels[i], row[i])
-                                                                                for i in top])),
-                           row[top[0]], raw_row[top[0]])
-                for row, raw_row, top in zip(calibrated.tolist(), raw.tolist(), tops, strict=True)]
+        confidences = calibrated[rows, best].tolist()
+        predictions = [Prediction(kind, labels[top[0]], confidence, tuple([LabelScore(labels[i], row[i]) for i in top]))
+                       for row, top, confidence in zip(calibrated.tolist(), tops.tolist(), confidences, strict=True)]
+        return Classified(predictions, confidences, raw[rows, best].tolist())
 
     def _result(self, calibrated: list[float], raw: list[float]) -> HeadResult:
         order = sorted(range(len(calibrated)), key=calibrated.__getitem__, reverse=True)[: self._top_k]

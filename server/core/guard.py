@@ -24,7 +24,7 @@ import numpy as np
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from smallguard.server.core import batch_steps
+from smallguard.server.core import batch_steps, stacked_batch
 from smallguard.server.core.cascade import Cascade
 from smallguard.server.core.coalescing import Coalescer
 from smallguard.server.core.inputs import feeds_for
@@ -36,11 +36,13 @@ from smallguard.server.core.verifier_runner import VerifierRunner
 from smallguard.server.domain.bundle_spec import BundleSpec
 from smallguard.server.domain.errors import DeadlineExpiredError, GuardError, InvalidInputError, ItemFailedError
 from smallguard.server.domain.predictions import (
+    BatchOutcome,
     Decision,
     HeadResult,
     PredictCall,
     PredictOutcome,
     Reason,
+    TensorInput,
     VerifierOutcome,
 )
 from smallguard.server.domain.tier_spec import TierSpec
@@ -281,6 +283,29 @@ class Guard:
             self._decisions.append_many([(call if isinstance(call, PredictCall) else None, outcome)
                                          for call, outcome in outcomes], spec.log_inputs)
         return results
+
+    def predict_stacked(self, model: str, version: str, tensors: Sequence[TensorInput], deadline: float | None,
+                        caller: str = "") -> BatchOutcome | None:
+        """A batch whose items' tensors are ``tensors``' rows (row i of each is item i's), served over arrays
+        (``core.stacked_batch``), each item decided as ``predict_batch`` would; None when the batch is one to
+        serve item by item (then nothing was recorded). Raises ModelNotFoundError or DeadlineExpiredError."""
+        started = time.perf_counter()
+        _refuse_if_expired(deadline)
+        loaded = self._loaded.repository.get(model, version)
+        span = trace.get_current_span()
+        if span.is_recording():  # the item-by-item path builds the span tree of a traced batch
+            return None
+        spec = loaded.spec
+        count = tensors[0].shape[0] if tensors and tensors[0].shape else 0
+        with self._metrics.in_flight(spec.name, spec.version, count):
+            outcome = stacked_batch.serve(self._runner, loaded, tensors, _trace_id(span))
+        if outcome is None:
+            return None
+        self._metrics.record_columns(spec.name, spec.version, outcome.decisions, outcome.reasons, outcome.verifiers,
+                                     outcome.confidences, (time.perf_counter() - started) / count)
+        if self._decisions is not None:
+            self._decisions.append_stacked(outcome, tensors, spec.log_inputs, caller)
+        return outcome
 
     def _serve_batch(self, loaded: LoadedModel, served: list[tuple[int, PredictCall, dict[str, np.ndarray]]],
                      size: int, results: list[PredictOutcome | GuardError], current: Loaded) -> None:

@@ -77,6 +77,29 @@ def feeds_for_many(specs: Sequence[InputSpec], calls: Sequence[PredictCall]) -> 
     return results  # type: ignore[return-value]  # every slot is filled above
 
 
+def stacked_feeds(specs: Sequence[InputSpec], tensors: Sequence[TensorInput]) -> dict[str, np.ndarray] | None:
+    """The feeds of a batch whose items' tensors are stacked (row i of each is item i's), when every row is what
+    the declared inputs take: ``feeds_for``'s checks, each over the whole batch at once. None when a row is not,
+    or the model reads text: ``feeds_for`` of each row then names the problem."""
+    if len(tensors) != len(specs) or any(spec.kind == "text" for spec in specs):
+        return None
+    given = {tensor.name: tensor for tensor in tensors}
+    feeds = {}
+    for spec in specs:
+        tensor = given.get(spec.name)
+        if tensor is None or tensor.dtype != spec.dtype:
+            return None
+        shape = tensor.shape[1:]
+        if shape != spec.shape and (len(shape) != len(spec.shape) or any(
+                want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True))):
+            return None
+        values = tensor.values
+        if values.size and not _plainly_valid(spec, values):
+            return None
+        feeds[spec.name] = values.reshape(tensor.shape)
+    return feeds
+
+
 def _feeds_or_error(specs: Sequence[InputSpec], call: PredictCall) -> dict[str, np.ndarray] | InvalidInputError:
     try:
         return feeds_for(specs, call)

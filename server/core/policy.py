@@ -21,6 +21,46 @@ def decide(
     calibrated: bool,
     low_fields: Sequence[FieldBelowThreshold] = (),
 ) -> tuple[Decision, tuple[Reason, ...]]:
+    decision, verified = _verified(outcomes)
+    reasons = list(verified)
+    if confidence < threshold:
+        decision = max(decision, on_low_confidence)
+        reasons.append(_low_confidence(confidence, threshold))
+    for low in low_fields:
+        decision = max(decision, on_low_confidence)
+        reasons.append(Reason(ReasonCode.LOW_CONFIDENCE, f"field {low.name}: confidence {low.confidence:.4f} "
+                                                         f"is below its threshold {low.threshold:.4f}"))
+    if not calibrated:
+        reasons.append(_UNCALIBRATED)
+    return decision, tuple(reasons)
+
+
+def decide_many(confidences: Sequence[float], threshold: float, on_low_confidence: Decision,
+                outcomes: Sequence[Sequence[VerifierOutcome]],
+                calibrated: bool) -> tuple[list[Decision], list[tuple[Reason, ...]]]:
+    """``decide`` for each of a batch's predictions (with no field thresholds: a classifier's). The verifiers'
+    part is worked out once for each distinct outcomes object (the items a verifier answered alike share
+    theirs) and every item at or above the threshold shares its tuple of reasons."""
+    suffix = () if calibrated else (_UNCALIBRATED,)
+    verdicts: dict[int, tuple[Sequence[VerifierOutcome], Decision, tuple[Reason, ...]]] = {}
+    decisions, reasons = [], []
+    for confidence, items in zip(confidences, outcomes, strict=True):
+        verdict = verdicts.get(id(items))
+        if verdict is None or verdict[0] is not items:
+            decision, verified = _verified(items)
+            verdict = verdicts[id(items)] = (items, decision, (*verified, *suffix))
+        if confidence < threshold:
+            decisions.append(max(verdict[1], on_low_confidence))
+            reasons.append((*verdict[2][:len(verdict[2]) - len(suffix)], _low_confidence(confidence, threshold),
+                            *suffix))
+        else:
+            decisions.append(verdict[1])
+            reasons.append(verdict[2])
+    return decisions, reasons
+
+
+def _verified(outcomes: Sequence[VerifierOutcome]) -> tuple[Decision, list[Reason]]:
+    """The decision the verifiers' outcomes alone make, and their reasons."""
     decision = Decision.ANSWER
     reasons: list[Reason] = []
     for outcome in outcomes:
@@ -30,18 +70,15 @@ def decide(
         elif outcome.status is Status.FAILED:
             decision = max(decision, outcome.on_fail)
             reasons.append(Reason(ReasonCode.VERIFIER_FAILED, outcome.message, outcome.name))
-    if confidence < threshold:
-        decision = max(decision, on_low_confidence)
-        reasons.append(Reason(ReasonCode.LOW_CONFIDENCE,
-                              f"confidence {confidence:.4f} is below the threshold {threshold:.4f}"))
-    for low in low_fields:
-        decision = max(decision, on_low_confidence)
-        reasons.append(Reason(ReasonCode.LOW_CONFIDENCE, f"field {low.name}: confidence {low.confidence:.4f} "
-                                                         f"is below its threshold {low.threshold:.4f}"))
-    if not calibrated:
-        reasons.append(Reason(ReasonCode.UNCALIBRATED,
-                              "this model has no verified calibration: its confidence is not a probability"))
-    return decision, tuple(reasons)
+    return decision, reasons
+
+
+def _low_confidence(confidence: float, threshold: float) -> Reason:
+    return Reason(ReasonCode.LOW_CONFIDENCE, f"confidence {confidence:.4f} is below the threshold {threshold:.4f}")
+
+
+_UNCALIBRATED = Reason(ReasonCode.UNCALIBRATED,
+                       "this model has no verified calibration: its confidence is not a probability")
 
 
 def escalate_when_drifted(decision: Decision, reasons: tuple[Reason, ...],

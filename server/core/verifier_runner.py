@@ -74,7 +74,8 @@ class VerifierRunner:
         budget_ms: float,
     ) -> list[tuple[VerifierOutcome, ...]]:
         """``run`` for each of a batch's predictions. When every verifier is inline, they go over the whole batch
-        one verifier at a time: in one ``check_many`` call, or item by item with one clock reading between items.
+        one verifier at a time: in one ``check_many`` call, or item by item with one clock reading between items;
+        items answered with the same outcomes then share one tuple of them.
         Otherwise each prediction is run alone. The sequences a verifier gets are tuples: one that reorders them
         in place cannot move answers onto the wrong items."""
         if not verifiers:
@@ -85,7 +86,10 @@ class VerifierRunner:
         predictions = tuple(predictions)
         frozen = tuple([MappingProxyType(context) for context in contexts])
         columns = [self._inline_many(bound, predictions, frozen, budget_ms) for bound in verifiers]
-        return list(zip(*columns, strict=True))
+        # items whose verifiers answered them with the same outcomes share one tuple: what reads the outcomes
+        # (the policy, the metrics, the decision log) works each distinct tuple out once
+        shared: dict[tuple[int, ...], tuple[VerifierOutcome, ...]] = {}
+        return [shared.setdefault(tuple(map(id, row)), row) for row in zip(*columns, strict=True)]
 
     def _inline_many(self, bound: BoundVerifier, predictions: Sequence[Prediction],
                      contexts: Sequence[Mapping[str, str]], budget_ms: float) -> list[VerifierOutcome]:

@@ -141,3 +141,22 @@ class HeadResult:
     raw_confidence: float
     low_fields: tuple[FieldBelowThreshold, ...] = ()
 
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """A batch's outcomes as columns, item i at place i of each: what a batch served over arrays decides
+    (``core.stacked_batch``), each item as the PredictOutcome it would have had alone, without the object.
+    Its items were answered by the model (no tier was called)."""
+
+    model: str
+    model_version: str
+    threshold: float
+    trace_id: str
+    request_ids: list[str]
+    decisions: list[Decision]
+    predictions: list[Prediction]
+    confidences: list[float]
+    raw_confidences: list[float]
+    reasons: list[tuple[Reason, ...]]
+    verifiers: list[tuple[VerifierOutcome, ...]]

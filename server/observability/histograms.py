@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 
@@ -83,6 +83,26 @@ class OwnHistogram:
                 cell.low = amount
             if amount > cell.high:
                 cell.high = amount
+
+    def record_many(self, values: tuple[str, ...], amounts: Iterable[float]) -> None:
+        """``record`` of each amount in turn, under one lock."""
+        with self.lock:
+            cell = self.cells.get(values)
+            if cell is None:
+                cell = self.cells[values] = _Cell(time.time_ns(), [0] * (len(self.boundaries) + 1))
+            counts, boundaries = cell.counts, self.boundaries
+            for amount in amounts:
+                if not 0.0 <= amount < math.inf:
+                    log.warning("Record amount %s is not finite and non-negative on Histogram %s, ignoring "
+                                "measurement.", amount, self.name)
+                    continue
+                counts[bisect_left(boundaries, amount)] += 1
+                cell.count += 1
+                cell.total += amount
+                if amount < cell.low:
+                    cell.low = amount
+                if amount > cell.high:
+                    cell.high = amount
 
     def metric(self, now_ns: int) -> Metric | None:
         """The cumulative points so far; None before the first record (the SDK reports no metric then either)."""

@@ -11,8 +11,10 @@ Without a meter provider nothing is recorded, and the request path skips the met
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, MeterProvider, NoOpMeterProvider, Observation
 
 from smallguard.server.domain.errors import GuardError
-from smallguard.server.domain.predictions import PredictOutcome
+from smallguard.server.domain.predictions import Decision, PredictOutcome, Reason, VerifierOutcome
 from smallguard.server.observability.histograms import SCOPE, OwnHistograms, scope_version
 
 if TYPE_CHECKING:
@@ -179,6 +181,37 @@ class GuardMetrics:
                 self._count(outcome)
         for outcome in outcomes:
             self._observe(outcome, duration_s)
+
+    def record_columns(self, model: str, version: str, decisions: Sequence[Decision],
+                       reasons: Sequence[Sequence[Reason]], verifiers: Sequence[Sequence[VerifierOutcome]],
+                       confidences: Sequence[float], duration_s: float) -> None:
+        """``record_predictions`` for a batch given as columns (its items answered by the model: no tiers), each
+        item taking ``duration_s``. Items that share their reasons or verifier outcomes (the same objects) are
+        counted together."""
+        if not self.recording:
+            return
+        codes_of: dict[int, tuple[Sequence[Reason], list[str]]] = {}
+        keys = []
+        for decision, items in zip(decisions, reasons, strict=True):
+            codes = codes_of.get(id(items))
+            if codes is None or codes[0] is not items:
+                codes = codes_of[id(items)] = (items, [reason.code._value_ for reason in items])
+            keys.append((decision._name_, id(items)))
+        shared = Counter(map(id, verifiers))
+        outcomes = {id(items): items for items in verifiers}
+        with self._lock:
+            for (decision, reasons_id), count in Counter(keys).items():
+                codes = codes_of[reasons_id][1]
+                _bump(self._predictions.counts, (model, version, decision, codes[0] if codes else NO_REASON), count)
+                for code in dict.fromkeys(codes):
+                    _bump(self._reasons.counts, (model, version, decision, code), count)
+            for outcomes_id, count in shared.items():
+                for verifier in outcomes[outcomes_id]:
+                    _bump(self._verifier_outcomes.counts, (model, version, verifier.name, verifier.status._value_),
+                          count)
+        self._confidence.record_many((model, version), confidences)
+        for decision, count in Counter(decisions).items():
+            self._duration.record_many((model, version, decision._name_), itertools.repeat(duration_s, count))
 
     def _count(self, outcome: PredictOutcome) -> None:
         """Add ``outcome`` to the tallies (the caller holds the lock)."""
@@ -365,6 +398,10 @@ class _SdkHistogram:
             attributes = self._attributes[values] = dict(zip(self._keys, values, strict=True))
         self._instrument.record(amount, attributes)
 
+    def record_many(self, values: tuple[str, ...], amounts: Iterable[float]) -> None:
+        for amount in amounts:
+            self.record(values, amount)
+
 
 def _sdk_histogram(meter: Meter) -> Callable[[str, str, str, Sequence[float], tuple[str, ...]], _SdkHistogram]:
     def histogram(name: str, unit: str, description: str, boundaries: Sequence[float],
@@ -374,8 +411,8 @@ def _sdk_histogram(meter: Meter) -> Callable[[str, str, str, Sequence[float], tu
     return histogram
 
 
-def _bump(counts: dict[tuple[str, ...], int], values: tuple[str, ...]) -> None:
-    counts[values] = counts.get(values, 0) + 1
+def _bump(counts: dict[tuple[str, ...], int], values: tuple[str, ...], count: int = 1) -> None:
+    counts[values] = counts.get(values, 0) + count
 
 
 def _constant(read: Callable[[], float]) -> Callable[[CallbackOptions], list[Observation]]:

@@ -30,15 +30,24 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import orjson
 
 from smallguard.server.domain.errors import StoreError
-from smallguard.server.domain.predictions import PredictCall, PredictOutcome
+from smallguard.server.domain.predictions import (
+    BatchOutcome,
+    PredictCall,
+    PredictOutcome,
+    Reason,
+    TensorInput,
+    TierOutcome,
+    VerifierOutcome,
+)
 from smallguard.server.store.batch_records import DecisionBatch, items_document
 from smallguard.server.store.records import Store
+from smallguard.verifiers import ExtractedField, ModelKind
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +121,35 @@ class DecisionLog:
             self.dropped += len(decisions) - held
             if batch is not None:
                 self._held += held
+                self._pending.append((next(self._seq), batch))
+
+    def append_stacked(self, outcome: BatchOutcome, tensors: Sequence[TensorInput], inputs: str,
+                       caller: str) -> None:
+        """``append_many`` for a batch given as columns, whose items' tensors are ``tensors``' rows (row i is item
+        i's): the same entry, built without a call or an outcome per item."""
+        at = time.time()
+        count = min(len(outcome.request_ids), max(self.capacity - self._held, 0))
+        shared: dict[int, list[dict[str, str]]] = {}
+        threshold = float(outcome.threshold)
+        try:
+            logged = _stacked_inputs(tensors, inputs, count)
+            rows = [[outcome.request_ids[i], outcome.decisions[i]._name_, "", float(outcome.confidences[i]),
+                     float(outcome.raw_confidences[i]), threshold, outcome.predictions[i].label,
+                     _details_of({}, outcome.reasons[i], outcome.verifiers[i], caller, (), shared), 0.0,
+                     outcome.trace_id, *logged[i]] for i in range(count)]
+            batch = DecisionBatch(outcome.model, outcome.model_version, ModelKind.CLASSIFIER._value_,
+                                  tuple(outcome.request_ids[:count]), items_document(rows), at) if count else None
+        except Exception:
+            log.exception("decision log: the decisions of a batch (requests %r to %r) could not be made a row; they "
+                          "are dropped", outcome.request_ids[0], outcome.request_ids[-1])
+            count, batch = 0, None
+        with self._appending:
+            room = max(self.capacity - self._held, 0)
+            if batch is not None and count > room:  # others came meanwhile: what has no room is dropped
+                count, batch = 0, None
+            self.dropped += len(outcome.request_ids) - count
+            if batch is not None:
+                self._held += count
                 self._pending.append((next(self._seq), batch))
 
     # ------------------------------------------------------------------------------ control
@@ -322,27 +360,32 @@ def _answered_by(outcome: PredictOutcome) -> str:
 
 def _details(call: PredictCall | None, outcome: PredictOutcome,
              shared: dict[int, list[dict[str, str]]]) -> dict[str, Any]:
+    return _details_of(outcome.prediction.fields, outcome.reasons, outcome.verifiers,
+                       call.caller if call is not None else "", outcome.tiers, shared)
+
+
+def _details_of(fields: Mapping[str, ExtractedField], reasons: Sequence[Reason], verifiers: Sequence[VerifierOutcome],
+                caller: str, tiers: Sequence[TierOutcome], shared: dict[int, list[dict[str, str]]]) -> dict[str, Any]:
     """What a decision row keeps as JSON. ``shared``: the verifier lists made so far, by the id of the outcomes
     they were made from; a batch's items that share their verifier outcomes share the list."""
-    prediction = outcome.prediction
-    verifiers = shared.get(id(outcome.verifiers))
-    if verifiers is None:
-        verifiers = [{"name": v.name, "status": v.status._value_, "message": v.message} for v in outcome.verifiers]
-        shared[id(outcome.verifiers)] = verifiers
+    listed = shared.get(id(verifiers))
+    if listed is None:
+        listed = [{"name": v.name, "status": v.status._value_, "message": v.message} for v in verifiers]
+        shared[id(verifiers)] = listed
     details: dict[str, Any] = {
-        "fields": {name: [f.value, f.confidence] for name, f in prediction.fields.items()},
-        "reasons": [{"code": r.code._value_, "verifier": r.verifier, "message": r.message} for r in outcome.reasons],
-        "verifiers": verifiers,
+        "fields": {name: [f.value, f.confidence] for name, f in fields.items()},
+        "reasons": [{"code": r.code._value_, "verifier": r.verifier, "message": r.message} for r in reasons],
+        "verifiers": listed,
     }
-    if call is not None and call.caller:
-        details["caller"] = call.caller
-    if outcome.tiers:
+    if caller:
+        details["caller"] = caller
+    if tiers:
         details["tiers"] = [{"name": t.name, "kind": t.kind, "decision": t.decision.name, "confidence": t.confidence,
                              "cost": t.cost, "reasons": [r.code.value for r in t.reasons],
                              "label": None if t.prediction is None else t.prediction.label,
                              "fields": {} if t.prediction is None else {n: f.value
                                                                         for n, f in t.prediction.fields.items()}}
-                            for t in outcome.tiers]
+                            for t in tiers]
     return details
 
 
@@ -385,6 +428,27 @@ def _logged_input(call: PredictCall | None, policy: str) -> tuple[str, str | Non
         values = t.values
         digest.update(values if values.flags.c_contiguous else values.tobytes())  # the same bytes, not copied
     return "hash", digest.hexdigest()
+
+
+def _stacked_inputs(tensors: Sequence[TensorInput], policy: str, count: int) -> list[tuple[str, str | None]]:
+    """``_logged_input`` of each of the first ``count`` items whose tensors are ``tensors``' rows."""
+    if policy == "none":
+        return [("none", None)] * count
+    rows = [(t.name, t.dtype, tuple(t.shape[1:]), t.values.reshape(t.shape[0], -1)) for t in tensors]
+    if policy == "full":
+        return [("full", orjson.dumps({"tensors": [{"name": name, "dtype": dtype, "shape": list(shape),
+                                                    "values": values[i].tolist()}
+                                                   for name, dtype, shape, values in rows]}).decode())
+                for i in range(count)]
+    headers = [(_tensor_header(name, dtype, shape), values) for name, dtype, shape, values in rows]
+    logged = []
+    for i in range(count):
+        digest = hashlib.sha256()
+        for header, values in headers:
+            digest.update(header)
+            digest.update(values[i])  # a row of a C-contiguous array: its bytes, not copied
+        logged.append(("hash", digest.hexdigest()))
+    return logged
 
 
 @functools.lru_cache(maxsize=256)

@@ -28,6 +28,7 @@ from smallguard.server.domain.errors import (
     echoed,
 )
 from smallguard.server.domain.predictions import (
+    BatchOutcome,
     Decision,
     PredictCall,
     PredictOutcome,
@@ -35,6 +36,7 @@ from smallguard.server.domain.predictions import (
     ReasonCode,
     TensorInput,
     TierOutcome,
+    VerifierOutcome,
 )
 from smallguard.server.observability import drift
 from smallguard.server.transport.auth import caller
@@ -181,9 +183,20 @@ def batch_calls(request: pb.PredictBatchRequest,
     item. Raises InvalidInputError when the stacked inputs do not make a batch (the call fails as a whole)."""
     if not request.inputs:
         return [batch_item(item, deadline) for item in request.items]
-    stacked = _stacked(request.inputs)
+    return stacked_calls(stacked_tensors(request), request.items, deadline)
+
+
+def stacked_tensors(request: pb.PredictBatchRequest) -> list[TensorInput]:
+    """The batch's stacked inputs, decoded; InvalidInputError when they do not make a batch (the call fails as a
+    whole): a name given twice, an input without a first dimension, inputs of different row counts."""
+    return _stacked(request.inputs)
+
+
+def stacked_calls(stacked: Sequence[TensorInput], items: Sequence[pb.PredictRequest],
+                  deadline: float | None = None) -> list[PredictCall | InvalidInputError]:
+    """Each item's call from the stacked inputs' rows (views: nothing is copied per item) and ``items``, when
+    given, the rest of each item; InvalidInputError when there are items but not one per row."""
     rows = stacked[0].shape[0]
-    items = request.items
     if items and len(items) != rows:
         raise InvalidInputError(f"{len(items)} items for {rows} rows of the stacked inputs; expected one item per "
                                 "row (its request_id, context and caps), or none", "items")
@@ -296,31 +309,54 @@ def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
     return response
 
 
+def stacked_batch_response(outcome: BatchOutcome) -> pb.PredictBatchResponse:
+    """The response to a batch served over arrays: one result per item, each what ``predict_batch_response``
+    gives for the item's outcome."""
+    response = pb.PredictBatchResponse()
+    add = response.results.add
+    model, version, threshold, trace_id = outcome.model, outcome.model_version, outcome.threshold, outcome.trace_id
+    for request_id, decision, prediction, confidence, raw_confidence, reasons, verifiers in zip(
+            outcome.request_ids, outcome.decisions, outcome.predictions, outcome.confidences, outcome.raw_confidences,
+            outcome.reasons, outcome.verifiers, strict=True):
+        _fill_decision(add().response, request_id, model, version, decision, confidence, raw_confidence, threshold,
+                       trace_id, model, prediction, reasons, verifiers)
+    return response
+
+
 def _fill_response(response: pb.PredictResponse, outcome: PredictOutcome) -> None:
-    """Fill ``response`` (a new one, or a batch's entry, which then needs no copy): built on every Predict, so
-    scalars are assigned and repeated entries added one by one (with upb, 9.8 against 12.3 us for the
-    constructor with nested dicts, on a digits answer)."""
-    response.request_id = outcome.request_id
-    response.model = outcome.model
-    response.model_version = outcome.model_version
-    response.decision = _DECISION[outcome.decision]
-    response.confidence = outcome.confidence
-    response.raw_confidence = outcome.raw_confidence
-    response.threshold = outcome.threshold
-    response.trace_id = outcome.trace_id
-    response.answered_by = outcome.answered_by or outcome.model
-    _fill_answer(response, outcome.prediction)
-    add = response.reasons.add
-    for r in outcome.reasons:
-        add(code=_REASON[r.code], verifier=r.verifier, message=r.message)
-    add = response.verifiers.add
-    for o in outcome.verifiers:
-        add(name=o.name, use=o.use, status=_STATUS[o.status], message=o.message, on_fail=_DECISION[o.on_fail],
-            duration_ms=o.duration_ms)
+    """Fill ``response`` (a new one, or a batch's entry, which then needs no copy)."""
+    _fill_decision(response, outcome.request_id, outcome.model, outcome.model_version, outcome.decision,
+                   outcome.confidence, outcome.raw_confidence, outcome.threshold, outcome.trace_id,
+                   outcome.answered_by or outcome.model, outcome.prediction, outcome.reasons, outcome.verifiers)
     if outcome.tiers:
         response.cost = outcome.cost
         response.tiers.extend(_tier_result(entry) for entry in outcome.tiers)
         response.review_case = outcome.review_case
+
+
+def _fill_decision(response: pb.PredictResponse, request_id: str, model: str, version: str, decision: Decision,
+                   confidence: float, raw_confidence: float, threshold: float, trace_id: str, answered_by: str,
+                   prediction: Prediction, reasons: Sequence[Reason], verifiers: Sequence[VerifierOutcome]) -> None:
+    """Fill a response's decision: built for every Predict and every batch item, so scalars are assigned and
+    repeated entries added one by one (with upb, 9.8 against 12.3 us for the constructor with nested dicts, on a
+    digits answer)."""
+    response.request_id = request_id
+    response.model = model
+    response.model_version = version
+    response.decision = _DECISION[decision]
+    response.confidence = confidence
+    response.raw_confidence = raw_confidence
+    response.threshold = threshold
+    response.trace_id = trace_id
+    response.answered_by = answered_by
+    _fill_answer(response, prediction)
+    add = response.reasons.add
+    for r in reasons:
+        add(code=_REASON[r.code], verifier=r.verifier, message=r.message)
+    add = response.verifiers.add
+    for o in verifiers:
+        add(name=o.name, use=o.use, status=_STATUS[o.status], message=o.message, on_fail=_DECISION[o.on_fail],
+            duration_ms=o.duration_ms)
 
 
 def _fill_answer(response: pb.PredictResponse | pb.TierResult, prediction: Prediction) -> None:

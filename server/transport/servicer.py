@@ -63,8 +63,15 @@ class GuardService:
 
         def work() -> pb.PredictBatchResponse:
             converters.batch_size(request, self._max_batch_items)  # before any item is decoded
-            results = self._guard.predict_batch(request.model, request.version,
-                                                converters.batch_calls(request, deadline))
+            if not request.inputs or request.items:
+                calls = converters.batch_calls(request, deadline)
+            else:  # stacked inputs alone: served over arrays, unless the guard serves them item by item
+                tensors = converters.stacked_tensors(request)
+                outcome = self._guard.predict_stacked(request.model, request.version, tensors, deadline, caller())
+                if outcome is not None:
+                    return converters.stacked_batch_response(outcome)
+                calls = converters.stacked_calls(tensors, (), deadline)
+            results = self._guard.predict_batch(request.model, request.version, calls)
             return converters.predict_batch_response(results, self._guard.reject)
         return _answer(context, work, self._guard.reject)
 

@@ -259,6 +259,12 @@ class DriftMonitor:
             return
         self._queue(inputs, confidences, [decision - 1 for decision in decisions])
 
+    def observe_stacked(self, feeds: Mapping[str, np.ndarray], confidences: Sequence[float],
+                        decisions: Sequence[Decision]) -> None:
+        """``observe_many`` for a batch whose feeds hold every prediction's inputs, a row each."""
+        self._queue(tuple([feeds[name] for name in self._input_names]), confidences,
+                    [decision - 1 for decision in decisions])
+
     def _queue(self, inputs: tuple[np.ndarray, ...], confidences: Sequence[float], decisions: Sequence[int]) -> None:
         with self._pending_lock:
             first = not self._waiting
