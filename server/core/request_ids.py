@@ -50,6 +50,21 @@ def new_request_id() -> str:
     return draw.prefix + draw.pool[start:start + _RANDOM_BYTES].hex()
 
 
+def new_batch_ids(count: int) -> tuple[str, list[str]]:
+    """Request ids for a batch's ``count`` items that name the batch: a key of 28 hex digits (the millisecond,
+    then 64 random bits) and each item's place in the batch (4 digits), so the store finds an item's decision
+    from its id alone, without an index entry per item (``store.batch_records``). ("", an id each from
+    ``new_request_id``) for a batch of more than 65,536 items. Knowing one item's id tells its batch's other ids,
+    which only the caller that sent the batch was given; another still has 2**64 keys to guess."""
+    if count > _BATCH_PLACES:
+        return "", [new_request_id() for _ in range(count)]
+    key = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}{os.urandom(8).hex()}"
+    return key, [f"{key}{place:04x}" for place in range(count)]
+
+
+_BATCH_PLACES = 1 << 16
+BATCH_KEY = 28  # hex digits of a batch's key, before an item's place (4)
+
 MAX_REQUEST_ID = 256  # characters
 
 

@@ -23,7 +23,7 @@ from smallguard.server.core.classifier import ClassifierHead
 from smallguard.server.core.inputs import stacked_feeds
 from smallguard.server.core.models import LoadedModel
 from smallguard.server.core.policy import decide_many, escalate_when_drifted
-from smallguard.server.core.request_ids import new_request_id
+from smallguard.server.core.request_ids import new_batch_ids
 from smallguard.server.core.verifier_runner import VerifierRunner
 from smallguard.server.domain.predictions import BatchOutcome, TensorInput
 
@@ -62,6 +62,6 @@ def serve(runner: VerifierRunner, model: LoadedModel, tensors: Sequence[TensorIn
             drifted = [escalate_when_drifted(decision, why, message) for decision, why in zip(decisions, reasons,
                                                                                                strict=True)]
             decisions, reasons = [decision for decision, _ in drifted], [why for _, why in drifted]
-    return BatchOutcome(spec.name, spec.version, model.threshold, trace_id, [new_request_id() for _ in range(count)],
-                        decisions, columns.predictions, columns.confidences, columns.raw_confidences, reasons,
-                        list(outcomes))
+    key, request_ids = new_batch_ids(count)
+    return BatchOutcome(spec.name, spec.version, model.threshold, trace_id, request_ids, decisions,
+                        columns.predictions, columns.confidences, columns.raw_confidences, reasons, list(outcomes), key)

@@ -160,3 +160,4 @@ class BatchOutcome:
     raw_confidences: list[float]
     reasons: list[tuple[Reason, ...]]
     verifiers: list[tuple[VerifierOutcome, ...]]
+    key: str = ""  # the batch's key, which each of its request ids begins with ("" for ids of their own)

@@ -10,11 +10,13 @@ item's entry at it; the row is the one the item would have had, written alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from smallguard.server.store.schema import batch_items, decision_batches, decisions
 
@@ -22,6 +24,9 @@ from smallguard.server.store.schema import batch_items, decision_batches, decisi
 ITEM_COLUMNS = ("request_id", "decision", "answered_by", "confidence", "raw_confidence", "threshold", "label",
                 "details", "cost", "trace_id", "input_logged", "input")
 _ITEMS_A_STATEMENT = 200  # 600 parameters: within SQLite's oldest limit (999)
+_KEY = 28  # hex digits of a batch's key (request_ids.BATCH_KEY), then 4 of an item's place
+_KEYED = _KEY + 4
+_HEX = re.compile("[0-9a-f]+")
 
 
 class DecisionBatch(NamedTuple):
@@ -34,6 +39,7 @@ class DecisionBatch(NamedTuple):
     request_ids: tuple[str, ...]
     items: str
     at: float
+    key: str = ""  # what each request id begins with when the server made them, "" when the ids are their own
 
 
 class BatchItem(NamedTuple):
@@ -43,6 +49,7 @@ class BatchItem(NamedTuple):
     position: int
     at: float
     decision_id: int | None
+    indexed: bool = True  # the item has its entry in batch_items (a batch with a key has none until feedback)
 
 
 def items_document(rows: Sequence[list[Any]]) -> str:
@@ -52,8 +59,14 @@ def items_document(rows: Sequence[list[Any]]) -> str:
 
 
 def insert_batch(connection: Connection, batch: DecisionBatch, postgres: bool) -> None:
-    """Write ``batch``: its row, then its items' entries, by statements of up to ``_ITEMS_A_STATEMENT``."""
+    """Write ``batch``: its row, then (for a batch without a key) its items' entries, by statements of up to
+    ``_ITEMS_A_STATEMENT``."""
     mark = "%s" if postgres else "?"
+    if batch.key:  # its items are found from their ids: one row is all
+        connection.exec_driver_sql(
+            f"INSERT INTO decision_batches (model, version, kind, items, at, key) VALUES ({', '.join([mark] * 6)})",
+            (batch.model, batch.version, batch.kind, batch.items, batch.at, batch.key))
+        return
     batch_id = connection.exec_driver_sql(
         f"INSERT INTO decision_batches (model, version, kind, items, at) VALUES ({', '.join([mark] * 5)}) "
         "RETURNING id", (batch.model, batch.version, batch.kind, batch.items, batch.at)).scalar_one()
@@ -69,13 +82,33 @@ def insert_batch(connection: Connection, batch: DecisionBatch, postgres: bool) -
 
 
 def first_item(connection: Connection, request_id: str) -> BatchItem | None:
-    """The first batch item logged with ``request_id`` (first by batch, then by place in it), or None."""
+    """The first batch item logged with ``request_id`` (first by batch, then by place in it), or None: an item
+    with an entry in batch_items, or one whose id names its batch's key and its place."""
     row = connection.execute(
         select(batch_items.c.batch_id, batch_items.c.position, decision_batches.c.at, batch_items.c.decision_id)
         .join(decision_batches, decision_batches.c.id == batch_items.c.batch_id)
         .where(batch_items.c.request_id == request_id)
         .order_by(batch_items.c.batch_id, batch_items.c.position).limit(1)).first()
-    return None if row is None else BatchItem(*row)
+    keyed = _keyed_item(connection, request_id)
+    if row is None or (keyed is not None and keyed.batch_id < row.batch_id):
+        return keyed
+    return BatchItem(*row)
+
+
+def _keyed_item(connection: Connection, request_id: str) -> BatchItem | None:
+    """The item ``request_id`` names in a batch with a key (``request_ids.new_batch_ids``), or None. Its entry
+    in batch_items, if a feedback made one, is found above."""
+    if len(request_id) != _KEYED or not _HEX.fullmatch(request_id):
+        return None
+    batch = connection.execute(select(decision_batches.c.id, decision_batches.c.at, decision_batches.c["items"])
+                               .where(decision_batches.c.key == request_id[:_KEY])).first()
+    if batch is None:
+        return None
+    position = int(request_id[_KEY:], 16)
+    rows = orjson.loads(batch.items)["rows"]
+    if position >= len(rows) or rows[position][0] != request_id:  # a place past the batch's end
+        return None
+    return BatchItem(batch.id, position, batch.at, None, indexed=False)
 
 
 def item_row(connection: Connection, item: BatchItem) -> dict[str, Any]:
@@ -103,11 +136,25 @@ def _as_row(columns: Sequence[str], values: Sequence[Any], model: str, version: 
     return {**row, "model": model, "version": version, "kind": kind, "at": at}
 
 
+def exists(connection: Connection, batch_id: int) -> bool:
+    """Whether the batch is still kept (retention has not removed it)."""
+    found = connection.execute(select(decision_batches.c.id).where(decision_batches.c.id == batch_id)).first()
+    return found is not None
+
+
 def materialize(connection: Connection, item: BatchItem) -> int | None:
     """Write the item's decision as a decisions row and point its entry at it; the row's id. None when
     another transaction did it first (this one must then be rolled back, and the entry read again)."""
-    decision_id = connection.execute(insert(decisions).values(item_row(connection, item))
-                                     .returning(decisions.c.id)).scalar_one()
+    row = item_row(connection, item)
+    decision_id = connection.execute(insert(decisions).values(row).returning(decisions.c.id)).scalar_one()
+    if not item.indexed:  # its entry now, with its row: another transaction's same entry fails the key
+        try:
+            with connection.begin_nested():
+                connection.execute(insert(batch_items).values(batch_id=item.batch_id, position=item.position,
+                                                              request_id=row["request_id"], decision_id=decision_id))
+        except IntegrityError:
+            return None
+        return decision_id
     claimed = connection.execute(
         update(batch_items).where(and_(batch_items.c.batch_id == item.batch_id,
                                        batch_items.c.position == item.position, batch_items.c.decision_id.is_(None)))

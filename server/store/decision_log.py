@@ -138,7 +138,8 @@ class DecisionLog:
                      _details_of({}, outcome.reasons[i], outcome.verifiers[i], caller, (), shared), 0.0,
                      outcome.trace_id, *logged[i]] for i in range(count)]
             batch = DecisionBatch(outcome.model, outcome.model_version, ModelKind.CLASSIFIER._value_,
-                                  tuple(outcome.request_ids[:count]), items_document(rows), at) if count else None
+                                  tuple(outcome.request_ids[:count]), items_document(rows), at,
+                                  outcome.key) if count else None
         except Exception:
             log.exception("decision log: the decisions of a batch (requests %r to %r) could not be made a row; they "
                           "are dropped", outcome.request_ids[0], outcome.request_ids[-1])

@@ -166,9 +166,11 @@ class Store:
                     current = connection.execute(
                         select(batch_items.c.decision_id).where(batch_items.c.batch_id == item.batch_id,
                                                                 batch_items.c.position == item.position)).first()
-                    if current is None or current.decision_id is not None:
-                        return None if current is None else current.decision_id
-                    decision_id = batch_records.materialize(connection, item)
+                    if current is not None and current.decision_id is not None:
+                        return current.decision_id
+                    if not batch_records.exists(connection, item.batch_id):
+                        return None
+                    decision_id = batch_records.materialize(connection, item._replace(indexed=current is not None))
                     if decision_id is None:
                         raise _Raced  # rolls back this transaction's row: the other one's stands
                     return decision_id

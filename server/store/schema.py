@@ -69,11 +69,17 @@ decision_batches = Table(
     Column("kind", String(20), nullable=False),
     Column("items", Text, nullable=False),
     Column("at", Float, nullable=False),  # seconds since the epoch
+    # what each of the batch's request ids begins with, when the server made them (``request_ids.new_batch_ids``):
+    # an item is then found from its id, with no entry of its own in ``batch_items``
+    Column("key", String(28)),
     Index("ix_decision_batches_at", "at"),
+    Index("ix_decision_batches_key", "key", unique=True, sqlite_where=text("key IS NOT NULL"),
+          postgresql_where=text("key IS NOT NULL")),
 )
 
-# Each batch item's request id, for Feedback to find it. ``decision_id``: the item's decision once a feedback
-# made it a row of ``decisions`` (what a feedback row points at); null until then.
+# A batch item's request id, for Feedback to find it: each item of a batch without a key, and an item of a batch
+# with one once a feedback made its decision a row. ``decision_id``: that row of ``decisions`` (what a feedback row
+# points at); null until then.
 batch_items = Table(
     "batch_items", metadata,
     Column("batch_id", Id, ForeignKey("decision_batches.id", ondelete="CASCADE"), primary_key=True,

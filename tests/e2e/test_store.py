@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -217,26 +218,31 @@ def test_a_worker_killed_mid_burst_of_resolutions_loses_none_it_acknowledged(tmp
 def test_each_item_of_a_batch_is_judged_by_feedback_on_any_worker_and_read_back_in_the_decision_log_view(
         tmp_path: Path) -> None:
     """A batch's decisions are one row in the store; each item is still found by its request id, on either
-    worker, once, and the ``decision_log`` view shows it as the row it would have been alone."""
+    worker, once, and the ``decision_log`` view shows it as the row it would have been alone: items sent one
+    message each (with ids of the server's, and of the caller's), and stacked inputs (served over arrays, with
+    ids made from the batch's key)."""
     port = free_port()
     path = tmp_path / "store.sqlite3"
-    rows = digits_rows()[:96]
+    rows = digits_rows()[:160]
     given = [f"caller-{i}" for i in range(32)]  # the second batch's items bring their own ids
+    stacked = np.asarray([row["pixels"] for row in rows[96:]], dtype="<f4")
     with serving("--workers", "2", "--store", f"sqlite:///{path}", port=port), \
             grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = guard_pb2_grpc.GuardStub(channel)
         batches = [pb.PredictBatchRequest(model="digits", items=[digits_request(row["pixels"]) for row in rows[:64]]),
                    pb.PredictBatchRequest(model="digits", items=[
                        digits_request(row["pixels"], request_id=request_id)
-                       for row, request_id in zip(rows[64:], given, strict=True)])]
+                       for row, request_id in zip(rows[64:96], given, strict=True)]),
+                   pb.PredictBatchRequest(model="digits", inputs=[pb.Tensor(
+                       name="pixels", dtype=pb.FLOAT32, shape=[64, 64], raw_contents=stacked.tobytes())])]
         answers = [result.response for batch in batches for result in stub.PredictBatch(batch, timeout=30).results]
         ids = [answer.request_id for answer in answers]
-        assert ids[64:] == given
+        assert ids[64:96] == given and len({i[:28] for i in ids[96:]}) == 1  # the stacked batch's key
         with ThreadPoolExecutor(8) as pool:
-            judged = list(pool.map(lambda i: feedback_on_a_new_channel(port, ids[i], rows[i]["label"]), range(96)))
-            again = list(pool.map(lambda i: feedback_on_a_new_channel(port, ids[i], rows[i]["label"]), range(96)))
+            judged = list(pool.map(lambda i: feedback_on_a_new_channel(port, ids[i], rows[i]["label"]), range(160)))
+            again = list(pool.map(lambda i: feedback_on_a_new_channel(port, ids[i], rows[i]["label"]), range(160)))
         with pytest.raises(grpc.RpcError) as conflict:
-            feedback_on_a_new_channel(port, ids[0], "9" if rows[0]["label"] != "9" else "8")
+            feedback_on_a_new_channel(port, ids[100], "9" if rows[100]["label"] != "9" else "8")
     assert [(r.request_id, r.duplicate) for r in judged] == [(i, False) for i in ids]
     assert [(r.request_id, r.duplicate) for r in again] == [(i, True) for i in ids]
     assert [r.decision for r in judged] == [a.decision for a in answers]
@@ -248,4 +254,4 @@ def test_each_item_of_a_batch_is_judged_by_feedback_on_any_worker_and_read_back_
                   for table in ("decision_batches", "batch_items", "decisions", "feedback")]
     assert logged == [(a.request_id, pb.Decision.Name(a.decision), a.classification.label, a.confidence, 1)
                       for a in answers]
-    assert counts == [2, 96, 96, 96]  # each judged item made a decisions row, once
+    assert counts == [3, 160, 160, 160]  # each judged item made a decisions row (and a keyed one its entry), once

@@ -8,13 +8,16 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 
+from smallguard.server.core.request_ids import new_batch_ids
 from smallguard.server.domain.predictions import Decision, PredictCall, PredictOutcome, TensorInput, TierOutcome
-from smallguard.server.store import DecisionLog, FeedbackRow, Store, open_store
+from smallguard.server.store import DecisionLog, FeedbackRow, Store, decision_log, open_store
+from smallguard.server.store.batch_records import DecisionBatch, items_document
 from smallguard.server.store.decision_log import decision_row
 from smallguard.server.store.records import DECISION_COLUMNS
-from smallguard.server.store.schema import decision_batches, decisions
+from smallguard.server.store.schema import batch_items, decision_batches, decisions
 from smallguard.verifiers import LabelScore, ModelKind, Prediction
 from tests.store.test_decision_log import outcome, rows
 
@@ -40,12 +43,35 @@ def batch_of(count: int, prefix: str = "b") -> list:
     return items
 
 
-def written(store_url: str, items: list, inputs: str = "hash") -> tuple[DecisionLog, float]:
+@pytest.fixture(params=["ids of their own", "keyed ids"])
+def keyed(request: pytest.FixtureRequest) -> bool:
+    """A batch whose items brought their ids (an entry each in batch_items), or one whose ids the server made from
+    the batch's key (found from the id alone: no entry until a feedback makes one)."""
+    return request.param == "keyed ids"
+
+
+def append(log: DecisionLog, items: list, inputs: str, keyed: bool) -> list:
+    """Append ``items`` as one batch; the items, with the ids the batch gave them."""
+    if not keyed:
+        log.append_many(items, inputs)
+        return items
+    key, ids = new_batch_ids(len(items))
+    items = [(call, dataclasses.replace(result, request_id=i)) for (call, result), i in zip(items, ids, strict=True)]
+    first = items[0][1]
+    rows = [decision_log._item(call, result, inputs, {}) for call, result in items]
+    batch = DecisionBatch(first.model, first.model_version, "classifier", tuple(ids), items_document(rows), time.time(),
+                          key)
+    with log._appending:
+        log._held += len(items)
+        log._pending.append((next(log._seq), batch))
+    return items
+
+
+def written(store_url: str, items: list, inputs: str = "hash", keyed: bool = False) -> tuple[DecisionLog, list]:
     log = DecisionLog(open_store(store_url), flush_interval_s=0.01)
-    before = time.time()
-    log.append_many(items, inputs)
+    items = append(log, items, inputs, keyed)
     assert log.flush(10)
-    return log, before
+    return log, items
 
 
 def columns(row: sa.Row) -> tuple:
@@ -57,12 +83,13 @@ def count(store: Store, table: sa.Table) -> int:
         return connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
 
 
-def test_a_batch_is_one_row_and_reads_back_as_the_rows_its_decisions_would_have_been(store_url: str) -> None:
-    items = batch_of(70)
-    log, _ = written(store_url, items)
+def test_a_batch_is_one_row_and_reads_back_as_the_rows_its_decisions_would_have_been(store_url: str,
+                                                                                     keyed: bool) -> None:
+    log, items = written(store_url, batch_of(70), keyed=keyed)
     back = rows(log.store)
     at = back[0].at
     assert (count(log.store, decision_batches), count(log.store, decisions)) == (1, 0)
+    assert count(log.store, batch_items) == (0 if keyed else 70)
     assert [columns(row) for row in back] == [decision_row(call, result, "hash", at) for call, result in items]
     assert [(row.id, row.batch_id is not None, row.position) for row in back] == [(None, True, i) for i in range(70)]
     assert log.written_rows == 70 and log.pending == 0
@@ -70,31 +97,36 @@ def test_a_batch_is_one_row_and_reads_back_as_the_rows_its_decisions_would_have_
     log.store.close()
 
 
-def test_feedback_finds_a_batch_item_and_judges_the_row_it_would_have_had(store_url: str) -> None:
-    items = batch_of(5)
-    log, _ = written(store_url, items, "none")
+def test_feedback_finds_a_batch_item_and_judges_the_row_it_would_have_had(store_url: str, keyed: bool) -> None:
+    log, items = written(store_url, batch_of(5), "none", keyed)
     store = log.store
-    found = store.first_decision("b1")
+    ids = [result.request_id for _, result in items]
+    found = store.first_decision(ids[1])
     assert (found.request_id, found.model, found.decision, found.answered_by, found.label) == (
-        "b1", "digits", "ANSWER", "bigger", "1")
-    assert store.first_decision("b1").id == found.id  # made a row once
+        ids[1], "digits", "ANSWER", "bigger", "1")
+    assert store.first_decision(ids[1]).id == found.id  # made a row once
+    assert count(store, batch_items) == (1 if keyed else 5)
     assert store.add_feedback(found, FeedbackRow("1", True, (), True, found.confidence, ()), time.time()) is None
     with store.engine.connect() as connection:
         [row] = connection.execute(sa.select(decisions)).all()
     assert columns(row) == decision_row(items[1][0], items[1][1], "none", row.at)
     view = rows(store)  # the item once, now as its decisions row
-    assert [(r.request_id, r.id) for r in view] == [("b0", None), ("b1", found.id), ("b2", None), ("b3", None),
-                                                    ("b4", None)]
+    assert [(r.request_id, r.id) for r in view] == [(ids[0], None), (ids[1], found.id), (ids[2], None),
+                                                    (ids[3], None), (ids[4], None)]
     assert store.first_decision("nobody") is None
+    if keyed:  # the batch's key, but no such place in it; a key no batch has
+        assert store.first_decision(ids[0][:-4] + "0005") is None
+        assert store.first_decision("f" * 28 + "0001") is None
     log.close()
     store.close()
 
 
-def test_many_readers_make_a_batch_item_one_row(store_url: str) -> None:
-    log, _ = written(store_url, batch_of(3))
+def test_many_readers_make_a_batch_item_one_row(store_url: str, keyed: bool) -> None:
+    log, items = written(store_url, batch_of(3), keyed=keyed)
+    wanted = items[2][1].request_id
     stores = [open_store(store_url) for _ in range(4)]  # as four processes would
     found: list[int] = []
-    threads = [threading.Thread(target=lambda s=s: found.append(s.first_decision("b2").id)) for s in stores]
+    threads = [threading.Thread(target=lambda s=s: found.append(s.first_decision(wanted).id)) for s in stores]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -121,22 +153,24 @@ def test_a_request_id_in_a_batch_and_alone_belongs_to_the_earlier(store_url: str
     log.store.close()
 
 
-def test_retention_removes_old_batches_their_items_and_the_rows_feedback_made(store_url: str) -> None:
-    log, _ = written(store_url, batch_of(3, "old"))
+def test_retention_removes_old_batches_their_items_and_the_rows_feedback_made(store_url: str, keyed: bool) -> None:
+    log, old = written(store_url, batch_of(3, "old"), keyed=keyed)
     store = log.store
-    log.append_many(batch_of(2, "new"), "none")
+    new = append(log, batch_of(2, "new"), "none", keyed)
     assert log.flush(10)
-    judged = store.first_decision("old0")
+    judged = store.first_decision(old[0][1].request_id)
     store.add_feedback(judged, FeedbackRow("0", True, (), True, 0.5, ()), time.time())
     month_ago = time.time() - 40 * 86_400
     with store.engine.begin() as connection:
         connection.execute(sa.update(decision_batches).where(decision_batches.c.id == 1).values(at=month_ago))
         connection.execute(sa.update(decisions).values(at=month_ago))
     assert store.purge(time.time() - 30 * 86_400) == 2  # the batch, and the row its judged item became
-    assert [r.request_id for r in rows(store)] == ["new0", "new1"]
-    assert store.first_decision("old1") is None and store.first_decision("new1") is not None
+    assert [r.request_id for r in rows(store)] == [result.request_id for _, result in new]
+    assert store.first_decision(old[1][1].request_id) is None
+    assert store.first_decision(new[1][1].request_id) is not None
     with store.engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT count(*) FROM batch_items")).scalar_one() == 2
+        entries = connection.execute(sa.text("SELECT count(*) FROM batch_items")).scalar_one()
+        assert entries == (1 if keyed else 2)  # keyed: the one found above
         assert connection.execute(sa.text("SELECT count(*) FROM feedback")).scalar_one() == 0
     log.close()
     store.close()

@@ -25,8 +25,12 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(20), nullable=False),
         sa.Column("items", sa.Text, nullable=False),
         sa.Column("at", sa.Float, nullable=False),
+        sa.Column("key", sa.String(28)),
     )
     op.create_index("ix_decision_batches_at", "decision_batches", ["at"])
+    keyed = sa.text("key IS NOT NULL")
+    op.create_index("ix_decision_batches_key", "decision_batches", ["key"], unique=True, sqlite_where=keyed,
+                    postgresql_where=keyed)
     op.create_table(
         "batch_items",
         sa.Column("batch_id", Id, sa.ForeignKey("decision_batches.id", ondelete="CASCADE"), primary_key=True,
@@ -67,8 +71,8 @@ SELECT i.decision_id, b.id, r.key, json_extract(r.value, '$[0]'), b.model, b.ver
     json_extract(r.value, '$[4]'), json_extract(r.value, '$[5]'), json_extract(r.value, '$[6]'),
     json_extract(r.value, '$[7]'), json_extract(r.value, '$[8]'), json_extract(r.value, '$[9]'),
     json_extract(r.value, '$[10]'), json_extract(r.value, '$[11]'), b.at
-FROM decision_batches b, json_each(b.items, '$.rows') r
-JOIN batch_items i ON i.batch_id = b.id AND i.position = r.key""",
+FROM decision_batches b JOIN json_each(b.items, '$.rows') r
+LEFT JOIN batch_items i ON i.batch_id = b.id AND i.position = r.key""",
     "postgresql": f"""CREATE VIEW decision_log AS
 {_ALONE}
 UNION ALL
@@ -77,5 +81,5 @@ SELECT i.decision_id, b.id, (r.n - 1)::integer, r.v->>0, b.model, b.version, b.k
     (r.v->7)::text, (r.v->>8)::double precision, r.v->>9, r.v->>10, r.v->>11, b.at
 FROM decision_batches b
 CROSS JOIN LATERAL json_array_elements(b.items::json -> 'rows') WITH ORDINALITY AS r(v, n)
-JOIN batch_items i ON i.batch_id = b.id AND i.position = r.n - 1""",
+LEFT JOIN batch_items i ON i.batch_id = b.id AND i.position = r.n - 1""",
 }
