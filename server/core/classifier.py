@@ -83,9 +83,9 @@ class ClassifierHead:
         tops = np.argsort(-calibrated, axis=1, kind="stable")[:, :self._top_k]
         rows = np.arange(len(calibrated))
         best = tops[:, 0]
-        labels, kind = self._labels, ModelKind.CLASSIFIER
+        labels = self._labels
         confidences = calibrated[rows, best].tolist()
-        predictions = [Prediction(kind, labels[top[0]], confidence, tuple([LabelScore(labels[i], row[i]) for i in top]))
+        predictions = [classification(labels[top[0]], confidence, tuple([label_score(labels[i], row[i]) for i in top]))
                        for row, top, confidence in zip(calibrated.tolist(), tops.tolist(), confidences, strict=True)]
         return Classified(predictions, confidences, raw[rows, best].tolist())
 
@@ -100,3 +100,32 @@ class ClassifierHead:
             top_k=tuple(LabelScore(labels[i], calibrated[i]) for i in order),
         )
         return HeadResult(prediction, calibrated[best], raw[best])
+
+
+# A batch builds a Prediction and its top k LabelScores per row. They are the SDK's frozen dataclasses, whose
+# __init__ sets each field through object.__setattr__: setting the slots directly builds the same objects in
+# 1.2 against 1.85 us for a top 3 (2026-12-04). tests/core/test_classifier.py checks that these set every field
+# the classes declare, and that what they build equals what the constructors build.
+_new = object.__new__
+_score_label, _score_probability = LabelScore.label.__set__, LabelScore.probability.__set__  # type: ignore[attr-defined]
+_kind, _label, _probability, _top_k, _fields = (getattr(Prediction, name).__set__
+                                                for name in ("kind", "label", "probability", "top_k", "fields"))
+
+
+def label_score(label: str, probability: float) -> LabelScore:
+    """``LabelScore(label, probability)``."""
+    score = _new(LabelScore)
+    _score_label(score, label)
+    _score_probability(score, probability)
+    return score
+
+
+def classification(label: str, probability: float, top_k: tuple[LabelScore, ...]) -> Prediction:
+    """``Prediction(ModelKind.CLASSIFIER, label, probability, top_k)``."""
+    prediction = _new(Prediction)
+    _kind(prediction, ModelKind.CLASSIFIER)
+    _label(prediction, label)
+    _probability(prediction, probability)
+    _top_k(prediction, top_k)
+    _fields(prediction, {})
+    return prediction

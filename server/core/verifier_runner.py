@@ -88,6 +88,9 @@ class VerifierRunner:
         columns = [self._inline_many(bound, predictions, frozen, budget_ms) for bound in verifiers]
         # items whose verifiers answered them with the same outcomes share one tuple: what reads the outcomes
         # (the policy, the metrics, the decision log) works each distinct tuple out once
+        if len(columns) == 1:
+            alone: dict[int, tuple[VerifierOutcome, ...]] = {}
+            return [alone.get(id(outcome)) or alone.setdefault(id(outcome), (outcome,)) for outcome in columns[0]]
         shared: dict[tuple[int, ...], tuple[VerifierOutcome, ...]] = {}
         return [shared.setdefault(tuple(map(id, row)), row) for row in zip(*columns, strict=True)]
 

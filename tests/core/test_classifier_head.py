@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
+import pytest
 
-from smallguard.server.core.classifier import ClassifierHead
+from smallguard.server.core.classifier import ClassifierHead, classification, label_score
+from smallguard.verifiers import LabelScore, ModelKind, Prediction
 
 
 class GivenScores:
@@ -42,3 +45,17 @@ def test_ties_rank_in_label_order_in_a_batch_as_alone() -> None:
     batch = head.predict_batch({"row": np.arange(2, dtype=np.float32).reshape(-1, 1)})
     assert batch == [head.predict({"row": np.array([[i]], dtype=np.float32)}) for i in range(2)]
     assert [s.label for s in batch[0].prediction.top_k] == ["l0", "l1", "l2", "l40", "l41", "l42", "l43", "l44"]
+
+
+def test_a_batch_builds_the_sdk_objects_the_constructors_build_with_every_field_they_declare() -> None:
+    """``classification`` and ``label_score`` set the slots directly (a frozen dataclass's __init__ is slow): if the
+    SDK adds a field to Prediction or LabelScore, they must set it too."""
+    assert [f.name for f in dataclasses.fields(LabelScore)] == ["label", "probability"]
+    assert [f.name for f in dataclasses.fields(Prediction)] == ["kind", "label", "probability", "top_k", "fields"]
+    top = (label_score("7", 0.75), label_score("1", 0.25))
+    built = classification("7", 0.75, top)
+    assert top == (LabelScore("7", 0.75), LabelScore("1", 0.25))
+    assert built == Prediction(ModelKind.CLASSIFIER, "7", 0.75, (LabelScore("7", 0.75), LabelScore("1", 0.25)))
+    assert built.value("label") == "7" and built.fields == {} and hash(top[0]) == hash(LabelScore("7", 0.75))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.label = "1"  # type: ignore[misc]
