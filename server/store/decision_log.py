@@ -130,13 +130,20 @@ class DecisionLog:
         at = time.time()
         count = min(len(outcome.request_ids), max(self.capacity - self._held, 0))
         shared: dict[int, list[dict[str, str]]] = {}
-        threshold = float(outcome.threshold)
+        made: dict[tuple[int, int], dict[str, Any]] = {}  # items with the same reasons and verifier outcomes
+        threshold, trace_id = float(outcome.threshold), outcome.trace_id
         try:
-            logged = _stacked_inputs(tensors, inputs, count)
-            rows = [[outcome.request_ids[i], outcome.decisions[i]._name_, "", float(outcome.confidences[i]),
-                     float(outcome.raw_confidences[i]), threshold, outcome.predictions[i].label,
-                     _details_of({}, outcome.reasons[i], outcome.verifiers[i], caller, (), shared), 0.0,
-                     outcome.trace_id, *logged[i]] for i in range(count)]
+            rows = []
+            for request_id, decision, confidence, raw_confidence, prediction, reasons, verifiers, logged in zip(
+                    outcome.request_ids[:count], outcome.decisions, outcome.confidences, outcome.raw_confidences,
+                    outcome.predictions, outcome.reasons, outcome.verifiers, _stacked_inputs(tensors, inputs, count),
+                    strict=False):  # the first ``count`` items: those the buffer has room for
+                details = made.get((id(reasons), id(verifiers)))
+                if details is None:
+                    details = made[id(reasons), id(verifiers)] = _details_of({}, reasons, verifiers, caller, (),
+                                                                             shared)
+                rows.append([request_id, decision._name_, "", float(confidence), float(raw_confidence), threshold,
+                             prediction.label, details, 0.0, trace_id, *logged])
             batch = DecisionBatch(outcome.model, outcome.model_version, ModelKind.CLASSIFIER._value_,
                                   tuple(outcome.request_ids[:count]), items_document(rows), at,
                                   outcome.key) if count else None

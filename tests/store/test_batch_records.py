@@ -6,13 +6,21 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from smallguard.server.core.request_ids import new_batch_ids
-from smallguard.server.domain.predictions import Decision, PredictCall, PredictOutcome, TensorInput, TierOutcome
+from smallguard.server.domain.predictions import (
+    BatchOutcome,
+    Decision,
+    PredictCall,
+    PredictOutcome,
+    TensorInput,
+    TierOutcome,
+)
 from smallguard.server.store import DecisionLog, FeedbackRow, Store, decision_log, open_store
 from smallguard.server.store.batch_records import DecisionBatch, items_document
 from smallguard.server.store.decision_log import decision_row
@@ -174,3 +182,27 @@ def test_retention_removes_old_batches_their_items_and_the_rows_feedback_made(st
         assert connection.execute(sa.text("SELECT count(*) FROM feedback")).scalar_one() == 0
     log.close()
     store.close()
+
+
+def test_a_stacked_batch_past_the_buffers_room_keeps_its_first_items_and_counts_the_rest(tmp_path: Path) -> None:
+    log = DecisionLog(open_store(f"sqlite:///{tmp_path / 's.sqlite3'}"), capacity=5, flush_interval_s=60)
+    key, ids = new_batch_ids(8)
+    results = [classified(i, str(n), 0.9) for n, i in enumerate(ids)]
+    outcome = BatchOutcome("digits", "1.0.0", results[0].threshold, results[0].trace_id, ids,
+                           [r.decision for r in results], [r.prediction for r in results],
+                           [r.confidence for r in results], [r.raw_confidence for r in results],
+                           [r.reasons for r in results], [r.verifiers for r in results], key)
+    pixels = np.arange(8 * 64, dtype=np.float32).reshape(8, 64)
+    tensors = [TensorInput("pixels", "float32", (8, 64), pixels.reshape(-1))]
+    log.append(None, classified("alone", "1", 0.9), "none")
+    log.append_stacked(outcome, tensors, "hash", "team-a")
+    assert (log.pending, log.dropped) == (5, 4)
+    assert log.flush(10)
+    back = rows(log.store)
+    assert [r.request_id for r in back] == ["alone", *ids[:4]]
+    calls = [PredictCall("", tensors=(TensorInput("pixels", "float32", (64,), pixels[i]),), caller="team-a")
+             for i in range(4)]  # the items as calls of their own: what their rows would have been
+    assert [columns(r) for r in back[1:]] == [decision_row(call, result, "hash", back[1].at)
+                                              for call, result in zip(calls, results[:4], strict=True)]
+    log.close()
+    log.store.close()
