@@ -214,13 +214,8 @@ class DecisionLog:
         while not self._stopping:
             self._wake.wait(backoff if not self.up else self.flush_interval_s)
             self._wake.clear()
-            # what is buffered now, in transactions of up to batch_rows; what comes meanwhile waits for the next
-            # interval: draining it at once, under steady load, wrote transactions of the 64 or 128 rows a request
-            # or two had added, at twice the CPU a row of full ones
-            due = len(self._pending)
-            while due > 0:
-                batch = self._taken(due)
-                due -= len(batch)
+            while self._pending:
+                batch = self._taken(len(self._pending))
                 entries = self._rows_of(batch)
                 held = sum(len(entry.request_ids) if type(entry) is DecisionBatch else 1 for _, entry in batch)
                 try:
