@@ -79,7 +79,6 @@ class DecisionLog:
         self._appending = threading.Lock()
         self._written = 0  # the highest sequence number written (entries are written in order)
         self._done = threading.Condition()
-        self._flushing = 0  # callers of flush() waiting (under _done)
         self._wake = threading.Event()
         self._stopping = False
         # decisions not written: the buffer was full (the store slow or down), no row could be made of them, or
@@ -188,18 +187,14 @@ class DecisionLog:
         target = self._pending[-1][0] if self._pending else 0
         if target <= self._written:
             return True
+        self._wake.set()
         deadline = time.monotonic() + timeout_s
         with self._done:
-            self._flushing += 1  # the writer writes at once, without waiting for more
-            self._wake.set()
-            try:
-                while self._written < target:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not self._thread.is_alive():
-                        return False
-                    self._done.wait(left)
-            finally:
-                self._flushing -= 1
+            while self._written < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._done.wait(left)
         return True
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -221,7 +216,7 @@ class DecisionLog:
             self._wake.wait(backoff if not self.up else self.flush_interval_s)
             self._wake.clear()
             while self._pending:
-                if self._held < self.batch_rows // 4 and not self._stopping and not self._flushing:
+                if self._held < self.batch_rows // 4 and not self._stopping:
                     # a moment for more to come, so that a busy server's transactions are not of one or two
                     # requests each (a transaction costs about 100 us beside its rows): a stacked item went from
                     # 22.9 to 22.2 us (bench-ab, 2026-12-05). Waiting the whole interval kept single Predicts'
