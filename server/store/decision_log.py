@@ -69,7 +69,6 @@ class DecisionLog:
             raise ValueError("capacity and batch_rows must be >= 1, flush_interval_s and retention_days > 0")
         self.store = store
         self.capacity, self.flush_interval_s, self.batch_rows = capacity, flush_interval_s, batch_rows
-        self._settle_s = flush_interval_s / 10
         self.retention_s = retention_days * 86_400.0
         self._listeners: list[Callable[[bool, str], None]] = []
         # (sequence number, its row, what the writer builds it from, or a batch's decisions)
@@ -216,12 +215,6 @@ class DecisionLog:
             self._wake.wait(backoff if not self.up else self.flush_interval_s)
             self._wake.clear()
             while self._pending:
-                if self._held < self.batch_rows // 4 and not self._stopping:
-                    # a moment for more to come, so that a busy server's transactions are not of one or two
-                    # requests each (a transaction costs about 100 us beside its rows): a stacked item went from
-                    # 22.9 to 22.2 us (bench-ab, 2026-12-05). Waiting the whole interval kept single Predicts'
-                    # objects alive long enough to cost them 3% more CPU (README, "The store").
-                    self._wake.wait(self._settle_s)
                 batch = self._taken(len(self._pending))
                 entries = self._rows_of(batch)
                 held = sum(len(entry.request_ids) if type(entry) is DecisionBatch else 1 for _, entry in batch)
