@@ -181,13 +181,7 @@ def _log(log: Any, ids: list[str], decisions: list[Any], confidences: list[float
         items.append([request_id, decisions[i]._name_, "", confidences[i], raws[i], threshold, labels[i],
                       {"fields": {}, "reasons": listed, "verifiers": verifiers}, 0.0, "", "hash",
                       hashlib.sha256(_HEADER + pixels[i].tobytes()).hexdigest()])
-    batch = DecisionBatch(_MODEL, _VERSION, "classifier", tuple(ids), items_document(items), at)
-    with log._appending:  # as DecisionLog.append_many: a batch with no room is dropped and counted
-        if len(ids) > log.capacity - log._held:
-            log.dropped += len(ids)
-            return
-        log._held += len(ids)
-        log._pending.append((next(log._seq), batch))
+    log.append_batch(DecisionBatch(_MODEL, _VERSION, "classifier", tuple(ids), items_document(items), at))
 
 
 def _field(number: int, payload: bytes) -> bytes:

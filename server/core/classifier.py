@@ -104,7 +104,7 @@ class ClassifierHead:
 
 # A batch builds a Prediction and its top k LabelScores per row. They are the SDK's frozen dataclasses, whose
 # __init__ sets each field through object.__setattr__: setting the slots directly builds the same objects in
-# 1.2 against 1.85 us for a top 3 (2026-12-04). tests/core/test_classifier.py checks that these set every field
+# 1.2 against 1.85 us for a top 3 (2026-12-04). tests/core/test_classifier_head.py checks that these set every field
 # the classes declare, and that what they build equals what the constructors build.
 _new = object.__new__
 _score_label, _score_probability = LabelScore.label.__set__, LabelScore.probability.__set__  # type: ignore[attr-defined]

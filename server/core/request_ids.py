@@ -8,6 +8,9 @@ a row past 200,000 rows (2026-12-04, one table, 256 rows a transaction), where t
 append at the index's end and stayed at 9-10 us to a million rows. PostgreSQL's B-trees pay the
 same way.
 
+The items of a batch served over arrays get ids that name the batch instead (``new_batch_ids``): its key,
+the millisecond and 64 random bits, then the item's place.
+
 The 80 random bits keep an id unguessable: an id is what Feedback matches, and guessing one would
 let a caller judge someone else's prediction; knowing the millisecond leaves 2**80 ids to try.
 ``os.urandom`` is a system call that lets go of the interpreter lock, and on a busy server every

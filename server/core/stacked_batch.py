@@ -8,7 +8,8 @@ batch as one entry, and the metrics, the decision log and the response read the 
 
 ``serve`` returns None when the batch is not one it serves, and the guard then serves it item by item
 (``batch_steps``), as every other batch: a row that fails the checks (that path names each row's problem in
-its result), a model that is not a classifier, has escalation tiers or a fixed batch size, scores that hold
+its result), a model that is not a classifier, has escalation tiers or a fixed batch size smaller than the
+batch, scores that hold
 a NaN, a run or a verifier that raises (that path retries item by item), and a traced call (that path
 builds the span tree). ``tests/core/test_stacked_batch.py`` checks that both paths give the same decisions,
 reasons, verifier results, drift, metrics, decision log and response.
@@ -41,7 +42,7 @@ def serve(runner: VerifierRunner, model: LoadedModel, tensors: Sequence[TensorIn
     if feeds is None:
         return None
     count = len(next(iter(feeds.values())))
-    if model.onnx.batch_limit is not None and count > model.onnx.batch_limit:
+    if count == 0 or (model.onnx.batch_limit is not None and count > model.onnx.batch_limit):
         return None
     try:
         columns = head.predict_columns(feeds)

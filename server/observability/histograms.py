@@ -88,15 +88,15 @@ class OwnHistogram:
         """``record`` of each amount in turn, under one lock."""
         with self.lock:
             cell = self.cells.get(values)
-            if cell is None:
-                cell = self.cells[values] = _Cell(time.time_ns(), [0] * (len(self.boundaries) + 1))
-            counts, boundaries = cell.counts, self.boundaries
+            boundaries = self.boundaries
             for amount in amounts:
                 if not 0.0 <= amount < math.inf:
                     log.warning("Record amount %s is not finite and non-negative on Histogram %s, ignoring "
                                 "measurement.", amount, self.name)
                     continue
-                counts[bisect_left(boundaries, amount)] += 1
+                if cell is None:  # made by the first amount recorded, as record() makes it
+                    cell = self.cells[values] = _Cell(time.time_ns(), [0] * (len(boundaries) + 1))
+                cell.counts[bisect_left(boundaries, amount)] += 1
                 cell.count += 1
                 cell.total += amount
                 if amount < cell.low:

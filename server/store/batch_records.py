@@ -142,10 +142,10 @@ def exists(connection: Connection, batch_id: int) -> bool:
     return found is not None
 
 
-def materialize(connection: Connection, item: BatchItem) -> int | None:
-    """Write the item's decision as a decisions row and point its entry at it; the row's id. None when
-    another transaction did it first (this one must then be rolled back, and the entry read again)."""
-    row = item_row(connection, item)
+def materialize(connection: Connection, item: BatchItem, row: dict[str, Any]) -> int | None:
+    """Write the item's decision (``row``, from ``item_row``) as a decisions row and point its entry at it; the
+    row's id. None when another transaction did it first (this one must then be rolled back, and the entry read
+    again)."""
     decision_id = connection.execute(insert(decisions).values(row).returning(decisions.c.id)).scalar_one()
     if not item.indexed:  # its entry now, with its row: another transaction's same entry fails the key
         try:

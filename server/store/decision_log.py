@@ -1,14 +1,16 @@
 """The decision log: every Predict outcome written to the store off the request path.
 
-A request appends its decision to a bounded in-memory buffer; a writer thread writes what piled up in
-one transaction every ``flush_interval_s``. So a slow or absent database never slows Predict.
+A request appends its decision to a bounded in-memory buffer; a writer thread wakes every
+``flush_interval_s`` and writes what piled up, and what comes meanwhile, until the buffer is empty. So a slow
+or absent database never slows Predict.
 
 A batch's decisions become one entry as they are appended: each item's values (strings and numbers), its
 details still objects, encoded as one JSON document by one orjson call, which the store keeps as one row
-and an index entry per item (``batch_records``). What the buffer holds lives for a flush interval or
-longer, and a batch's calls and outcomes held that long are thousands of objects that every
-young-generation collection walks; its entry is a few strings. A single Predict's decision is made a row
-by the writer: building it on the request path cost 7% more CPU per request at 64 in flight (2026-12-04).
+(and an index entry per item whose id does not name the batch: ``batch_records``). What the buffer
+holds lives until the writer takes it, and a batch's calls and outcomes held that long are thousands of
+objects that every young-generation collection walks; its entry is a few strings. A single Predict's
+decision is made a row by the writer: building it on the request path cost 7% more CPU per request at 64
+in flight (2026-12-04).
 What the buffer costs, stated in the README:
 
 - while the store is down the buffer fills (``capacity`` decisions) and then new decisions are dropped
@@ -75,6 +77,7 @@ class DecisionLog:
         self._pending: deque[tuple[int, _Entry]] = deque()  # None: no row could be made
         self._held = 0  # decisions in the buffer (a batch entry holds many)
         self._seq = itertools.count(1)
+        self._last = 0  # the sequence number of the last entry appended (under _appending)
         self._appending = threading.Lock()
         self._written = 0  # the highest sequence number written (entries are written in order)
         self._done = threading.Condition()
@@ -100,7 +103,8 @@ class DecisionLog:
                 self.dropped += 1
                 return
             self._held += 1
-            self._pending.append((next(self._seq), _Unbuilt(call, outcome, inputs, time.time())))
+            self._last = next(self._seq)
+            self._pending.append((self._last, _Unbuilt(call, outcome, inputs, time.time())))
 
     def append_many(self, decisions: Sequence[tuple[PredictCall | None, PredictOutcome]], inputs: str) -> None:
         """Queue a batch's decisions (all of one model), in order, at one time, as one entry that the store
@@ -121,7 +125,19 @@ class DecisionLog:
             self.dropped += len(decisions) - held
             if batch is not None:
                 self._held += held
-                self._pending.append((next(self._seq), batch))
+                self._last = next(self._seq)
+                self._pending.append((self._last, batch))
+
+    def append_batch(self, batch: DecisionBatch) -> None:
+        """Queue ``batch``, built elsewhere, whole: dropped and counted when the buffer has no room for all of it."""
+        with self._appending:
+            size = len(batch.request_ids)
+            if size > self.capacity - self._held:
+                self.dropped += size
+                return
+            self._held += size
+            self._last = next(self._seq)
+            self._pending.append((self._last, batch))
 
     def append_stacked(self, outcome: BatchOutcome, tensors: Sequence[TensorInput], inputs: str,
                        caller: str) -> None:
@@ -154,11 +170,14 @@ class DecisionLog:
         with self._appending:
             room = max(self.capacity - self._held, 0)
             if batch is not None and count > room:  # others came meanwhile: what has no room is dropped
-                count, batch = 0, None
+                count = room
+                batch = batch._replace(request_ids=batch.request_ids[:room], items=items_document(rows[:room])) \
+                    if room else None
             self.dropped += len(outcome.request_ids) - count
             if batch is not None:
                 self._held += count
-                self._pending.append((next(self._seq), batch))
+                self._last = next(self._seq)
+                self._pending.append((self._last, batch))
 
     # ------------------------------------------------------------------------------ control
 
@@ -183,7 +202,7 @@ class DecisionLog:
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every decision appended before this call is written; False if that took longer."""
-        target = self._pending[-1][0] if self._pending else 0
+        target = self._last  # the last entry appended before this call
         if target <= self._written:
             return True
         self._wake.set()
@@ -240,6 +259,7 @@ class DecisionLog:
                 with self._done:
                     self._written = batch[-1][0]
                     self._done.notify_all()
+                self._purge()  # here too: under steady load the buffer may never be empty between writes
             self._purge()
 
     def _taken(self, most: int) -> list[tuple[int, _Entry]]:
@@ -306,7 +326,8 @@ class DecisionLog:
             log.warning("decision log: retention purge failed: %s", error)
             return
         if removed:
-            log.info("decision log: removed %d decisions older than %g days", removed, self.retention_s / 86_400)
+            log.info("decision log: removed %d decisions and batches older than %g days", removed,
+                     self.retention_s / 86_400)
 
 
 def _name_os_thread(name: str) -> None:

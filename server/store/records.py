@@ -148,18 +148,23 @@ class Store:
             row = connection.execute(self._decision.where(decisions.c.request_id == request_id)
                                      .order_by(decisions.c.id).limit(1)).first()
             item = batch_records.first_item(connection, request_id)
-        if item is None or (row is not None and row.at <= item.at):
-            return None if row is None else _stored(row)
-        decision_id = item.decision_id if item.decision_id is not None else self._materialized(item)
+            if item is not None and row is not None:  # both: the one judged already, else the earlier
+                if _judged(connection, row.id) or (row.at <= item.at and not (
+                        item.decision_id is not None and _judged(connection, item.decision_id))):
+                    return _stored(row)
+            elif item is None:
+                return None if row is None else _stored(row)
+            values = None if item.decision_id is not None else batch_records.item_row(connection, item)
+        decision_id = item.decision_id if values is None else self._materialized(item, values)
         if decision_id is None:  # retention removed the batch meanwhile
             return None if row is None else _stored(row)
         with self.reading() as connection:
             found = connection.execute(self._decision.where(decisions.c.id == decision_id)).first()
         return None if found is None else _stored(found)
 
-    def _materialized(self, item: BatchItem) -> int | None:
-        """The id of the batch item's decisions row, written now unless another process did it first; None
-        when the item is gone (retention)."""
+    def _materialized(self, item: BatchItem, values: dict[str, Any] | None) -> int | None:
+        """The id of the batch item's decisions row (``values``, read before: a batch is never changed), written
+        now unless another process did it first; None when the item is gone (retention)."""
         for _ in range(3):
             try:
                 with self.writing() as connection:
@@ -170,7 +175,8 @@ class Store:
                         return current.decision_id
                     if not batch_records.exists(connection, item.batch_id):
                         return None
-                    decision_id = batch_records.materialize(connection, item._replace(indexed=current is not None))
+                    decision_id = batch_records.materialize(connection, item._replace(indexed=current is not None),
+                                                            values)
                     if decision_id is None:
                         raise _Raced  # rolls back this transaction's row: the other one's stands
                     return decision_id
@@ -255,6 +261,11 @@ class Store:
 
 class _Raced(Exception):
     """Another transaction made the same batch item a decisions row first."""
+
+
+def _judged(connection: Connection, decision_id: int) -> bool:
+    """Whether a feedback was recorded for the decision (one seek in feedback's unique decision_id)."""
+    return connection.execute(select(feedback.c.id).where(feedback.c.decision_id == decision_id)).first() is not None
 
 
 def _stored(row: Any) -> StoredDecision:

@@ -69,9 +69,7 @@ def append(log: DecisionLog, items: list, inputs: str, keyed: bool) -> list:
     rows = [decision_log._item(call, result, inputs, {}) for call, result in items]
     batch = DecisionBatch(first.model, first.model_version, "classifier", tuple(ids), items_document(rows), time.time(),
                           key)
-    with log._appending:
-        log._held += len(items)
-        log._pending.append((next(log._seq), batch))
+    log.append_batch(batch)
     return items
 
 
@@ -206,3 +204,24 @@ def test_a_stacked_batch_past_the_buffers_room_keeps_its_first_items_and_counts_
                                               for call, result in zip(calls, results[:4], strict=True)]
     log.close()
     log.store.close()
+
+
+def test_an_id_already_judged_keeps_its_decision_whichever_was_made_first(store_url: str) -> None:
+    """An id logged alone and in a batch belongs to the earlier, unless the other was judged already: a feedback
+    recorded must not move to another decision (a batch written late, or by a replica whose clock is behind)."""
+    log = DecisionLog(open_store(store_url), flush_interval_s=0.01)
+    store = log.store
+    log.append(None, outcome("both", Decision.ESCALATE), "none")
+    assert log.flush(10)
+    judged = store.first_decision("both")
+    store.add_feedback(judged, FeedbackRow("x", True, (), True, 0.6, ()), time.time())
+    log.append_many([(None, classified("both", "4", 0.9))], "none")
+    assert log.flush(10)
+    with store.engine.begin() as connection:  # the batch's decision made earlier than the judged one
+        connection.execute(sa.update(decision_batches).values(at=judged.at - 60))
+    assert store.first_decision("both").id == judged.id
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM feedback"))
+    assert store.first_decision("both").label == "4"  # nobody judged either: the earlier
+    log.close()
+    store.close()
