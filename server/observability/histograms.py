@@ -68,21 +68,7 @@ class OwnHistogram:
     cells: dict[tuple[str, ...], _Cell] = field(default_factory=dict)
 
     def record(self, values: tuple[str, ...], amount: float) -> None:
-        if not 0.0 <= amount < math.inf:  # the SDK's rule: a histogram takes finite, non-negative amounts
-            log.warning("Record amount %s is not finite and non-negative on Histogram %s, ignoring measurement.",
-                        amount, self.name)
-            return
-        with self.lock:
-            cell = self.cells.get(values)
-            if cell is None:
-                cell = self.cells[values] = _Cell(time.time_ns(), [0] * (len(self.boundaries) + 1))
-            cell.counts[bisect_left(self.boundaries, amount)] += 1
-            cell.count += 1
-            cell.total += amount
-            if amount < cell.low:
-                cell.low = amount
-            if amount > cell.high:
-                cell.high = amount
+        self.record_many(values, (amount,))
 
     def record_many(self, values: tuple[str, ...], amounts: Iterable[float]) -> None:
         """``record`` of each amount in turn, under one lock."""
@@ -90,11 +76,11 @@ class OwnHistogram:
             cell = self.cells.get(values)
             boundaries = self.boundaries
             for amount in amounts:
-                if not 0.0 <= amount < math.inf:
+                if not 0.0 <= amount < math.inf:  # the SDK's rule: a histogram takes finite, non-negative amounts
                     log.warning("Record amount %s is not finite and non-negative on Histogram %s, ignoring "
                                 "measurement.", amount, self.name)
                     continue
-                if cell is None:  # made by the first amount recorded, as record() makes it
+                if cell is None:  # made by the first amount recorded
                     cell = self.cells[values] = _Cell(time.time_ns(), [0] * (len(boundaries) + 1))
                 cell.counts[bisect_left(boundaries, amount)] += 1
                 cell.count += 1
