@@ -21,8 +21,7 @@ def decide(
     calibrated: bool,
     low_fields: Sequence[FieldBelowThreshold] = (),
 ) -> tuple[Decision, tuple[Reason, ...]]:
-    decision, verified = _verified(outcomes)
-    reasons = list(verified)
+    decision, reasons = _verified(outcomes)  # a list of its own, added to below
     if confidence < threshold:
         decision = max(decision, on_low_confidence)
         reasons.append(_low_confidence(confidence, threshold))

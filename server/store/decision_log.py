@@ -115,29 +115,11 @@ class DecisionLog:
         shared: dict[int, list[dict[str, str]]] = {}
         kept = [(outcome, item) for call, outcome in decisions[:max(room, 0)]
                 if (item := _item(call, outcome, inputs, shared)) is not None]
-        batch = _batch(kept, at) if kept else None
-        with self._appending:
-            room = max(self.capacity - self._held, 0)
-            if batch is not None and len(batch.request_ids) > room:
-                kept = kept[:room]
-                batch = _batch(kept, at) if kept else None
-            held = 0 if batch is None else len(batch.request_ids)
-            self.dropped += len(decisions) - held
-            if batch is not None:
-                self._held += held
-                self._last = next(self._seq)
-                self._pending.append((self._last, batch))
+        self._queue(len(decisions), _batch(kept, at) if kept else None, lambda room: _batch(kept[:room], at))
 
     def append_batch(self, batch: DecisionBatch) -> None:
         """Queue ``batch``, built elsewhere, whole: dropped and counted when the buffer has no room for all of it."""
-        with self._appending:
-            size = len(batch.request_ids)
-            if size > self.capacity - self._held:
-                self.dropped += size
-                return
-            self._held += size
-            self._last = next(self._seq)
-            self._pending.append((self._last, batch))
+        self._queue(len(batch.request_ids), batch, lambda room: None)
 
     def append_stacked(self, outcome: BatchOutcome, tensors: Sequence[TensorInput], inputs: str,
                        caller: str) -> None:
@@ -166,16 +148,23 @@ class DecisionLog:
         except Exception:
             log.exception("decision log: the decisions of a batch (requests %r to %r) could not be made a row; they "
                           "are dropped", outcome.request_ids[0], outcome.request_ids[-1])
-            count, batch = 0, None
+            batch = None
+        self._queue(len(outcome.request_ids), batch, lambda room: batch._replace(  # type: ignore[union-attr]
+            request_ids=batch.request_ids[:room], items=items_document(rows[:room])))
+
+    def _queue(self, given: int, batch: DecisionBatch | None,
+               trimmed: Callable[[int], DecisionBatch | None]) -> None:
+        """Queue ``batch``, built for ``given`` decisions (some may have been left out already), numbered in one
+        step with the others. When others came meanwhile and it no longer fits, ``trimmed(room)`` is what does
+        (room > 0). Every decision of the ``given`` not queued is counted as dropped."""
         with self._appending:
             room = max(self.capacity - self._held, 0)
-            if batch is not None and count > room:  # others came meanwhile: what has no room is dropped
-                count = room
-                batch = batch._replace(request_ids=batch.request_ids[:room], items=items_document(rows[:room])) \
-                    if room else None
-            self.dropped += len(outcome.request_ids) - count
+            if batch is not None and len(batch.request_ids) > room:
+                batch = trimmed(room) if room else None
+            size = 0 if batch is None else len(batch.request_ids)
+            self.dropped += given - size
             if batch is not None:
-                self._held += count
+                self._held += size
                 self._last = next(self._seq)
                 self._pending.append((self._last, batch))
 
