@@ -4,7 +4,7 @@ One run of `make bench` moves by a tenth or more on this shared machine, more th
 worth. Two servers measured in turn, round after round, see the same noise: the medians of their rounds can be
 compared where two separate runs cannot.
 
-    .venv/bin/python benchmarks/ab_rounds.py --against REV [--kind predict|batch|stacked] [--in-flight N]
+    .venv/bin/python benchmarks/ab_rounds.py --against REV [--kind predict|batch|stacked|columns] [--in-flight N]
         [--rounds 6] [--seconds 5] [--traced] [--b-env NAME=VALUE ...] [-- FLAG ...]
 
 A is this working tree. B is git revision REV (checked out in a temporary worktree and imported ahead of the
@@ -13,12 +13,12 @@ installed project through PYTHONPATH, with this virtual environment's packages),
 ``--`` go to both servers. B's packages come from REV, but the plugins' entry points (which verifiers exist) are
 those installed here: a revision that adds or renames a plugin is not compared by this. Both serve at once, each
 with a store of its own, pinned to CPU 0 and idle while the other is measured; two client processes on CPU 1 keep N
-calls in flight (``--kind``: Predict, PredictBatch with an item per digit, or 64 digits stacked as one input), A
-then B in even rounds, B then A in odd ones. ``--traced`` configures both as `make bench`'s traced+metrics: every
-span exported over OTLP to a receiver in this process (on the clients' CPU), and the Prometheus endpoint on. Each
-window prints the server's CPU per request (per item for batches: from /proc, every process and thread of the
-server), its rate and its p50; the end prints the medians and B's against A's, then each round's B against the A
-beside it: their median, and in how many rounds B was above.
+calls in flight (``--kind``: Predict, PredictBatch with an item per digit, or 64 digits stacked as one input and
+answered in results or in columns), A then B in even rounds, B then A in odd ones. ``--traced`` configures both as
+`make bench`'s traced+metrics: every span exported over OTLP to a receiver in this process (on the clients' CPU),
+and the Prometheus endpoint on. Each window prints the server's CPU per request (per item for batches: from /proc,
+every process and thread of the server), its rate and its p50; the end prints the medians and B's against A's, then
+each round's B against the A beside it: their median, and in how many rounds B was above.
 """
 
 from __future__ import annotations

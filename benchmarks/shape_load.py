@@ -35,8 +35,8 @@ from smallguard.v1 import guard_pb2 as pb
 ROOT = Path(__file__).resolve().parents[1]
 TEST_ROWS = ROOT / "models" / "digits" / "data" / "test.jsonl"
 METHODS = {"predict": "/smallguard.v1.Guard/Predict", "batch": "/smallguard.v1.Guard/PredictBatch",
-           "stacked": "/smallguard.v1.Guard/PredictBatch"}
-BATCH_KINDS = ("batch", "stacked")
+           "stacked": "/smallguard.v1.Guard/PredictBatch", "columns": "/smallguard.v1.Guard/PredictBatch"}
+BATCH_KINDS = ("batch", "stacked", "columns")
 BATCH_ITEMS = 64
 CALL_TIMEOUT_S = 30.0
 # One TCP connection per channel (without a local subchannel pool, channels to one target share one);
@@ -50,7 +50,9 @@ _IDLE_LIMIT_S = 3600.0
 @dataclass(frozen=True, slots=True)
 class Job:
     target: str
-    kind: str  # "predict", "batch" (an item per digit) or "stacked" (the digits as one [items, 64] input)
+    # "predict", "batch" (an item per digit), "stacked" (the digits as one [items, 64] input) or "columns" (stacked,
+    # answered in columns)
+    kind: str
     in_flight: int  # this process's share
     channels: int  # connections to spread the calls over
     start: float  # the window, on time.monotonic()
@@ -105,14 +107,15 @@ def predict_request(pixels: list[float]) -> pb.PredictRequest:
 def encoded_requests(kind: str) -> list[bytes]:
     """Every test row once (predict), or one batch of BATCH_ITEMS consecutive rows starting at each row: an item
     per row (batch), or the rows stacked into one [BATCH_ITEMS, 64] float32 input in raw bytes, as
-    smallguard.client sends an array (stacked)."""
+    smallguard.client sends an array (stacked), and answered in columns (columns)."""
     rows = digits_rows()
     singles = [predict_request(pixels) for pixels in rows]
     if kind == "predict":
         return [request.SerializeToString() for request in singles]
     windows = [[(start + i) % len(rows) for i in range(BATCH_ITEMS)] for start in range(len(rows))]
-    if kind == "stacked":
-        return [pb.PredictBatchRequest(model="digits", inputs=[pb.Tensor(
+    if kind in ("stacked", "columns"):
+        layout = pb.BATCH_LAYOUT_COLUMNS if kind == "columns" else pb.BATCH_LAYOUT_RESULTS
+        return [pb.PredictBatchRequest(model="digits", layout=layout, inputs=[pb.Tensor(
             name="pixels", dtype=pb.FLOAT32, shape=[BATCH_ITEMS, 64],
             raw_contents=struct.pack(f"<{BATCH_ITEMS * 64}f", *[v for i in window for v in rows[i]]))])
                 .SerializeToString() for window in windows]
@@ -146,7 +149,12 @@ class _Worker:
         tally.calls += 1
         tally.latencies.append(ended - began)
         if self._job.kind in BATCH_KINDS:
-            for result in pb.PredictBatchResponse.FromString(reply).results:
+            response = pb.PredictBatchResponse.FromString(reply)
+            if response.HasField("columns"):
+                columns = response.columns
+                tally.item_errors += len(columns.errors)
+                tally.samples += len(columns.request_ids) - len(columns.errors)
+            for result in response.results:
                 if result.HasField("response"):
                     tally.samples += 1
                 else:

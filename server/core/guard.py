@@ -51,7 +51,7 @@ from smallguard.server.observability.feedback import Feedback, FeedbackCall, Fee
 from smallguard.server.observability.instruments import GuardMetrics
 from smallguard.server.store import DecisionLog
 from smallguard.server.store.review_cases import CaseRow
-from smallguard.verifiers import Status
+from smallguard.verifiers import ModelKind, Status
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +343,10 @@ class Guard:
 
     def model_names(self) -> list[str]:
         return [model.spec.name for model in self._loaded.repository]
+
+    def kind(self, model: str, version: str = "") -> ModelKind:
+        """What the model is (a classifier or an extractor); ModelNotFoundError for an unknown one."""
+        return self._loaded.repository.get(model, version).spec.kind
 
     def report(self, name: str) -> ModelReport:
         """One model's report; ModelNotFoundError for an unknown name."""

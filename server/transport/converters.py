@@ -53,15 +53,16 @@ _DTYPES = {
     pb.BOOL: ("bool", "bool_contents"),
 }
 _DTYPE_ENUM = {name: enum for enum, (name, _) in _DTYPES.items()}
-_STATUS = {
+STATUS_VALUE = {
     Status.PASSED: pb.VerifierResult.PASSED,
     Status.FAILED: pb.VerifierResult.FAILED,
     Status.ERROR: pb.VerifierResult.ERROR,
     Status.SKIPPED: pb.VerifierResult.SKIPPED,
 }
-_DECISION = {decision: pb.Decision.Value(decision.name) for decision in Decision}
-_REASON = {code: pb.Reason.Code.Value(code.value) for code in ReasonCode}
-_REASON_CODE = {value: code for code, value in _REASON.items()}
+# a Decision's and a ReasonCode's values on the wire
+DECISION_VALUE = {decision: pb.Decision.Value(decision.name) for decision in Decision}
+REASON_VALUE = {code: pb.Reason.Code.Value(code.value) for code in ReasonCode}
+_REASON_CODE = {value: code for code, value in REASON_VALUE.items()}
 _KIND = {ModelKind.CLASSIFIER: pb.ModelInfo.CLASSIFIER, ModelKind.EXTRACTOR: pb.ModelInfo.EXTRACTOR}
 _MAX_ELEMENTS = 1 << 26
 _MAX_DIMENSIONS = 32  # numpy 1's limit; no model input has more
@@ -157,6 +158,21 @@ def batch_item(request: pb.PredictRequest, deadline: float | None = None) -> Pre
         return predict_call(request, deadline)
     except InvalidInputError as error:
         return error
+
+
+def columns_layout(request: pb.PredictBatchRequest, kind: Callable[[str, str], ModelKind]) -> bool:
+    """Whether the batch is to be answered in columns; InvalidInputError for a layout this server does not
+    know, or columns asked of a model that is not a classifier (``kind(model, version)`` says what it is)."""
+    layout = request.layout
+    if layout == pb.BATCH_LAYOUT_RESULTS:
+        return False
+    if layout != pb.BATCH_LAYOUT_COLUMNS:
+        raise InvalidInputError(f"{layout} is not a layout; expected BATCH_LAYOUT_RESULTS (0) or BATCH_LAYOUT_COLUMNS "
+                                "(1)", "layout")
+    if kind(request.model, request.version) is not ModelKind.CLASSIFIER:
+        raise InvalidInputError(f"BATCH_LAYOUT_COLUMNS answers a classifier's batch, and model "
+                                f"{echoed(request.model)} is an extractor; ask for BATCH_LAYOUT_RESULTS", "layout")
+    return True
 
 
 def batch_size(request: pb.PredictBatchRequest, limit: int) -> int:
@@ -324,19 +340,19 @@ def stacked_batch_response(outcome: BatchOutcome) -> pb.PredictBatchResponse:
         common = shared.get(id(verifiers))
         if common is None or common[0] is not verifiers:
             part = pb.PredictResponse(model=model, model_version=version, threshold=threshold, trace_id=trace_id,
-                                      answered_by=model, verifiers=_verifiers(verifiers))
+                                      answered_by=model, verifiers=verifier_dicts(verifiers))
             common = shared[id(verifiers)] = (verifiers, part.SerializeToString())
         item = add().response
         item.MergeFromString(common[1])
         item.request_id = request_id
-        item.decision = _DECISION[decision]
+        item.decision = DECISION_VALUE[decision]
         item.confidence = confidence
         item.raw_confidence = raw_confidence
         _fill_answer(item, prediction)
         if reasons:
             more = item.reasons.add
             for r in reasons:
-                more(code=_REASON[r.code], verifier=r.verifier, message=r.message)
+                more(code=REASON_VALUE[r.code], verifier=r.verifier, message=r.message)
     return response
 
 
@@ -360,7 +376,7 @@ def _fill_decision(response: pb.PredictResponse, request_id: str, model: str, ve
     response.request_id = request_id
     response.model = model
     response.model_version = version
-    response.decision = _DECISION[decision]
+    response.decision = DECISION_VALUE[decision]
     response.confidence = confidence
     response.raw_confidence = raw_confidence
     response.threshold = threshold
@@ -369,10 +385,10 @@ def _fill_decision(response: pb.PredictResponse, request_id: str, model: str, ve
     _fill_answer(response, prediction)
     add = response.reasons.add
     for r in reasons:
-        add(code=_REASON[r.code], verifier=r.verifier, message=r.message)
+        add(code=REASON_VALUE[r.code], verifier=r.verifier, message=r.message)
     add = response.verifiers.add
     for o in verifiers:
-        add(name=o.name, use=o.use, status=_STATUS[o.status], message=o.message, on_fail=_DECISION[o.on_fail],
+        add(name=o.name, use=o.use, status=STATUS_VALUE[o.status], message=o.message, on_fail=DECISION_VALUE[o.on_fail],
             duration_ms=o.duration_ms)
 
 
@@ -396,20 +412,22 @@ def _fill_answer(response: pb.PredictResponse | pb.TierResult, prediction: Predi
             raw_confidence=f.raw_confidence)
 
 
-def _reasons(reasons: Sequence[Reason]) -> list[dict[str, Any]]:
-    return [{"code": _REASON[r.code], "verifier": r.verifier, "message": r.message} for r in reasons]
+def reason_dicts(reasons: Sequence[Reason]) -> list[dict[str, Any]]:
+    """The reasons as the keyword arguments of their pb.Reason messages."""
+    return [{"code": REASON_VALUE[r.code], "verifier": r.verifier, "message": r.message} for r in reasons]
 
 
-def _verifiers(outcomes: Sequence[Any]) -> list[dict[str, Any]]:
-    return [{"name": o.name, "use": o.use, "status": _STATUS[o.status], "message": o.message,
-             "on_fail": _DECISION[o.on_fail], "duration_ms": o.duration_ms} for o in outcomes]
+def verifier_dicts(outcomes: Sequence[Any]) -> list[dict[str, Any]]:
+    """The verifier outcomes as the keyword arguments of their pb.VerifierResult messages."""
+    return [{"name": o.name, "use": o.use, "status": STATUS_VALUE[o.status], "message": o.message,
+             "on_fail": DECISION_VALUE[o.on_fail], "duration_ms": o.duration_ms} for o in outcomes]
 
 
 def _tier_result(entry: TierOutcome) -> pb.TierResult:
     result = pb.TierResult(
-        name=entry.name, kind=entry.kind, decision=_DECISION[entry.decision], calibrated=entry.calibrated,
-        confidence=entry.confidence, threshold=entry.threshold, reasons=_reasons(entry.reasons),
-        verifiers=_verifiers(entry.verifiers), latency_ms=entry.latency_ms, cost=entry.cost, calls=entry.calls)
+        name=entry.name, kind=entry.kind, decision=DECISION_VALUE[entry.decision], calibrated=entry.calibrated,
+        confidence=entry.confidence, threshold=entry.threshold, reasons=reason_dicts(entry.reasons),
+        verifiers=verifier_dicts(entry.verifiers), latency_ms=entry.latency_ms, cost=entry.cost, calls=entry.calls)
     if entry.prediction is not None:
         _fill_answer(result, entry.prediction)
     return result
@@ -425,7 +443,7 @@ def model_info(report: ModelReport) -> pb.ModelInfo:
         description=spec.description,
         labels=list(spec.labels),
         fields=list(spec.fields),
-        on_low_confidence=_DECISION[spec.policy.on_low_confidence],
+        on_low_confidence=DECISION_VALUE[spec.policy.on_low_confidence],
     )
     for item in spec.inputs:
         if item.kind == "text":
@@ -438,7 +456,7 @@ def model_info(report: ModelReport) -> pb.ModelInfo:
         params = struct_pb2.Struct()
         params.update(_jsonable(bound.spec.params))
         info.verifiers.add(name=bound.spec.name, use=bound.spec.use, params=params,
-                           on_fail=_DECISION[bound.spec.on_fail],
+                           on_fail=DECISION_VALUE[bound.spec.on_fail],
                            distribution=model.distributions.get(bound.spec.name, ""))
     info.calibration.CopyFrom(_calibration(model))
     info.drift.CopyFrom(drift_status(report.drift))

@@ -21,6 +21,7 @@ from smallguard.server.core.request_ids import checked_request_id
 from smallguard.server.domain.errors import GuardError
 from smallguard.server.transport import converters
 from smallguard.server.transport.auth import caller
+from smallguard.server.transport.batch_columns import columns_of_results, stacked_columns
 from smallguard.server.transport.feedback_converters import feedback_call, feedback_response
 from smallguard.server.transport.review_converters import list_cases_response, review_case
 from smallguard.v1 import guard_pb2 as pb
@@ -63,16 +64,18 @@ class GuardService:
 
         def work() -> pb.PredictBatchResponse:
             converters.batch_size(request, self._max_batch_items)  # before any item is decoded
+            columns = converters.columns_layout(request, self._guard.kind)
             if not request.inputs or request.items:
                 calls = converters.batch_calls(request, deadline)
             else:  # stacked inputs alone: served over arrays, unless the guard serves them item by item
                 tensors = converters.stacked_tensors(request)
                 outcome = self._guard.predict_stacked(request.model, request.version, tensors, deadline, caller())
                 if outcome is not None:
-                    return converters.stacked_batch_response(outcome)
+                    return stacked_columns(outcome) if columns else converters.stacked_batch_response(outcome)
                 calls = converters.stacked_calls(tensors, (), deadline)
             results = self._guard.predict_batch(request.model, request.version, calls)
-            return converters.predict_batch_response(results, self._guard.reject)
+            response = converters.predict_batch_response(results, self._guard.reject)
+            return columns_of_results(response.results, request.model, request.version) if columns else response
         return _answer(context, work, self._guard.reject)
 
     def _decode(self, raw: bytes, message: type[T], context: grpc.ServicerContext, predict: bool = True) -> T:

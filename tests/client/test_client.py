@@ -87,6 +87,14 @@ def test_a_stacked_batch_answers_as_the_items_do(shipped: Running) -> None:
             return [(r.request_id, r.decision, r.label, r.top_k, r.confidence, r.reasons) for r in results]
         assert seen(stacked) == seen(items)
         assert {"ANSWER", "ESCALATE"} <= {r.decision for r in stacked}  # type: ignore[union-attr]
+        in_columns = client.predict_batch("digits", rest, pixels=np.array([row["pixels"] for row in rows]),
+                                          columns=True)
+        assert seen(in_columns) == seen(items)
+        assert [r.verifiers for r in in_columns] == [r.verifiers for r in items]  # type: ignore[union-attr]
+        mixed = client.predict_batch("digits", [{"pixels": rows[0]["pixels"]}, {"pixels": [1.0] * 63}], columns=True)
+        assert isinstance(mixed[1], ItemError) and mixed[1].code == "INVALID_ARGUMENT"
+        assert mixed[1].message.startswith("items[1].")
+        assert mixed[0].label == rows[0]["label"]  # type: ignore[union-attr]
         by_name = client.predict_batch("digits", inputs={"pixels": np.array([rows[0]["pixels"]], dtype=np.float32)})
         assert by_name[0].label == rows[0]["label"]  # type: ignore[union-attr]
         images = client.predict_batch("digits", pixels=np.array([row["pixels"] for row in rows]).reshape(8, 8, 8))

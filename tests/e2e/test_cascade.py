@@ -20,6 +20,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from smallguard.client.columns import results_of
 from smallguard.server.assembly import build_guard, create_server
 from smallguard.server.core import cascade as cascade_module
 from smallguard.server.domain.errors import BundleError
@@ -444,3 +445,12 @@ def test_batch_items_go_through_the_cascade_one_by_one(cascade) -> None:
     singles = [running.stub.Predict(_request(row)) for row in [*low, confident]]
     assert [(r.decision, r.classification.label, r.cost) for r in results] == [
         (s.decision, s.classification.label, s.cost) for s in singles]
+    # in columns: each item's tiers, cost and answer, as the results give them
+    columns = running.stub.PredictBatch(pb.PredictBatchRequest(model="digits", items=items,
+                                                               layout=pb.BATCH_LAYOUT_COLUMNS)).columns
+    assert [entry.item for entry in columns.tiers] == [0, 1, 2] and list(columns.answered_by) == [
+        "strong", "strong", "strong", "digits"]
+    assert list(columns.costs) == [r.cost for r in results] and columns.costs[0] > 0
+    rebuilt = [result.response for result in results_of(columns)]
+    assert [(r.decision, r.classification.label, r.cost, [t.name for t in r.tiers]) for r in rebuilt] == [
+        (r.decision, r.classification.label, r.cost, [t.name for t in r.tiers]) for r in results]

@@ -6,6 +6,7 @@ import grpc
 import numpy as np
 import pytest
 
+from smallguard.client.columns import arrays_of, results_of
 from smallguard.v1 import guard_pb2 as pb
 from tests.conftest import MODELS, Running, digits_request, digits_rows, start_server
 from tests.e2e.test_extractor import invoices
@@ -184,3 +185,83 @@ def test_an_extractor_batch_gives_each_invoice_its_single_predict_answer(shipped
     singles = [shipped.stub.Predict(pb.PredictRequest(model="invoice-extractor", text=text, request_id=f"invoice-{i}"))
                for i, text in enumerate(texts)]
     assert [comparable(r.response) for r in batch.results] == [comparable(s) for s in singles]
+
+
+def answered_in_both_layouts(shipped: Running, request: pb.PredictBatchRequest
+                             ) -> tuple[pb.PredictBatchResponse, pb.PredictBatchResponse]:
+    """The batch answered as results, then in columns."""
+    results = shipped.stub.PredictBatch(request)
+    request.layout = pb.BATCH_LAYOUT_COLUMNS
+    columns = shipped.stub.PredictBatch(request)
+    assert not results.HasField("columns") and not columns.results
+    return results, columns
+
+
+def test_columns_hold_each_items_decision_as_results_do(shipped: Running) -> None:
+    rows = digits_rows()[:64]
+    contexts = [{"allowed_labels": "0,1,2,3,4,5,6,7" if i % 5 == 0 else ALL_DIGITS} for i in range(64)]
+    rest = [pb.PredictRequest(request_id=f"col-{i}", context=context) for i, context in enumerate(contexts)]
+    # items of their own (served item by item), then stacked rows without items (served over arrays)
+    by_items = pb.PredictBatchRequest(model="digits", inputs=[stacked([row["pixels"] for row in rows])], items=rest)
+    results, columns = answered_in_both_layouts(shipped, by_items)
+    assert [comparable(r.response) for r in results_of(columns.columns)] == [comparable(r.response)
+                                                                             for r in results.results]
+    assert {pb.ANSWER, pb.ESCALATE} <= set(columns.columns.decisions)
+    assert len(columns.columns.verifier_lists) < 64  # items answered alike share their verifier results
+    arrays = arrays_of(columns.columns)
+    assert arrays.request_ids == [f"col-{i}" for i in range(64)]
+    assert arrays.top_k_labels.shape == (64, 3) and list(arrays.top_k_labels[:, 0]) == arrays.labels
+    assert list(arrays.top_k_labels[5]) == [s.label for s in results.results[5].response.classification.top_k]
+    assert np.array_equal(arrays.confidences, [r.response.confidence for r in results.results])
+    assert list(arrays.decisions == pb.ANSWER) == [r.response.decision == pb.ANSWER for r in results.results]
+
+    alone = pb.PredictBatchRequest(model="digits", inputs=[stacked([row["pixels"] for row in rows])])
+    results, columns = answered_in_both_layouts(shipped, alone)
+    rebuilt = results_of(columns.columns)
+    assert len(set(r.response.request_id for r in rebuilt)) == 64  # the server's own ids, one per item
+
+    def without_id(response: pb.PredictResponse) -> tuple:
+        return comparable(response)[1:]
+    assert [without_id(r.response) for r in rebuilt] == [without_id(r.response) for r in results.results]
+    assert columns.ByteSize() < results.ByteSize() * 0.7
+
+
+def test_columns_name_each_item_that_was_not_served(shipped: Running) -> None:
+    rows = [row["pixels"] for row in digits_rows()[:4]]
+    rows[1] = [float("nan")] * 64
+    rest = [pb.PredictRequest(request_id=f"e-{i}") for i in range(4)]
+    request = pb.PredictBatchRequest(model="digits", inputs=[stacked(rows)], items=rest)
+    results, columns = answered_in_both_layouts(shipped, request)
+    assert [(e.item, e.error.code) for e in columns.columns.errors] == [(1, "INVALID_ARGUMENT")]
+    assert columns.columns.errors[0].error == results.results[1].error
+    assert list(columns.columns.request_ids) == ["e-0", "", "e-2", "e-3"]
+    assert columns.columns.decisions[1] == pb.DECISION_UNSPECIFIED and columns.columns.top_k_counts[1] == 0
+    assert [comparable(r.response) for r in results_of(columns.columns)] == [comparable(r.response)
+                                                                             for r in results.results]
+    assert results_of(columns.columns)[1] == results.results[1]
+    arrays = arrays_of(columns.columns)  # the row not served: no top-k entries, NaN past them
+    assert list(arrays.top_k_labels[1]) == ["", "", ""] and np.isnan(arrays.top_k_probabilities[1]).all()
+
+
+def test_columns_are_for_a_classifier_and_a_known_layout(shipped: Running) -> None:
+    invoice = pb.PredictBatchRequest(model="invoice-extractor", items=[pb.PredictRequest(text="Invoice 7 total 1.00")],
+                                     layout=pb.BATCH_LAYOUT_COLUMNS)
+    with pytest.raises(grpc.RpcError) as extractor:
+        shipped.stub.PredictBatch(invoice)
+    assert extractor.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert extractor.value.details() == ("layout: BATCH_LAYOUT_COLUMNS answers a classifier's batch, and model "
+                                         "'invoice-extractor' is an extractor; ask for BATCH_LAYOUT_RESULTS")
+    digits = pb.PredictBatchRequest(model="digits", inputs=[stacked([digits_rows()[0]["pixels"]])])
+    digits.layout = 7  # type: ignore[assignment]  # a value this server does not know
+    with pytest.raises(grpc.RpcError) as unknown:
+        shipped.stub.PredictBatch(digits)
+    assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert unknown.value.details() == ("layout: 7 is not a layout; expected BATCH_LAYOUT_RESULTS (0) or "
+                                       "BATCH_LAYOUT_COLUMNS (1)")
+    with pytest.raises(grpc.RpcError) as missing:
+        shipped.stub.PredictBatch(pb.PredictBatchRequest(model="no-such-model", items=[pb.PredictRequest()],
+                                                         layout=pb.BATCH_LAYOUT_COLUMNS))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    digits.layout = pb.BATCH_LAYOUT_COLUMNS  # the server kept serving
+    assert shipped.stub.PredictBatch(digits).columns.labels == [shipped.stub.PredictBatch(
+        pb.PredictBatchRequest(model="digits", inputs=digits.inputs)).results[0].response.classification.label]

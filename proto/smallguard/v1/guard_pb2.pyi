@@ -8,6 +8,11 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class BatchLayout(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BATCH_LAYOUT_RESULTS: _ClassVar[BatchLayout]
+    BATCH_LAYOUT_COLUMNS: _ClassVar[BatchLayout]
+
 class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DECISION_UNSPECIFIED: _ClassVar[Decision]
@@ -23,6 +28,8 @@ class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INT32: _ClassVar[DataType]
     INT64: _ClassVar[DataType]
     BOOL: _ClassVar[DataType]
+BATCH_LAYOUT_RESULTS: BatchLayout
+BATCH_LAYOUT_COLUMNS: BatchLayout
 DECISION_UNSPECIFIED: Decision
 ANSWER: Decision
 ABSTAIN: Decision
@@ -35,22 +42,102 @@ INT64: DataType
 BOOL: DataType
 
 class PredictBatchRequest(_message.Message):
-    __slots__ = ("model", "version", "items", "inputs")
+    __slots__ = ("model", "version", "items", "inputs", "layout")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     items: _containers.RepeatedCompositeFieldContainer[PredictRequest]
     inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PredictRequest, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+    layout: BatchLayout
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PredictRequest, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., layout: _Optional[_Union[BatchLayout, str]] = ...) -> None: ...
 
 class PredictBatchResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "columns")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[PredictBatchResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[PredictBatchResult, _Mapping]]] = ...) -> None: ...
+    columns: BatchColumns
+    def __init__(self, results: _Optional[_Iterable[_Union[PredictBatchResult, _Mapping]]] = ..., columns: _Optional[_Union[BatchColumns, _Mapping]] = ...) -> None: ...
+
+class BatchColumns(_message.Message):
+    __slots__ = ("model", "model_version", "trace_id", "request_ids", "decisions", "labels", "probabilities", "confidences", "raw_confidences", "thresholds", "answered_by", "top_k_counts", "top_k_labels", "top_k_probabilities", "reason_lists", "reasons", "verifier_lists", "verifiers", "costs", "review_cases", "tiers", "errors")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCES_FIELD_NUMBER: _ClassVar[int]
+    RAW_CONFIDENCES_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_LABELS_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    REASON_LISTS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIER_LISTS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIERS_FIELD_NUMBER: _ClassVar[int]
+    COSTS_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_CASES_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    model_version: str
+    trace_id: str
+    request_ids: _containers.RepeatedScalarFieldContainer[str]
+    decisions: _containers.RepeatedScalarFieldContainer[Decision]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    confidences: _containers.RepeatedScalarFieldContainer[float]
+    raw_confidences: _containers.RepeatedScalarFieldContainer[float]
+    thresholds: _containers.RepeatedScalarFieldContainer[float]
+    answered_by: _containers.RepeatedScalarFieldContainer[str]
+    top_k_counts: _containers.RepeatedScalarFieldContainer[int]
+    top_k_labels: _containers.RepeatedScalarFieldContainer[str]
+    top_k_probabilities: _containers.RepeatedScalarFieldContainer[float]
+    reason_lists: _containers.RepeatedCompositeFieldContainer[ReasonList]
+    reasons: _containers.RepeatedScalarFieldContainer[int]
+    verifier_lists: _containers.RepeatedCompositeFieldContainer[VerifierResultList]
+    verifiers: _containers.RepeatedScalarFieldContainer[int]
+    costs: _containers.RepeatedScalarFieldContainer[float]
+    review_cases: _containers.RepeatedScalarFieldContainer[int]
+    tiers: _containers.RepeatedCompositeFieldContainer[ItemTiers]
+    errors: _containers.RepeatedCompositeFieldContainer[IndexedItemError]
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., trace_id: _Optional[str] = ..., request_ids: _Optional[_Iterable[str]] = ..., decisions: _Optional[_Iterable[_Union[Decision, str]]] = ..., labels: _Optional[_Iterable[str]] = ..., probabilities: _Optional[_Iterable[float]] = ..., confidences: _Optional[_Iterable[float]] = ..., raw_confidences: _Optional[_Iterable[float]] = ..., thresholds: _Optional[_Iterable[float]] = ..., answered_by: _Optional[_Iterable[str]] = ..., top_k_counts: _Optional[_Iterable[int]] = ..., top_k_labels: _Optional[_Iterable[str]] = ..., top_k_probabilities: _Optional[_Iterable[float]] = ..., reason_lists: _Optional[_Iterable[_Union[ReasonList, _Mapping]]] = ..., reasons: _Optional[_Iterable[int]] = ..., verifier_lists: _Optional[_Iterable[_Union[VerifierResultList, _Mapping]]] = ..., verifiers: _Optional[_Iterable[int]] = ..., costs: _Optional[_Iterable[float]] = ..., review_cases: _Optional[_Iterable[int]] = ..., tiers: _Optional[_Iterable[_Union[ItemTiers, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[IndexedItemError, _Mapping]]] = ...) -> None: ...
+
+class ReasonList(_message.Message):
+    __slots__ = ("reasons",)
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    reasons: _containers.RepeatedCompositeFieldContainer[Reason]
+    def __init__(self, reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ...) -> None: ...
+
+class VerifierResultList(_message.Message):
+    __slots__ = ("verifiers",)
+    VERIFIERS_FIELD_NUMBER: _ClassVar[int]
+    verifiers: _containers.RepeatedCompositeFieldContainer[VerifierResult]
+    def __init__(self, verifiers: _Optional[_Iterable[_Union[VerifierResult, _Mapping]]] = ...) -> None: ...
+
+class ItemTiers(_message.Message):
+    __slots__ = ("item", "tiers")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    item: int
+    tiers: _containers.RepeatedCompositeFieldContainer[TierResult]
+    def __init__(self, item: _Optional[int] = ..., tiers: _Optional[_Iterable[_Union[TierResult, _Mapping]]] = ...) -> None: ...
+
+class IndexedItemError(_message.Message):
+    __slots__ = ("item", "error")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    item: int
+    error: ItemError
+    def __init__(self, item: _Optional[int] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
 
 class PredictBatchResult(_message.Message):
     __slots__ = ("response", "error")

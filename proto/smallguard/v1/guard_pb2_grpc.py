@@ -114,7 +114,8 @@ class GuardServicer:
 
     def PredictBatch(self, request, context):
         """Many predictions for one model in one call: one model run over the batch, then one full
-        decision per item (its own request id, reasons and verifier results), in the order sent.
+        decision per item (its own request id, reasons and verifier results), in the order sent:
+        a result per item, or, for a classifier, columns (`layout`).
         An item that cannot be served (inputs that do not fit, another model named) gets its own
         error and the other items are served. The call fails as a whole only for the batch:
         INVALID_ARGUMENT when it has no items, more than the server's --max-batch-items, or more
