@@ -6,7 +6,8 @@ label + probability; beside it, the same server answering a fixed response witho
 alone"), the floor that gRPC's sync server sets under every row. Against the bare server, `smallguard serve` as a
 user runs it ("defaults"), with every span
 exported over OTLP and the metrics on the Prometheus endpoint ("traced+metrics"), with `--workers 2` (against
-two bare processes on one port), and serving PredictBatch (64 digits per call); beside the batch rows, grpc alone
+two bare processes on one port), and serving PredictBatch (64 digits per call: an item per message, stacked into
+one input, and stacked and answered in columns); beside the batch rows, grpc alone
 answering a stacked batch with a fixed response of smallguard's size ("batch, grpc alone"), the floor under a batch
 item.
 
@@ -98,6 +99,7 @@ IN_FLIGHT = (1, 16, 64)
 ROUNDS_AT = (1, 64)  # the concurrencies of the targets: measured in --rounds rounds, each ratio their median
 BATCH_LABEL = f"batch ({BATCH_ITEMS}/call)"
 STACKED_LABEL = "batch stacked"  # the digits of a call as one [BATCH_ITEMS, 64] input
+COLUMNS_LABEL = "batch stacked, columns"  # the same, answered in columns (layout BATCH_LAYOUT_COLUMNS)
 STACKED_FLOOR = "batch, grpc alone"  # grpc alone answering a stacked batch with a fixed response of its size
 GRPC_ALONE = "grpc alone"  # the bare server answering one fixed response, not decoded: gRPC's sync server by itself
 BASELINES = ("bare", GRPC_ALONE, STACKED_FLOOR, "bare x2 pinned", "bare x2")  # written here: no smallguard in them
@@ -354,10 +356,10 @@ def abuse_group(run: Run) -> list[str]:
 
 
 def batch_kinds(run: Run, server: ServerUnderTest) -> list[tuple[str, str]]:
-    """The PredictBatch forms the server serves (an item per digit; the digits stacked into one input), each tried
-    once; a note for each that fails."""
+    """The PredictBatch forms the server serves (an item per digit; the digits stacked into one input, answered in
+    results or in columns), each tried once; a note for each that fails."""
     served = []
-    for kind, label in (("batch", BATCH_LABEL), ("stacked", STACKED_LABEL)):
+    for kind, label in (("batch", BATCH_LABEL), ("stacked", STACKED_LABEL), ("columns", COLUMNS_LABEL)):
         with grpc.insecure_channel(server.target) as channel:
             try:
                 channel.unary_unary("/smallguard.v1.Guard/PredictBatch")(encoded_requests(kind)[0], timeout=30)
@@ -470,6 +472,8 @@ TARGETS = [
      ">=", 10.0),
     (f"batch, stacked inputs, samples/s >= 10x bare single-sample req/s at {max(IN_FLIGHT)} in flight",
      STACKED_LABEL, None, "rate", ">=", 10.0),
+    (f"batch, stacked inputs answered in columns, samples/s >= 10x bare single-sample req/s at {max(IN_FLIGHT)} in "
+     "flight", COLUMNS_LABEL, None, "rate", ">=", 10.0),
 ]
 
 
@@ -520,7 +524,8 @@ def cpu_description() -> str:
             f"{'numpy throughout' if ops is None else ops.name}")
 
 
-CONFIG_ORDER = ("bare", GRPC_ALONE, "defaults", "traced+metrics", BATCH_LABEL, STACKED_LABEL, STACKED_FLOOR,
+CONFIG_ORDER = ("bare", GRPC_ALONE, "defaults", "traced+metrics", BATCH_LABEL, STACKED_LABEL, COLUMNS_LABEL,
+                STACKED_FLOOR,
                 "bare x2 pinned",
                 "bare x2", "workers2")
 
