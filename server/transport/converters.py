@@ -363,7 +363,7 @@ def _fill_response(response: pb.PredictResponse, outcome: PredictOutcome) -> Non
                    outcome.answered_by or outcome.model, outcome.prediction, outcome.reasons, outcome.verifiers)
     if outcome.tiers:
         response.cost = outcome.cost
-        response.tiers.extend(_tier_result(entry) for entry in outcome.tiers)
+        response.tiers.extend(tier_result(entry) for entry in outcome.tiers)
         response.review_case = outcome.review_case
 
 
@@ -423,7 +423,8 @@ def verifier_dicts(outcomes: Sequence[Any]) -> list[dict[str, Any]]:
              "on_fail": DECISION_VALUE[o.on_fail], "duration_ms": o.duration_ms} for o in outcomes]
 
 
-def _tier_result(entry: TierOutcome) -> pb.TierResult:
+def tier_result(entry: TierOutcome) -> pb.TierResult:
+    """What one tier of the cascade said, as the response lists it."""
     result = pb.TierResult(
         name=entry.name, kind=entry.kind, decision=DECISION_VALUE[entry.decision], calibrated=entry.calibrated,
         confidence=entry.confidence, threshold=entry.threshold, reasons=reason_dicts(entry.reasons),

@@ -21,7 +21,7 @@ from smallguard.server.core.request_ids import checked_request_id
 from smallguard.server.domain.errors import GuardError
 from smallguard.server.transport import converters
 from smallguard.server.transport.auth import caller
-from smallguard.server.transport.batch_columns import columns_of_results, stacked_columns
+from smallguard.server.transport.batch_columns import outcome_columns, stacked_columns
 from smallguard.server.transport.feedback_converters import feedback_call, feedback_response
 from smallguard.server.transport.review_converters import list_cases_response, review_case
 from smallguard.v1 import guard_pb2 as pb
@@ -74,8 +74,9 @@ class GuardService:
                     return stacked_columns(outcome) if columns else converters.stacked_batch_response(outcome)
                 calls = converters.stacked_calls(tensors, (), deadline)
             results = self._guard.predict_batch(request.model, request.version, calls)
-            response = converters.predict_batch_response(results, self._guard.reject)
-            return columns_of_results(response.results, request.model, request.version) if columns else response
+            if columns:
+                return outcome_columns(results, request.model, request.version, self._guard.reject)
+            return converters.predict_batch_response(results, self._guard.reject)
         return _answer(context, work, self._guard.reject)
 
     def _decode(self, raw: bytes, message: type[T], context: grpc.ServicerContext, predict: bool = True) -> T:
