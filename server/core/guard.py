@@ -285,10 +285,12 @@ class Guard:
         return results
 
     def predict_stacked(self, model: str, version: str, tensors: Sequence[TensorInput], deadline: float | None,
-                        caller: str = "") -> BatchOutcome | None:
+                        caller: str = "", request_ids: Sequence[str] | None = None,
+                        contexts: Sequence[Mapping[str, str]] | None = None) -> BatchOutcome | None:
         """A batch whose items' tensors are ``tensors``' rows (row i of each is item i's), served over arrays
         (``core.stacked_batch``), each item decided as ``predict_batch`` would; None when the batch is one to
-        serve item by item (then nothing was recorded). Raises ModelNotFoundError or DeadlineExpiredError."""
+        serve item by item (then nothing was recorded). ``request_ids`` and ``contexts``: each item's own ("" for
+        an id the server makes), when the items have them. Raises ModelNotFoundError or DeadlineExpiredError."""
         started = time.perf_counter()
         _refuse_if_expired(deadline)
         loaded = self._loaded.repository.get(model, version)
@@ -298,7 +300,7 @@ class Guard:
         spec = loaded.spec
         count = tensors[0].shape[0] if tensors and tensors[0].shape else 0
         with self._metrics.in_flight(spec.name, spec.version, count):
-            outcome = stacked_batch.serve(self._runner, loaded, tensors, _trace_id(span))
+            outcome = stacked_batch.serve(self._runner, loaded, tensors, _trace_id(span), request_ids, contexts)
         if outcome is None:
             return None
         self._metrics.record_columns(spec.name, spec.version, outcome.decisions, outcome.reasons, outcome.verifiers,
@@ -343,6 +345,11 @@ class Guard:
 
     def model_names(self) -> list[str]:
         return [model.spec.name for model in self._loaded.repository]
+
+    def serves_over_arrays(self, model: str, version: str = "") -> bool:
+        """Whether the model's batches may be served over arrays (``predict_stacked``); ModelNotFoundError for an
+        unknown model."""
+        return stacked_batch.takes(self._loaded.repository.get(model, version))
 
     def kind(self, model: str, version: str = "") -> ModelKind:
         """What the model is (a classifier or an extractor); ModelNotFoundError for an unknown one."""

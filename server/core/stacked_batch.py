@@ -1,43 +1,55 @@
-"""A PredictBatch of a classifier whose inputs are stacked (row i of each input is item i's), served over arrays.
+"""A PredictBatch of a classifier served over arrays: its items' tensors stacked (row i of each input is item
+i's), as the caller sent them or as the transport stacked items sent one per message that were alike, with
+each item's own request id and context when it has them.
 
 Such a batch needs no call, feeds, head result or outcome object per item, and building them was most of
 what an item cost: the rows are checked at once (two reductions an input), the model runs once, the head
-gives its columns, the verifiers run over each row's Prediction (the SDK's type: what a verifier reads), the
-policy decides each item from the verifiers' verdict worked out once per distinct outcome, drift takes the
-batch as one entry, and the metrics, the decision log and the response read the columns (README, "Batches").
+gives its columns, the verifiers run over each row's Prediction (the SDK's type: what a verifier reads) and
+context, the policy decides each item from the verifiers' verdict worked out once per distinct outcome, drift
+takes the batch as one entry, and the metrics, the decision log and the response read the columns (README,
+"Batches").
 
 ``serve`` returns None when the batch is not one it serves, and the guard then serves it item by item
 (``batch_steps``), as every other batch: a row that fails the checks (that path names each row's problem in
 its result), a model that is not a classifier, has escalation tiers or a fixed batch size smaller than the
-batch, scores that hold
-a NaN, a run or a verifier that raises (that path retries item by item), and a traced call (that path
-builds the span tree). ``tests/core/test_stacked_batch.py`` checks that both paths give the same decisions,
-reasons, verifier results, drift, metrics, decision log and response.
+batch, scores that hold a NaN, a run or a verifier that raises (that path retries item by item), and a traced
+call (that path builds the span tree). ``tests/core/test_stacked_batch.py`` checks that both paths give the
+same decisions, reasons, verifier results, drift, metrics, decision log and response.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from smallguard.server.core.classifier import ClassifierHead
 from smallguard.server.core.inputs import stacked_feeds
 from smallguard.server.core.models import LoadedModel
 from smallguard.server.core.policy import decide_many, escalate_when_drifted
-from smallguard.server.core.request_ids import new_batch_ids
+from smallguard.server.core.request_ids import new_batch_ids, new_request_id
 from smallguard.server.core.verifier_runner import VerifierRunner
 from smallguard.server.domain.predictions import BatchOutcome, TensorInput
 
 log = logging.getLogger(__name__)
+_NO_CONTEXT: Mapping[str, str] = {}
 
 
-def serve(runner: VerifierRunner, model: LoadedModel, tensors: Sequence[TensorInput],
-          trace_id: str) -> BatchOutcome | None:
-    """The batch's outcomes, or None when it is one to serve item by item (and nothing was recorded)."""
+def takes(model: LoadedModel) -> bool:
+    """Whether the model's batches may be served over arrays: a classifier's, without escalation tiers."""
+    return not model.spec.escalation and isinstance(model.head, ClassifierHead)
+
+
+def serve(runner: VerifierRunner, model: LoadedModel, tensors: Sequence[TensorInput], trace_id: str,
+          request_ids: Sequence[str] | None = None,
+          contexts: Sequence[Mapping[str, str]] | None = None) -> BatchOutcome | None:
+    """The batch's outcomes, or None when it is one to serve item by item (and nothing was recorded). Items
+    without ``request_ids`` of their own get ids that name the batch (``new_batch_ids``); with them, an item
+    whose id is "" gets one of its own."""
     spec = model.spec
     head = model.head
-    if spec.escalation or not isinstance(head, ClassifierHead):
+    if not takes(model):
         return None
+    assert isinstance(head, ClassifierHead)
     feeds = stacked_feeds(spec.inputs, tensors)
     if feeds is None:
         return None
@@ -48,7 +60,7 @@ def serve(runner: VerifierRunner, model: LoadedModel, tensors: Sequence[TensorIn
         columns = head.predict_columns(feeds)
         if columns is None:
             return None
-        outcomes = runner.run_many(model.verifiers, columns.predictions, [{}] * count,
+        outcomes = runner.run_many(model.verifiers, columns.predictions, contexts or [_NO_CONTEXT] * count,
                                    spec.policy.verifier_timeout_ms)
     except Exception:  # served again item by item, where each item's failure is its own
         log.warning("model %s: a stacked batch failed as a whole; serving its items one by one", spec.name,
@@ -63,6 +75,9 @@ def serve(runner: VerifierRunner, model: LoadedModel, tensors: Sequence[TensorIn
             drifted = [escalate_when_drifted(decision, why, message) for decision, why in zip(decisions, reasons,
                                                                                                strict=True)]
             decisions, reasons = [decision for decision, _ in drifted], [why for _, why in drifted]
-    key, request_ids = new_batch_ids(count)
-    return BatchOutcome(spec.name, spec.version, model.threshold, trace_id, request_ids, decisions,
+    if request_ids is None:
+        key, ids = new_batch_ids(count)
+    else:
+        key, ids = "", [request_id or new_request_id() for request_id in request_ids]
+    return BatchOutcome(spec.name, spec.version, model.threshold, trace_id, ids, decisions,
                         columns.predictions, columns.confidences, columns.raw_confidences, reasons, list(outcomes), key)

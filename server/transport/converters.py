@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -200,6 +200,103 @@ def batch_calls(request: pb.PredictBatchRequest,
     if not request.inputs:
         return [batch_item(item, deadline) for item in request.items]
     return stacked_calls(stacked_tensors(request), request.items, deadline)
+
+
+class ArrayBatch(NamedTuple):
+    """A batch as the array path takes it (``Guard.predict_stacked``): each input's tensor of every item stacked,
+    and each item's own request id ("" for one the server makes) and context; both None when the items have
+    none."""
+
+    tensors: list[TensorInput]
+    request_ids: list[str] | None
+    contexts: list[Mapping[str, str]] | None
+
+
+def array_batch(request: pb.PredictBatchRequest, stacked: list[TensorInput] | None) -> ArrayBatch | None:
+    """The batch as arrays, when the array path can take it as it is: ``stacked`` (its stacked inputs, decoded)
+    with items that carry only the rest of each row, or items sent one per message that are alike (the same
+    inputs, of the same names, dtypes and shapes, and no text). None when an item is not, or anything in it
+    would be that item's own error (an input that does not decode, a request id or a budget that is not one,
+    another model named): the item-by-item path then gives each item its answer or its error."""
+    items = request.items
+    if stacked is None:
+        stacked = _alike(items)
+        if stacked is None:
+            return None
+    elif not items:
+        return ArrayBatch(stacked, None, None)
+    elif len(items) != stacked[0].shape[0] or any(item.inputs or item.text for item in items):
+        return None
+    model, version = request.model, request.version
+    request_ids: list[str] = []
+    contexts: list[Mapping[str, str]] = []
+    empty: Mapping[str, str] = {}
+    for item in items:
+        if item.model not in ("", model) or item.version not in ("", version) or (
+                item.HasField("max_cost") and not (math.isfinite(item.max_cost) and item.max_cost >= 0)):
+            return None
+        request_id = item.request_id
+        if request_id:
+            try:
+                request_id = checked_request_id(request_id)
+            except InvalidInputError:
+                return None
+        request_ids.append(request_id)
+        context = item.context
+        contexts.append(dict(context) if context else empty)
+    return ArrayBatch(stacked, request_ids, contexts)
+
+
+def _alike(items: Sequence[pb.PredictRequest]) -> list[TensorInput] | None:
+    """The tensors of items sent one per message, stacked (one per input name), when every item gives the same
+    inputs (names, dtypes, shapes) and no text, and each decodes as a Predict's would; else None. The first item
+    is decoded with every check; when the others give their values as it does, in the typed field, each is
+    held to it (the same name, dtype and shape, and its values' count) and all are read in one numpy call."""
+    if not items or not items[0].inputs:
+        return None
+    try:
+        first = [_tensor(t, i) for i, t in enumerate(items[0].inputs)]
+    except InvalidInputError:
+        return None
+    if not any(t.raw_contents for t in items[0].inputs):
+        columns = _typed_columns(items, first)
+        if columns is not None:
+            return [TensorInput(t.name, t.dtype, (len(items), *t.shape), np.array(values, dtype=t.dtype).reshape(-1))
+                    for t, values in zip(first, columns, strict=True)]
+    rows = []
+    for item in items:
+        if item.text:
+            return None
+        try:
+            tensors = [_tensor(t, i) for i, t in enumerate(item.inputs)]
+        except InvalidInputError:
+            return None
+        if [(t.name, t.dtype, t.shape) for t in tensors] != [(t.name, t.dtype, t.shape) for t in first]:
+            return None
+        rows.append(tensors)
+    return [TensorInput(t.name, t.dtype, (len(rows), *t.shape), np.concatenate([row[j].values for row in rows]))
+            for j, t in enumerate(first)]
+
+
+def _typed_columns(items: Sequence[pb.PredictRequest], first: list[TensorInput]) -> list[list[Any]] | None:
+    """Each input's typed value fields, an item each, when every item gives its inputs as the first does (``first``,
+    decoded): the same names, dtypes and shapes, each input's values in its dtype's field alone, as many as its
+    shape holds; None when one does not (``_tensor`` then says what is wrong with it)."""
+    expected = [(t.name, _DTYPE_ENUM[t.dtype], list(t.shape), _DTYPES[_DTYPE_ENUM[t.dtype]][1], math.prod(t.shape))
+                for t in first]
+    columns: list[list[Any]] = [[] for _ in first]
+    for item in items:
+        inputs = item.inputs
+        if item.text or len(inputs) != len(expected):
+            return None
+        for tensor, (name, dtype, shape, field, count), column in zip(inputs, expected, columns, strict=True):
+            contents = tensor.contents
+            values = getattr(contents, field)
+            if (tensor.name != name or tensor.dtype != dtype or tensor.shape != shape or len(values) != count
+                    or tensor.raw_contents or len(contents.ListFields()) != (1 if count else 0)):
+                return None
+            column.append(values)
+    return columns
 
 
 def stacked_tensors(request: pb.PredictBatchRequest) -> list[TensorInput]:

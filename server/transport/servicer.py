@@ -65,14 +65,17 @@ class GuardService:
         def work() -> pb.PredictBatchResponse:
             converters.batch_size(request, self._max_batch_items)  # before any item is decoded
             columns = converters.columns_layout(request, self._guard.kind)
-            if not request.inputs or request.items:
-                calls = converters.batch_calls(request, deadline)
-            else:  # stacked inputs alone: served over arrays, unless the guard serves them item by item
-                tensors = converters.stacked_tensors(request)
-                outcome = self._guard.predict_stacked(request.model, request.version, tensors, deadline, caller())
-                if outcome is not None:
-                    return stacked_columns(outcome) if columns else converters.stacked_batch_response(outcome)
-                calls = converters.stacked_calls(tensors, (), deadline)
+            stacked = converters.stacked_tensors(request) if request.inputs else None
+            # served over arrays when the batch is one the array path takes, as sent; else item by item
+            if stacked is not None or self._guard.serves_over_arrays(request.model, request.version):
+                arrays = converters.array_batch(request, stacked)
+                if arrays is not None:
+                    outcome = self._guard.predict_stacked(request.model, request.version, arrays.tensors, deadline,
+                                                          caller(), arrays.request_ids, arrays.contexts)
+                    if outcome is not None:
+                        return stacked_columns(outcome) if columns else converters.stacked_batch_response(outcome)
+            calls = (converters.batch_calls(request, deadline) if stacked is None else
+                     converters.stacked_calls(stacked, request.items, deadline))
             results = self._guard.predict_batch(request.model, request.version, calls)
             if columns:
                 return outcome_columns(results, request.model, request.version, self._guard.reject)

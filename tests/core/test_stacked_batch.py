@@ -118,15 +118,28 @@ def test_each_item_is_decided_recorded_and_answered_as_item_by_item(twins: tuple
     arrays, items, variant = twins
     # batches of 128: the drift window (500) is scored every 125 predictions, so each batch is scored at once
     traffic = NORMAL[:384] + INVERTED[:512] + NORMAL[384:768]
-    seen: set[tuple[int, tuple[int, ...]]] = set()
+    seen: set[tuple[int, tuple[int, ...]]] = set()  # in the batches without contexts
+    failed_by_context = False
     for start in range(0, len(traffic), 128):
-        tensors = converters.stacked_tensors(stacked(traffic[start:start + 128]))
-        served = arrays.guard.predict_stacked("digits", "", tensors, None, "team-a")
+        rows = traffic[start:start + 128]
+        tensors = converters.stacked_tensors(stacked(rows))
+        # every other batch: items with ids and contexts of their own (some), as items sent one per message carry
+        own = start // 128 % 2 == 1
+        request_ids = [f"own-{start + i}" if i % 3 else "" for i in range(len(rows))] if own else None
+        contexts = [{"allowed_labels": "0,1,2,3,4,5,6" if i % 4 else "1,7"} if i % 5 else {}
+                    for i in range(len(rows))] if own else None
+        served = arrays.guard.predict_stacked("digits", "", tensors, None, "team-a", request_ids, contexts)
         assert served is not None
         calls = converters.stacked_calls(tensors, ())
-        for call in calls:
+        for i, call in enumerate(calls):
             call.caller = "team-a"
+            if own:
+                call.request_id, call.context = request_ids[i], contexts[i]  # type: ignore[index]
         one_by_one = items.guard.predict_batch("digits", "", calls)
+        if own:
+            assert [r.request_id for r in one_by_one][1:3] == served.request_ids[1:3] == [f"own-{start + 1}",
+                                                                                         f"own-{start + 2}"]
+            assert not served.key and served.request_ids[0] and served.request_ids[0] != served.request_ids[3]
         ours = comparable(converters.stacked_batch_response(served))
         theirs = comparable(converters.predict_batch_response(one_by_one, lambda code: None))
         assert ours == theirs
@@ -134,12 +147,17 @@ def test_each_item_is_decided_recorded_and_answered_as_item_by_item(twins: tuple
         assert comparable(pb.PredictBatchResponse(results=results_of(stacked_columns(served).columns))) == theirs
         assert comparable(pb.PredictBatchResponse(results=results_of(
             outcome_columns(one_by_one, "digits", "", lambda code: None).columns))) == theirs
-        seen |= {(r.response.decision, tuple(reason.code for reason in r.response.reasons)) for r in ours.results}
+        answers = {(r.response.decision, tuple(reason.code for reason in r.response.reasons)) for r in ours.results}
+        if own:
+            failed_by_context |= any(pb.Reason.VERIFIER_FAILED in codes for _, codes in answers)
+        else:
+            seen |= answers
     assert recorded(arrays.reader) == recorded(items.reader)
     assert arrays.guard.report("digits").drift == items.guard.report("digits").drift
     assert arrays.logged() == items.logged()
     decisions = {decision for decision, _ in seen}
     codes = {code for _, reasons in seen for code in reasons}
+    assert failed_by_context  # the items' contexts reached the verifiers (label-allowed)
     if variant != "uncalibrated":  # without a calibration the threshold is 0: every confidence is above it
         assert {pb.ANSWER, pb.ABSTAIN} <= decisions  # the comparison went both ways through the threshold
     expected = {"shipped": set(), "full inputs": set(), "rules": {pb.Reason.VERIFIER_FAILED},

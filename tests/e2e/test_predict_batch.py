@@ -265,3 +265,36 @@ def test_columns_are_for_a_classifier_and_a_known_layout(shipped: Running) -> No
     digits.layout = pb.BATCH_LAYOUT_COLUMNS  # the server kept serving
     assert shipped.stub.PredictBatch(digits).columns.labels == [shipped.stub.PredictBatch(
         pb.PredictBatchRequest(model="digits", inputs=digits.inputs)).results[0].response.classification.label]
+
+
+def test_items_sent_one_per_message_are_answered_alike_however_they_are_given(shipped: Running) -> None:
+    """Items alike go over arrays (one tensor of all of them); items given otherwise (values in raw bytes, a
+    float64 tensor, an id that is not one) are served, each as a single Predict would be, whatever path takes
+    them."""
+    rows = [row["pixels"] for row in digits_rows()[:12]]
+    contexts = [{"allowed_labels": "0,1,2,3" if i % 4 == 0 else ALL_DIGITS} for i in range(12)]
+
+    def items(changed: int | None = None, how: str = "") -> list[pb.PredictRequest]:
+        made = [digits_request(row, request_id=f"alike-{i}", context=contexts[i]) for i, row in enumerate(rows)]
+        if how == "raw":
+            made[changed].inputs[0].ClearField("contents")  # type: ignore[index]
+            made[changed].inputs[0].raw_contents = np.asarray(rows[changed], dtype="<f4").tobytes()  # type: ignore[index]
+        elif how == "float64":
+            made[changed].inputs[0].dtype = pb.FLOAT64  # type: ignore[index]
+            made[changed].inputs[0].contents.ClearField("float_contents")  # type: ignore[index]
+            made[changed].inputs[0].contents.double_contents.extend(rows[changed])  # type: ignore[index]
+        elif how == "bad id":
+            made[changed].request_id = "bad\x00id"  # type: ignore[index]
+        return made
+
+    singles = [comparable(shipped.stub.Predict(item)) for item in items()]
+    assert {pb.ANSWER, pb.ESCALATE} <= {single[3] for single in singles}
+    for changed, how in [(None, ""), (5, "raw"), (0, "float64"), (7, "bad id")]:
+        batch = shipped.stub.PredictBatch(pb.PredictBatchRequest(model="digits", items=items(changed, how)))
+        got = [comparable(r.response) if r.HasField("response") else r.error.code for r in batch.results]
+        if how == "float64":  # the model takes float32: that item's own error
+            assert got[0] == "INVALID_ARGUMENT" and got[1:] == singles[1:], how
+        elif how == "bad id":
+            assert got[7] == "INVALID_ARGUMENT" and got[:7] + got[8:] == singles[:7] + singles[8:], how
+        else:
+            assert got == singles, how
