@@ -90,7 +90,8 @@ class Client:
         (``columns.arrays_of`` reads such an answer as arrays, for a caller of ``batch_request`` and the stub)."""
         request = batch_request(model, items, pixels=pixels, inputs=inputs, version=version, columns=columns)
         response = self._call(self._stub.PredictBatch, request, timeout)
-        results = results_of(response.columns) if columns else response.results
+        # a server that does not know the layout answers in results
+        results = results_of(response.columns) if response.HasField("columns") else response.results
         return [Result.of(r.response) if r.WhichOneof("result") == "response" else
                 ItemError(i, r.error.code, r.error.message) for i, r in enumerate(results)]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from smallguard.server.domain.errors import GuardError
+from smallguard.server.domain.errors import GuardError, InvalidInputError, echoed
 from smallguard.server.domain.predictions import BatchOutcome, PredictOutcome, Reason, VerifierOutcome
 from smallguard.server.transport.converters import (
     DECISION_VALUE,
@@ -27,7 +27,7 @@ from smallguard.server.transport.converters import (
     tier_result,
 )
 from smallguard.v1 import guard_pb2 as pb
-from smallguard.verifiers import Prediction
+from smallguard.verifiers import ModelKind, Prediction
 
 
 def stacked_columns(outcome: BatchOutcome) -> pb.PredictBatchResponse:
@@ -50,6 +50,9 @@ def outcome_columns(results: Sequence[PredictOutcome | GuardError], model: str, 
     response = pb.PredictBatchResponse()
     columns = response.columns
     served = [result for result in results if isinstance(result, PredictOutcome)]
+    if any(item.prediction.kind is not ModelKind.CLASSIFIER for item in served):  # a reload made it an extractor
+        raise InvalidInputError(f"BATCH_LAYOUT_COLUMNS answers a classifier's batch, and model {echoed(model)} is "
+                                "now an extractor; ask for BATCH_LAYOUT_RESULTS", "layout")
     first = served[0] if served else None
     columns.model = model if first is None else first.model
     columns.model_version = version if first is None else first.model_version
@@ -89,7 +92,7 @@ def _fill(columns: pb.BatchColumns, request_ids: Sequence[str], decisions: Seque
     columns.request_ids.extend(request_ids)
     value = DECISION_VALUE
     columns.decisions.extend([0 if decision is None else value[decision] for decision in decisions])
-    columns.labels.extend(["" if prediction is None else prediction.label for prediction in predictions])
+    columns.labels.extend(["" if prediction is None else prediction.label or "" for prediction in predictions])
     columns.probabilities.extend([0.0 if prediction is None else prediction.probability for prediction in predictions])
     columns.confidences.extend(confidences)
     columns.raw_confidences.extend(raw_confidences)

@@ -244,7 +244,8 @@ def array_batch(request: pb.PredictBatchRequest, stacked: list[TensorInput] | No
         request_ids.append(request_id)
         context = item.context
         contexts.append(dict(context) if context else empty)
-    return ArrayBatch(stacked, request_ids, contexts)
+    # items without ids of their own get ids that name the batch (one row in the store, no index entry per item)
+    return ArrayBatch(stacked, request_ids if any(request_ids) else None, contexts if any(contexts) else None)
 
 
 def _alike(items: Sequence[pb.PredictRequest]) -> list[TensorInput] | None:

@@ -183,3 +183,27 @@ def test_a_batch_to_serve_item_by_item_is_declined_and_leaves_no_record(tmp_path
         assert served is not None and len(served.request_ids) == 3 and len(twin.logged()) == 3
     finally:
         twin.close()
+
+
+def test_columns_list_verifier_results_once_for_items_answered_alike_and_apart_otherwise() -> None:
+    """Items share a verifier list when every field they are sent with is the same; a duration alone differing
+    keeps two lists (and the rebuilt results keep each item's own)."""
+    from smallguard.server.core.classifier import classification, label_score
+    from smallguard.server.domain.predictions import BatchOutcome, Decision, Reason, ReasonCode, VerifierOutcome
+    from smallguard.verifiers import Status
+
+    def outcome(duration: float) -> tuple[VerifierOutcome, ...]:
+        return (VerifierOutcome("label-allowed", "label-allowed", Status.PASSED, "ok", Decision.ESCALATE, duration),)
+    alike, apart = outcome(0.5), outcome(0.75)
+    low = (Reason(ReasonCode.LOW_CONFIDENCE, "below"),)
+    predictions = [classification(label, 0.9, (label_score(label, 0.9),)) for label in "123"]
+    batch = BatchOutcome("digits", "1.0.0", 0.8, "", ["a", "b", "c"], [Decision.ANSWER, Decision.ABSTAIN,
+                                                                        Decision.ANSWER],
+                         predictions, [0.9, 0.7, 0.9], [0.8, 0.6, 0.8], [(), low, ()], [alike, outcome(0.5), apart])
+    columns = stacked_columns(batch).columns
+    assert list(columns.verifiers) == [0, 0, 1] and len(columns.verifier_lists) == 2
+    assert list(columns.reasons) == [0, 1, 0] and len(columns.reason_lists) == 2
+    rebuilt = results_of(columns)
+    assert [r.response.verifiers[0].duration_ms for r in rebuilt] == [0.5, 0.5, 0.75]
+    assert [list(r.response.reasons) for r in rebuilt] == [[], [pb.Reason(code=pb.Reason.LOW_CONFIDENCE,
+                                                                          message="below")], []]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import numpy as np
 import pytest
 
 from smallguard.client.columns import arrays_of, results_of
 from smallguard.v1 import guard_pb2 as pb
-from tests.conftest import MODELS, Running, digits_request, digits_rows, start_server
+from smallguard.v1 import guard_pb2_grpc
+from tests.conftest import MODELS, Running, digits_request, digits_rows, free_port, serving, start_server
 from tests.e2e.test_extractor import invoices
 
 ALL_DIGITS = "0,1,2,3,4,5,6,7,8,9"
@@ -187,6 +190,26 @@ def test_an_extractor_batch_gives_each_invoice_its_single_predict_answer(shipped
     assert [comparable(r.response) for r in batch.results] == [comparable(s) for s in singles]
 
 
+def untimed(results: list[pb.PredictBatchResult], ids: bool = True) -> list[pb.PredictBatchResult]:
+    """Copies of ``results`` without what differs from one call to the next: the trace id (the tests trace every
+    call), the verifiers' and tiers' timings (and the request ids, for ids the server made)."""
+    copies = []
+    for result in results:
+        copy = pb.PredictBatchResult()
+        copy.CopyFrom(result)
+        response = copy.response
+        if copy.HasField("response"):
+            response.trace_id = ""
+        for verifier in [*response.verifiers, *(v for tier in response.tiers for v in tier.verifiers)]:
+            verifier.duration_ms = 0.0
+        for tier in response.tiers:
+            tier.latency_ms = 0.0
+        if not ids and copy.HasField("response"):
+            response.request_id = ""
+        copies.append(copy)
+    return copies
+
+
 def answered_in_both_layouts(shipped: Running, request: pb.PredictBatchRequest
                              ) -> tuple[pb.PredictBatchResponse, pb.PredictBatchResponse]:
     """The batch answered as results, then in columns."""
@@ -201,11 +224,11 @@ def test_columns_hold_each_items_decision_as_results_do(shipped: Running) -> Non
     rows = digits_rows()[:64]
     contexts = [{"allowed_labels": "0,1,2,3,4,5,6,7" if i % 5 == 0 else ALL_DIGITS} for i in range(64)]
     rest = [pb.PredictRequest(request_id=f"col-{i}", context=context) for i, context in enumerate(contexts)]
-    # items of their own (served item by item), then stacked rows without items (served over arrays)
+    # stacked rows with items that carry their ids and contexts, then without items (both over arrays), then
+    # items sent one per message that are not alike (item by item: one of them is float64, its own error)
     by_items = pb.PredictBatchRequest(model="digits", inputs=[stacked([row["pixels"] for row in rows])], items=rest)
     results, columns = answered_in_both_layouts(shipped, by_items)
-    assert [comparable(r.response) for r in results_of(columns.columns)] == [comparable(r.response)
-                                                                             for r in results.results]
+    assert untimed(results_of(columns.columns)) == untimed(results.results)  # every field of every item
     assert {pb.ANSWER, pb.ESCALATE} <= set(columns.columns.decisions)
     assert len(columns.columns.verifier_lists) < 64  # items answered alike share their verifier results
     arrays = arrays_of(columns.columns)
@@ -220,10 +243,14 @@ def test_columns_hold_each_items_decision_as_results_do(shipped: Running) -> Non
     rebuilt = results_of(columns.columns)
     assert len(set(r.response.request_id for r in rebuilt)) == 64  # the server's own ids, one per item
 
-    def without_id(response: pb.PredictResponse) -> tuple:
-        return comparable(response)[1:]
-    assert [without_id(r.response) for r in rebuilt] == [without_id(r.response) for r in results.results]
+    assert untimed(rebuilt, ids=False) == untimed(results.results, ids=False)
     assert columns.ByteSize() < results.ByteSize() * 0.7
+
+    mixed = [digits_request(row["pixels"], request_id=f"mixed-{i}", context=contexts[i]) for i, row in enumerate(rows)]
+    mixed[3].inputs[0].dtype = pb.FLOAT64
+    results, columns = answered_in_both_layouts(shipped, pb.PredictBatchRequest(model="digits", items=mixed))
+    assert [entry.item for entry in columns.columns.errors] == [3]
+    assert untimed(results_of(columns.columns)) == untimed(results.results)
 
 
 def test_columns_name_each_item_that_was_not_served(shipped: Running) -> None:
@@ -236,9 +263,7 @@ def test_columns_name_each_item_that_was_not_served(shipped: Running) -> None:
     assert columns.columns.errors[0].error == results.results[1].error
     assert list(columns.columns.request_ids) == ["e-0", "", "e-2", "e-3"]
     assert columns.columns.decisions[1] == pb.DECISION_UNSPECIFIED and columns.columns.top_k_counts[1] == 0
-    assert [comparable(r.response) for r in results_of(columns.columns)] == [comparable(r.response)
-                                                                             for r in results.results]
-    assert results_of(columns.columns)[1] == results.results[1]
+    assert untimed(results_of(columns.columns)) == untimed(results.results)
     arrays = arrays_of(columns.columns)  # the row not served: no top-k entries, NaN past them
     assert list(arrays.top_k_labels[1]) == ["", "", ""] and np.isnan(arrays.top_k_probabilities[1]).all()
 
@@ -298,3 +323,25 @@ def test_items_sent_one_per_message_are_answered_alike_however_they_are_given(sh
             assert got[7] == "INVALID_ARGUMENT" and got[:7] + got[8:] == singles[:7] + singles[8:], how
         else:
             assert got == singles, how
+
+
+def test_items_alike_go_over_arrays_at_a_server_that_traces_nothing(tmp_path: Path) -> None:
+    """Where nothing is traced (these tests' own servers trace every call, which takes the item-by-item path),
+    a batch of items alike is served over arrays: its items' ids, made by the server, name the batch (its key,
+    then each item's place); a batch whose items differ gets an id of its own per item."""
+    port = free_port()
+    rows = [row["pixels"] for row in digits_rows()[:16]]
+    with serving("--store", f"sqlite:///{tmp_path}/store.sqlite3", port=port), \
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = guard_pb2_grpc.GuardStub(channel)
+        alike = stub.PredictBatch(pb.PredictBatchRequest(model="digits", items=[digits_request(r) for r in rows]))
+        ids = [result.response.request_id for result in alike.results]
+        assert {request_id[:28] for request_id in ids} == {ids[0][:28]}
+        assert [int(request_id[28:], 16) for request_id in ids] == list(range(16))
+        odd = [digits_request(r) for r in rows]
+        odd[3].inputs[0].shape[:] = [8, 8]  # the same values, another shape: not alike
+        apart = [r.response.request_id for r in stub.PredictBatch(pb.PredictBatchRequest(model="digits",
+                                                                                         items=odd)).results]
+        assert len({request_id[:28] for request_id in apart}) == 16
+        assert [r.response.classification.label for r in alike.results] == [
+            stub.Predict(digits_request(r)).classification.label for r in rows]

@@ -119,8 +119,8 @@ class GuardServicer:
         An item that cannot be served (inputs that do not fit, another model named) gets its own
         error and the other items are served. The call fails as a whole only for the batch:
         INVALID_ARGUMENT when it has no items, more than the server's --max-batch-items, or more
-        bytes than --max-request-bytes, or stacked inputs that do not make a batch; NOT_FOUND for an
-        unknown model or version.
+        bytes than --max-request-bytes, stacked inputs that do not make a batch, or a layout that is
+        not one (or columns asked of an extractor); NOT_FOUND for an unknown model or version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
