@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from smallguard.client.columns import results_of
+from smallguard.client.columns import BatchArrays, arrays_of, results_of
 from smallguard.client.results import FeedbackResult, ItemError, ModelSummary, Result, Review
 from smallguard.v1 import guard_pb2 as pb
 from smallguard.v1 import guard_pb2_grpc
@@ -94,6 +94,18 @@ class Client:
         results = results_of(response.columns) if response.HasField("columns") else response.results
         return [Result.of(r.response) if r.WhichOneof("result") == "response" else
                 ItemError(i, r.error.code, r.error.message) for i, r in enumerate(results)]
+
+    def predict_arrays(self, model: str, items: Sequence[Mapping[str, Any]] = (), *,
+                       pixels: Sequence[Sequence[float]] | np.ndarray | None = None,
+                       inputs: Mapping[str, Any] | None = None, version: str = "",
+                       timeout: float | None = None) -> BatchArrays:
+        """``predict_batch`` for a caller that holds its batch as arrays (a classifier's): answered in columns and
+        read as numpy arrays, without an object per item (``arrays.answered``: which items may be used)."""
+        request = batch_request(model, items, pixels=pixels, inputs=inputs, version=version, columns=True)
+        response = self._call(self._stub.PredictBatch, request, timeout)
+        if not response.HasField("columns"):
+            raise CallError("UNIMPLEMENTED", "the server answered in results: it does not answer in columns")
+        return arrays_of(response.columns)
 
     def feedback(self, request_id: str, *, label: str | None = None, fields: Mapping[str, str] | None = None,
                  model: str = "", timeout: float | None = None) -> FeedbackResult:

@@ -8,13 +8,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from smallguard.client.results import ItemError
 from smallguard.v1 import guard_pb2 as pb
 
 
 class BatchArrays(NamedTuple):
-    """The numbers of a batch answered in columns, as numpy arrays of one entry per item (``top_k_*``: one row
-    per item, padded with "" and NaN past an item's own entries). ``decisions`` holds the Decision values:
-    ``decisions == pb.ANSWER`` says which items may be used."""
+    """A batch answered in columns, as numpy arrays of one entry per item (``top_k_*``: one row per item, padded
+    with "" and NaN past an item's own entries). ``decisions`` holds the Decision values; ``answered`` says which
+    items may be used; ``errors``, the items that were not served, by index."""
 
     request_ids: list[str]
     decisions: np.ndarray
@@ -23,6 +24,11 @@ class BatchArrays(NamedTuple):
     raw_confidences: np.ndarray
     top_k_labels: np.ndarray
     top_k_probabilities: np.ndarray
+    errors: dict[int, ItemError]
+
+    @property
+    def answered(self) -> np.ndarray:
+        return self.decisions == pb.ANSWER
 
 
 def arrays_of(columns: pb.BatchColumns) -> BatchArrays:
@@ -41,7 +47,8 @@ def arrays_of(columns: pb.BatchColumns) -> BatchArrays:
         probabilities[rows, places] = list(columns.top_k_probabilities)
     return BatchArrays(list(columns.request_ids), np.asarray(columns.decisions, dtype=np.int32),
                        list(columns.labels), np.asarray(columns.confidences), np.asarray(columns.raw_confidences),
-                       labels, probabilities)
+                       labels, probabilities, {entry.item: ItemError(entry.item, entry.error.code, entry.error.message)
+                                               for entry in columns.errors})
 
 
 def results_of(columns: pb.BatchColumns) -> list[pb.PredictBatchResult]:

@@ -91,6 +91,20 @@ def test_a_stacked_batch_answers_as_the_items_do(shipped: Running) -> None:
                                           columns=True)
         assert seen(in_columns) == seen(items)
         assert [r.verifiers for r in in_columns] == [r.verifiers for r in items]  # type: ignore[union-attr]
+        arrays = client.predict_arrays("digits", rest, pixels=np.array([row["pixels"] for row in rows]))
+        assert arrays.labels == [r.label for r in items]  # type: ignore[union-attr]
+        assert list(arrays.answered) == [r.answered for r in items]  # type: ignore[union-attr]
+        assert arrays.answered.any() and not arrays.answered.all() and arrays.errors == {}
+        assert np.array_equal(arrays.confidences, [r.confidence for r in items])  # type: ignore[union-attr]
+        assert [tuple(zip(labels, p, strict=True)) for labels, p in zip(
+            arrays.top_k_labels.tolist(), arrays.top_k_probabilities.tolist(), strict=True)] == [
+            r.top_k for r in items]  # type: ignore[union-attr]
+        one_bad = client.predict_arrays("digits", [{"pixels": rows[0]["pixels"]}, {"pixels": [1.0] * 63}])
+        assert list(one_bad.errors) == [1] and one_bad.errors[1].code == "INVALID_ARGUMENT"
+        assert one_bad.labels[0] == rows[0]["label"] and one_bad.labels[1] == "" and not one_bad.answered[1]
+        with pytest.raises(CallError) as extractor:
+            client.predict_arrays("invoice-extractor", [{"text": "Invoice 7 total 1.00"}])
+        assert extractor.value.code == "INVALID_ARGUMENT" and "layout" in extractor.value.message
         mixed = client.predict_batch("digits", [{"pixels": rows[0]["pixels"]}, {"pixels": [1.0] * 63}], columns=True)
         assert isinstance(mixed[1], ItemError) and mixed[1].code == "INVALID_ARGUMENT"
         assert mixed[1].message.startswith("items[1].")
