@@ -74,9 +74,8 @@ class GuardService:
                                                           caller(), arrays.request_ids, arrays.contexts)
                     if outcome is not None:
                         return stacked_columns(outcome) if columns else converters.stacked_batch_response(outcome)
-            calls = (converters.batch_calls(request, deadline) if stacked is None else
-                     converters.stacked_calls(stacked, request.items, deadline))
-            results = self._guard.predict_batch(request.model, request.version, calls)
+            results = self._guard.predict_batch(request.model, request.version,
+                                                converters.batch_calls(request, stacked, deadline))
             if columns:
                 return outcome_columns(results, request.model, request.version, self._guard.reject)
             return converters.predict_batch_response(results, self._guard.reject)
