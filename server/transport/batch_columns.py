@@ -44,7 +44,7 @@ def stacked_columns(outcome: BatchOutcome) -> pb.PredictBatchResponse:
 
 def outcome_columns(results: Sequence[PredictOutcome | GuardError], model: str, version: str,
                     on_error: Callable[[str], None]) -> pb.PredictBatchResponse:
-    """The response in columns to a batch served item by item: what ``converters.predict_batch_response`` gives
+    """The response in columns to a batch served item by item: what ``wire.batch_results_bytes`` gives
     as results (an error names its item, and ``on_error`` hears its status code's name). ``model`` and
     ``version`` name the batch's model when no item was served."""
     response = pb.PredictBatchResponse()

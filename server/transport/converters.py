@@ -28,7 +28,6 @@ from smallguard.server.domain.errors import (
     echoed,
 )
 from smallguard.server.domain.predictions import (
-    BatchOutcome,
     Decision,
     PredictCall,
     PredictOutcome,
@@ -36,7 +35,6 @@ from smallguard.server.domain.predictions import (
     ReasonCode,
     TensorInput,
     TierOutcome,
-    VerifierOutcome,
 )
 from smallguard.server.observability import drift
 from smallguard.server.transport.auth import caller
@@ -350,21 +348,6 @@ def stacked_tensors(request: pb.PredictBatchRequest) -> list[TensorInput]:
     return stacked
 
 
-def predict_batch_response(results: Sequence[PredictOutcome | GuardError],
-                           on_error: Callable[[str], None]) -> pb.PredictBatchResponse:
-    """One result per item; an error names its item (``items[3].inputs[pixels]: ...``), and ``on_error``
-    hears the status code name of each item that failed."""
-    response = pb.PredictBatchResponse()
-    for index, result in enumerate(results):
-        if isinstance(result, PredictOutcome):
-            _fill_response(response.results.add().response, result)
-        else:
-            code = status_of(result).name
-            on_error(code)
-            response.results.add(error=pb.ItemError(code=code, message=f"items[{index}].{result}"))
-    return response
-
-
 def _tensor(tensor: pb.Tensor, index: int) -> TensorInput:
     """The tensor as numpy values of its declared shape's size; every check's error names the input. The
     order of the checks is the cheapest first for a valid tensor: this runs on every Predict."""
@@ -418,41 +401,10 @@ def predict_response(outcome: PredictOutcome) -> pb.PredictResponse:
     return response
 
 
-def stacked_batch_response(outcome: BatchOutcome) -> pb.PredictBatchResponse:
-    """The response to a batch served over arrays: one result per item, each what ``predict_batch_response``
-    gives for the item's outcome."""
-    response = pb.PredictBatchResponse()
-    add = response.results.add
-    model, version, threshold, trace_id = outcome.model, outcome.model_version, outcome.threshold, outcome.trace_id
-    # what items share (the model, its version and threshold, the trace, and the verifier results of items whose
-    # verifiers answered them alike) is encoded once and merged into each item: one call into upb, not one a field
-    shared: dict[int, tuple[Sequence[VerifierOutcome], bytes]] = {}
-    for request_id, decision, prediction, confidence, raw_confidence, reasons, verifiers in zip(
-            outcome.request_ids, outcome.decisions, outcome.predictions, outcome.confidences, outcome.raw_confidences,
-            outcome.reasons, outcome.verifiers, strict=True):
-        common = shared.get(id(verifiers))
-        if common is None or common[0] is not verifiers:
-            part = pb.PredictResponse(model=model, model_version=version, threshold=threshold, trace_id=trace_id,
-                                      answered_by=model, verifiers=verifier_dicts(verifiers))
-            common = shared[id(verifiers)] = (verifiers, part.SerializeToString())
-        item = add().response
-        item.MergeFromString(common[1])
-        item.request_id = request_id
-        item.decision = DECISION_VALUE[decision]
-        item.confidence = confidence
-        item.raw_confidence = raw_confidence
-        _fill_answer(item, prediction)
-        if reasons:
-            more = item.reasons.add
-            for r in reasons:
-                more(code=REASON_VALUE[r.code], verifier=r.verifier, message=r.message)
-    return response
-
-
 def _fill_response(response: pb.PredictResponse, outcome: PredictOutcome) -> None:
-    """Fill ``response`` (a new one, or a batch's entry, which then needs no copy): built on every Predict, so
-    scalars are assigned and repeated entries added one by one (with upb, 9.8 against 12.3 us for the
-    constructor with nested dicts, on a digits answer)."""
+    """Fill ``response``: the answers ``wire`` does not write itself (an extraction, a cascade's tiers). Scalars
+    are assigned and repeated entries added one by one (with upb, 9.8 against 12.3 us for the constructor with
+    nested dicts, on a digits answer)."""
     response.request_id = outcome.request_id
     response.model = outcome.model
     response.model_version = outcome.model_version

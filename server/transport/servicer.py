@@ -24,6 +24,7 @@ from smallguard.server.transport.auth import caller
 from smallguard.server.transport.batch_columns import outcome_columns, stacked_columns
 from smallguard.server.transport.feedback_converters import feedback_call, feedback_response
 from smallguard.server.transport.review_converters import list_cases_response, review_case
+from smallguard.server.transport.wire import batch_results_bytes, predict_response_bytes, stacked_results_bytes
 from smallguard.v1 import guard_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -51,18 +52,20 @@ class GuardService:
             _abort(context, grpc.StatusCode.UNAVAILABLE, "this server is shutting down; send the call again (another "
                                                          "replica or worker will take it)")
 
-    def Predict(self, raw: bytes, context: grpc.ServicerContext) -> pb.PredictResponse:
+    def Predict(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        """The PredictResponse, serialized (``wire``)."""
         self._admit(context)
         request = self._decode(raw, pb.PredictRequest, context)
-        return _answer(context, lambda: converters.predict_response(
+        return _answer(context, lambda: predict_response_bytes(
             self._guard.predict(converters.predict_call(request, _deadline(context)))), self._guard.reject)
 
-    def PredictBatch(self, raw: bytes, context: grpc.ServicerContext) -> pb.PredictBatchResponse:
+    def PredictBatch(self, raw: bytes, context: grpc.ServicerContext) -> pb.PredictBatchResponse | bytes:
+        """The PredictBatchResponse: a message in columns, or a result per item serialized (``wire``)."""
         self._admit(context)
         request = self._decode(raw, pb.PredictBatchRequest, context)
         deadline = _deadline(context)
 
-        def work() -> pb.PredictBatchResponse:
+        def work() -> pb.PredictBatchResponse | bytes:
             converters.batch_size(request, self._max_batch_items)  # before any item is decoded
             columns = converters.columns_layout(request, self._guard.kind)
             stacked = converters.stacked_tensors(request) if request.inputs else None
@@ -73,12 +76,12 @@ class GuardService:
                     outcome = self._guard.predict_stacked(request.model, request.version, arrays.tensors, deadline,
                                                           caller(), arrays.request_ids, arrays.contexts)
                     if outcome is not None:
-                        return stacked_columns(outcome) if columns else converters.stacked_batch_response(outcome)
+                        return stacked_columns(outcome) if columns else stacked_results_bytes(outcome)
             results = self._guard.predict_batch(request.model, request.version,
                                                 converters.batch_calls(request, stacked, deadline))
             if columns:
                 return outcome_columns(results, request.model, request.version, self._guard.reject)
-            return converters.predict_batch_response(results, self._guard.reject)
+            return batch_results_bytes(results, self._guard.reject)
         return _answer(context, work, self._guard.reject)
 
     def _decode(self, raw: bytes, message: type[T], context: grpc.ServicerContext, predict: bool = True) -> T:
@@ -175,9 +178,12 @@ class GuardService:
         def unary(behavior: Callable, response_type: type) -> grpc.RpcMethodHandler:  # raw bytes in, see above
             return grpc.unary_unary_rpc_method_handler(behavior, response_serializer=response_type.SerializeToString)
 
+        def answers(behavior: Callable) -> grpc.RpcMethodHandler:  # Predict's answers: bytes already, or a message
+            return grpc.unary_unary_rpc_method_handler(behavior, response_serializer=_serialized)
+
         return {
-            "Predict": unary(self.Predict, pb.PredictResponse),
-            "PredictBatch": unary(self.PredictBatch, pb.PredictBatchResponse),
+            "Predict": answers(self.Predict),
+            "PredictBatch": answers(self.PredictBatch),
             "ListModels": unary(self.ListModels, pb.ListModelsResponse),
             "GetModel": unary(self.GetModel, pb.ModelInfo),
             "Feedback": unary(self.Feedback, pb.FeedbackResponse),
@@ -212,6 +218,11 @@ def health_handler(health: Any) -> grpc.GenericRpcHandler:
         "Watch": grpc.unary_stream_rpc_method_handler(
             lambda raw, context: health.Watch(decoded(raw, context), context), response_serializer=serialize),
     })
+
+
+def _serialized(response: bytes | pb.PredictBatchResponse) -> bytes:
+    """What gRPC sends: an answer ``wire`` wrote as it is, a message serialized."""
+    return response if type(response) is bytes else response.SerializeToString()
 
 
 def _reviewer(_context: grpc.ServicerContext, given: str) -> str:

@@ -23,6 +23,7 @@ from smallguard.server.settings import Settings
 from smallguard.server.store.schema import decision_log
 from smallguard.server.transport import converters
 from smallguard.server.transport.batch_columns import outcome_columns, stacked_columns
+from smallguard.server.transport.wire import batch_results_bytes, stacked_results_bytes
 from smallguard.v1 import guard_pb2 as pb
 from tests.conftest import DIGITS, copy_bundle, digits_rows, points
 
@@ -140,8 +141,8 @@ def test_each_item_is_decided_recorded_and_answered_as_item_by_item(twins: tuple
             assert [r.request_id for r in one_by_one][1:3] == served.request_ids[1:3] == [f"own-{start + 1}",
                                                                                          f"own-{start + 2}"]
             assert not served.key and served.request_ids[0] and served.request_ids[0] != served.request_ids[3]
-        ours = comparable(converters.stacked_batch_response(served))
-        theirs = comparable(converters.predict_batch_response(one_by_one, lambda code: None))
+        ours = comparable(pb.PredictBatchResponse.FromString(stacked_results_bytes(served)))
+        theirs = comparable(pb.PredictBatchResponse.FromString(batch_results_bytes(one_by_one, lambda code: None)))
         assert ours == theirs
         # in columns: the same results, from the arrays and from the item-by-item results
         assert comparable(pb.PredictBatchResponse(results=results_of(stacked_columns(served).columns))) == theirs
