@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from smallguard.server.transport import converters
 from smallguard.server.transport.converters import array_batch, stacked_tensors
 from smallguard.v1 import guard_pb2 as pb
 
@@ -117,3 +118,58 @@ def test_stacked_inputs_take_items_that_carry_only_the_rest_of_each_row() -> Non
         assert array_batch(request, stacked) is None
     del request.items[2]  # not one item per row: the item-by-item path fails the call, naming it
     assert array_batch(request, stacked) is None
+
+
+def _with_unknown_field(row: np.ndarray) -> pb.PredictRequest:
+    """The item as a newer client might send it: a field this server's proto does not have (number 99)."""
+    return pb.PredictRequest.FromString(typed(row).SerializeToString() + b"\x98\x06\x01")
+
+
+@pytest.mark.parametrize("dtype", [pb.FLOAT32, pb.FLOAT64])
+@pytest.mark.parametrize("model", ["", "digits"])
+def test_plain_items_are_read_from_their_bytes_as_the_general_path_reads_them(dtype: int, model: str) -> None:
+    """Items of one tensor each and nothing else, as most callers send them, are checked and read by comparing
+    their serialized bytes with the first's (``_plain``); the values must be those the general path reads, to
+    the bit: -0.0, the smallest subnormal, the largest finite value."""
+    rows = np.vstack([ROWS, [[-0.0, 1e-45, 3.4e38, -3.4e38] * 16]]).astype(np.float32 if dtype == pb.FLOAT32
+                                                                            else np.float64)
+
+    def item(row: np.ndarray) -> pb.PredictRequest:
+        tensor = pb.Tensor(name="pixels", dtype=dtype, shape=[64])
+        (tensor.contents.float_contents if dtype == pb.FLOAT32 else tensor.contents.double_contents).extend(
+            row.tolist())
+        return pb.PredictRequest(model=model, inputs=[tensor])
+
+    items = [item(row) for row in rows]
+    plain = converters._plain(items, "digits", "")
+    assert plain is not None
+    general = converters._alike(items)
+    assert general is not None
+    (ours,), (theirs,) = plain, general
+    assert (ours.name, ours.dtype, ours.shape) == (theirs.name, theirs.dtype, theirs.shape) == (
+        "pixels", "float32" if dtype == pb.FLOAT32 else "float64", (4, 64))
+    assert ours.values.tobytes() == theirs.values.tobytes() == rows.tobytes()
+    arrays = array_batch(batch(items), None)
+    assert arrays is not None and arrays.request_ids is None and arrays.contexts is None
+    assert arrays.tensors[0].values.tobytes() == rows.tobytes()
+
+
+@pytest.mark.parametrize("odd", [
+    lambda row: typed(row, request_id="mine"),
+    lambda row: typed(row, context={"allowed_labels": "1,7"}),
+    lambda row: typed(row, max_cost=1.0),
+    lambda row: typed(row, max_tier=0),
+    lambda row: typed(row, model="digits"),  # the first names none
+    _with_unknown_field, _float64, _both_fields, _typed_and_raw, _short, _renamed, _reshaped,
+], ids=["an id", "a context", "a budget", "a tier cap", "a model named", "an unknown field", "float64",
+        "two fields", "typed and raw", "a value short", "another name", "another shape"])
+def test_an_item_that_is_not_plain_is_read_by_the_general_path(odd) -> None:
+    """Not plain is not an error: the general path reads what it can take (an item's id, context and caps) and
+    sends the rest item by item."""
+    for place in (1, 2):
+        items = [typed(row) for row in ROWS]
+        items[place] = odd(ROWS[place])
+        assert converters._plain(items, "digits", "") is None
+        arrays = array_batch(batch(items), None)
+        if arrays is not None:  # taken over arrays by the general path: the same values
+            assert np.array_equal(arrays.tensors[0].values.reshape(3, 64), ROWS)
