@@ -59,24 +59,23 @@ def batch_results_bytes(results: Sequence[PredictOutcome | GuardError], on_error
     (``items[3].inputs[pixels]: ...``) and whose status code name ``on_error`` hears. Items whose verifiers
     answered them alike share their outcomes' tuples (``VerifierRunner.run_many``): their end is encoded once."""
     parts = []
-    tails: dict[tuple[int, int, float, str, str], bytes] = {}  # every tuple is held by ``results`` meanwhile
+    tails: dict[tuple[int, int, bytes, str, str], bytes] = {}  # every tuple is held by ``results`` meanwhile
     for index, result in enumerate(results):
-        if type(result) is not PredictOutcome:
-            if isinstance(result, PredictOutcome):
-                item = predict_response_bytes(result)
-            else:
-                code = status_of(result).name
-                on_error(code)
-                parts.append(_length_delimited(_RESULTS, pb.PredictBatchResult(error=pb.ItemError(
-                    code=code, message=f"items[{index}].{result}")).SerializeToString()))
-                continue
-        elif result.tiers or result.prediction.kind is not ModelKind.CLASSIFIER:
+        if not isinstance(result, PredictOutcome):
+            code = status_of(result).name
+            on_error(code)
+            parts.append(_length_delimited(_RESULTS, pb.PredictBatchResult(error=pb.ItemError(
+                code=code, message=f"items[{index}].{result}")).SerializeToString()))
+            continue
+        if result.tiers or result.prediction.kind is not ModelKind.CLASSIFIER:
             item = predict_response_bytes(result)
         else:
             model = result.model
             head = _heads.get((model, result.model_version)) or _head(model, result.model_version)
             answered_by = result.answered_by or model
-            key = (id(result.reasons), id(result.verifiers), result.threshold, result.trace_id, answered_by)
+            # the threshold by its bits: 0.0 (left out) and -0.0 (written) are equal as floats
+            key = (id(result.reasons), id(result.verifiers), _pack_double(result.threshold), result.trace_id,
+                   answered_by)
             tail = tails.get(key)
             if tail is None:
                 tail = tails[key] = _tail(result.threshold, result.reasons, result.verifiers, result.trace_id,

@@ -36,6 +36,7 @@ classifications = st.builds(
     lambda label, probability, top: Prediction(kind=ModelKind.CLASSIFIER, label=label, probability=probability,
                                                top_k=tuple(LabelScore(name, p) for name, p in top)),
     labels, doubles, st.lists(st.tuples(labels, doubles), max_size=4))
+SAME_EVERY_RUN = settings(deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 request_ids = st.one_of(st.sampled_from(["r-1", "0193a3c5-7a1e-7c2b-9f3e-123456789abc", "é" * 70]), texts)
 
 
@@ -52,7 +53,7 @@ def serialized(outcome: PredictOutcome) -> bytes:
     return converters.predict_response(outcome).SerializeToString()
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(SAME_EVERY_RUN, max_examples=400)
 @given(outcomes())
 def test_an_answer_is_the_bytes_upb_serializes(outcome: PredictOutcome) -> None:
     assert wire.predict_response_bytes(outcome) == serialized(outcome)
@@ -73,7 +74,7 @@ def test_an_answer_left_to_upb_is_the_same_bytes_too() -> None:
             outcome)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(SAME_EVERY_RUN, max_examples=150)
 @given(st.lists(st.one_of(outcomes(), st.sampled_from([
     InvalidInputError("3 values; shape [64] needs 64", "inputs[pixels].contents.float_contents"),
     ModelNotFoundError("no model 'x'")])), max_size=6), st.data())
@@ -97,7 +98,7 @@ def test_a_batch_item_by_item_is_the_bytes_upb_serializes(results: list, data: s
     assert errors == expected_errors
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(SAME_EVERY_RUN, max_examples=150)
 @given(st.lists(st.tuples(request_ids, st.sampled_from(list(Decision)), classifications, doubles, doubles,
                           st.integers(0, 2)), min_size=1, max_size=8),
        st.lists(st.tuples(reasons, verifiers), min_size=3, max_size=3),
