@@ -282,7 +282,7 @@ def _plain(items: Sequence[pb.PredictRequest], model: str, version: str) -> list
         if len(data) != length or not data.startswith(head):
             return None
     rows = np.frombuffer(b"".join(encoded), dtype=np.uint8).reshape(len(items), length)[:, start:]
-    values = np.ascontiguousarray(rows).view(wire).astype(decoded.dtype, copy=False).reshape(-1)
+    values = rows.copy().view(wire).astype(decoded.dtype, copy=False).reshape(-1)  # its own, writable, as _tensor's
     return [TensorInput(decoded.name, decoded.dtype, (len(items), *decoded.shape), values)]
 
 

@@ -33,6 +33,7 @@ from smallguard.verifiers import LabelScore, ModelKind, Prediction
 
 _pack_double = struct.Struct("<d").pack
 _KEPT = 4096  # at most this many labels, model names and verifier results are kept encoded (a reload may bring new)
+_KEPT_BYTES = 512  # and a verifier result only when it is at most this long: at most 2 MiB kept in all
 _labels: dict[str, tuple[bytes, bytes]] = {}  # label -> (a classification's start, a top-k entry's start)
 _heads: dict[tuple[str, str], bytes] = {}  # (model, version) -> their fields
 _checks: dict[tuple[str, str, object, str, object], bytes] = {}  # a verifier result's fields but its duration
@@ -160,11 +161,13 @@ def _verifier(outcome: VerifierOutcome) -> bytes:
     key = (outcome.name, outcome.use, outcome.status, outcome.message, outcome.on_fail)
     start = _checks.get(key)
     if start is None:
-        if len(_checks) >= _KEPT:
-            _checks.clear()
-        start = _checks[key] = b"".join((
+        start = b"".join((
             _string(b"\x0a", outcome.name), _string(b"\x12", outcome.use), _enum(b"\x18", STATUS_VALUE[outcome.status]),
             _string(b"\x22", outcome.message), _enum(b"\x28", DECISION_VALUE[outcome.on_fail])))
+        if len(start) <= _KEPT_BYTES:  # a message may quote the caller's context: one of any length is not kept
+            if len(_checks) >= _KEPT:
+                _checks.clear()
+            _checks[key] = start
     return _length_delimited(_VERIFIERS, start + _double(b"\x31", outcome.duration_ms))
 
 

@@ -173,3 +173,13 @@ def test_an_item_that_is_not_plain_is_read_by_the_general_path(odd) -> None:
         arrays = array_batch(batch(items), None)
         if arrays is not None:  # taken over arrays by the general path: the same values
             assert np.array_equal(arrays.tensors[0].values.reshape(3, 64), ROWS)
+
+
+def test_a_plain_item_alone_gets_values_of_its_own() -> None:
+    """One item's values read from its bytes are an array of their own, writable, as ``_tensor`` gives a Predict's
+    (not a view of the message's bytes)."""
+    item = typed(ROWS[0])
+    (tensor,) = converters._plain([item], "digits", "")
+    assert tensor.values.flags.writeable
+    tensor.values[0] = 99.0  # changes the array, not what the message holds
+    assert item.inputs[0].contents.float_contents[0] == ROWS[0][0] and np.array_equal(tensor.values[1:], ROWS[0][1:])

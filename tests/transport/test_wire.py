@@ -140,3 +140,18 @@ def test_a_long_answer_takes_lengths_of_several_bytes() -> None:
     assert wire.predict_response_bytes(outcome) == serialized(outcome)
     assert wire.batch_results_bytes([outcome], lambda code: None) == pb.PredictBatchResponse(
         results=[pb.PredictBatchResult(response=converters.predict_response(outcome))]).SerializeToString()
+
+
+def test_a_verifier_message_that_quotes_the_caller_at_length_is_written_but_not_kept() -> None:
+    """A message may repeat the caller's context (label-allowed lists the labels it was given): one longer than a
+    few hundred bytes is encoded for its answer alone, so callers cannot make the server hold what they sent."""
+    wire._checks.clear()
+    for i in range(3):
+        quoted = f"label '3' is not allowed by context 'allowed_labels': {str(i) * 100_000}"
+        outcome = PredictOutcome(f"r-{i}", "digits", "", Decision.ESCALATE,
+                                 Prediction(kind=ModelKind.CLASSIFIER, label="3", probability=0.9, top_k=()),
+                                 0.9, 0.9, 0.5, (Reason(ReasonCode.VERIFIER_FAILED, quoted, "allowed"),),
+                                 (VerifierOutcome("allowed", "label-allowed", Status.FAILED, quoted,
+                                                  Decision.ESCALATE, 0.01),))
+        assert wire.predict_response_bytes(outcome) == serialized(outcome)
+    assert sum(len(start) for start in wire._checks.values()) == 0
